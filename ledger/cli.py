@@ -1,0 +1,66 @@
+"""The ``migration-ledger`` command line: the composition root.
+
+Each area is a typer sub-app defined beside the code it drives and wired in here; this is the
+only module that knows them all. Settings are built once here, from the environment and the
+common ``--bootstrap-servers`` / ``--topic-prefix`` / ``--duckdb`` flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ledger.settings import Settings
+
+app = typer.Typer(
+    name="migration-ledger",
+    help="Event-sourced ledger for moving live traffic from pool V1 to pool V2 safely.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+BootstrapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-servers",
+        help="Kafka bootstrap servers [env MIGRATION_LEDGER_BOOTSTRAP_SERVERS]",
+    ),
+]
+TopicPrefixOption = Annotated[
+    str | None,
+    typer.Option(
+        "--topic-prefix",
+        help="Prefix put before every topic name [env MIGRATION_LEDGER_TOPIC_PREFIX]",
+    ),
+]
+DuckdbOption = Annotated[
+    Path | None,
+    typer.Option("--duckdb", help="Location of the DuckDB ledger [env MIGRATION_LEDGER_DUCKDB]"),
+]
+
+
+def build_settings(
+    bootstrap_servers: str | None = None,
+    topic_prefix: str | None = None,
+    duckdb: Path | None = None,
+    **other: Any,
+) -> Settings:
+    """Settings from the environment, overridden by whichever flags were given."""
+    given: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers,
+        "topic_prefix": topic_prefix,
+        "duckdb": duckdb,
+        **other,
+    }
+    return Settings(**{k: v for k, v in given.items() if v is not None})
+
+
+# --- sub-commands: each area registers itself here (one or two lines each) ---------------
+
+# --- end of sub-commands ---------------------------------------------------------------------
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,357 @@
+"""The event contract: every fact the ledger records, as frozen pydantic models.
+
+Other teams' pools publish ``OperationRecorded`` in any language, so field names here are a
+public contract. Each event names its own ``type`` (the discriminator) and ``schema_version``;
+one ``TypeAdapter`` built once decodes any of them (``decode_event``). Events are named in the
+past tense; they are facts, never requests.
+
+Models are strict about types (no silent ``"1"`` -> ``1``), forbid unknown fields (a typo in a
+producer is caught, not stored), and require timezone-aware timestamps.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from ledger.errors import EventDecodeError
+
+__all__ = [
+    "AnyEvent",
+    "BreakerStateChanged",
+    "CommandRejected",
+    "ComparisonRecorded",
+    "DeadLettered",
+    "DecisionReason",
+    "Difference",
+    "Event",
+    "FlagChanged",
+    "HealthAssessed",
+    "OperationError",
+    "OperationRecorded",
+    "Pool",
+    "Resources",
+    "RolloutDecided",
+    "SwitchoverRecorded",
+    "decode_event",
+    "encode_event",
+]
+
+Pool: TypeAlias = Literal["v1", "v2"]
+Role: TypeAlias = Literal["primary", "shadow"]
+Outcome: TypeAlias = Literal["ok", "error"]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class Record(BaseModel):
+    """Base of every value object in the contract: immutable, strict, closed."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+
+class Event(Record):
+    """Base of every event: a unique id makes every consumer idempotent."""
+
+    event_id: NonEmpty
+    schema_version: int = 1
+
+
+class OperationError(BaseModel):
+    """A pool's native error. ``type`` and ``message`` are required; the rest is kept as-is."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="allow")
+
+    type: NonEmpty
+    message: str
+
+
+class Resources(Record):
+    cpu_ms: float | None = Field(default=None, ge=0)
+    memory_bytes: int | None = Field(default=None, ge=0)
+    worker_id: str | None = None
+
+
+class OperationRecorded(Event):
+    """One execution of one logical operation on one pool (V1 and V2 share ``correlation_id``)."""
+
+    type: Literal["OperationRecorded"] = "OperationRecorded"
+    correlation_id: NonEmpty
+    session_id: str | None
+    pool: Pool
+    role: Role
+    operation: NonEmpty
+    outcome: Outcome
+    result: JsonValue = None
+    error: OperationError | None = None
+    started_at: AwareDatetime
+    duration_ms: float = Field(ge=0, allow_inf_nan=False)
+    environment: str | None = None
+    args_digest: str | None = None
+    resources: Resources | None = None
+
+    @model_validator(mode="after")
+    def _outcome_matches_payload(self) -> OperationRecorded:
+        if self.outcome == "ok" and self.error is not None:
+            raise ValueError("error: must be null when outcome is 'ok'")
+        if self.outcome == "error" and self.error is None:
+            raise ValueError("error: required when outcome is 'error'")
+        if self.outcome == "error" and self.result is not None:
+            raise ValueError("result: must be null when outcome is 'error'")
+        return self
+
+
+class DecisionReason(StrEnum):
+    """Why a request went where it went, in the spirit of OpenFeature's reason codes."""
+
+    ENVIRONMENT_OVERRIDE = "ENVIRONMENT_OVERRIDE"
+    SESSION_OVERRIDE = "SESSION_OVERRIDE"
+    DISABLED = "DISABLED"
+    SPLIT = "SPLIT"
+    CIRCUIT_OPEN = "CIRCUIT_OPEN"
+
+
+class RolloutDecided(Event):
+    """Where one request was routed, with everything needed to recompute it later."""
+
+    type: Literal["RolloutDecided"] = "RolloutDecided"
+    flag: NonEmpty
+    session_id: str | None
+    correlation_id: NonEmpty
+    environment: str | None = None
+    pool: Pool
+    reason: DecisionReason
+    bucket: int | None = Field(default=None, ge=0, le=9999)
+    threshold_bp: int | None = Field(default=None, ge=0, le=10000)
+    flag_version: int = Field(ge=0)
+    hash_version: int = 1
+    at: AwareDatetime
+
+
+class FlagChanged(Event):
+    """One accepted change to the migration flag; the log of these *is* the flag.
+
+    ``version`` counts every change of one flag from 1 without gaps; ``hash`` is the SHA-256 of
+    the canonical JSON of this event without ``hash`` and includes ``prev_hash``, so a changed,
+    missing, reordered or inserted event breaks the chain at its own version.
+    """
+
+    type: Literal["FlagChanged"] = "FlagChanged"
+    flag: NonEmpty
+    version: int = Field(ge=1)
+    command: NonEmpty
+    command_id: NonEmpty
+    v2_pool_enabled: bool
+    v2_rollout_bp: int = Field(ge=0, le=10000)
+    shadow_mode_enabled: bool
+    shadow_sample_bp: int = Field(ge=0, le=10000)
+    session_overrides: dict[str, Pool]
+    environment_overrides: dict[str, Pool]
+    frozen: bool
+    actor: NonEmpty
+    reason: NonEmpty
+    cause_id: str | None = None
+    at: AwareDatetime
+    prev_hash: str
+    hash: str
+
+
+class CommandRejected(Event):
+    """A flag command that was decided and refused; nothing is dropped silently."""
+
+    type: Literal["CommandRejected"] = "CommandRejected"
+    flag: NonEmpty
+    command: NonEmpty
+    command_id: NonEmpty
+    current_version: int = Field(ge=0)
+    actor: NonEmpty
+    reason: str
+    cause_id: str | None = None
+    rejection: NonEmpty
+    at: AwareDatetime
+
+
+class Difference(Record):
+    """One difference between the V1 and V2 result at one path (values truncated)."""
+
+    path: str
+    kind: str
+    v1: JsonValue = None
+    v2: JsonValue = None
+
+
+class ComparisonRecorded(Event):
+    """The classified comparison of one correlation id's V1 and V2 executions.
+
+    ``event_id`` is derived from ``correlation_id`` so a re-emission after a crash is
+    recognisably the same comparison.
+    """
+
+    type: Literal["ComparisonRecorded"] = "ComparisonRecorded"
+    comparison_id: NonEmpty
+    correlation_id: NonEmpty
+    session_id: str | None = None
+    operation: str | None = None
+    environment: str | None = None
+    category: NonEmpty
+    differences: tuple[Difference, ...] = ()
+    differences_truncated: bool = False
+    fingerprint: NonEmpty
+    rules_version: NonEmpty
+    v1_event_id: str | None = None
+    v2_event_id: str | None = None
+    v1_duration_ms: float | None = None
+    v2_duration_ms: float | None = None
+    latency_ratio: float | None = None
+    v1_error_type: str | None = None
+    v2_error_type: str | None = None
+    late: bool = False
+    at: AwareDatetime
+
+
+class HealthAssessed(Event):
+    """One closed health window for one pool and operation (or ``"*"`` for all)."""
+
+    type: Literal["HealthAssessed"] = "HealthAssessed"
+    pool: Pool
+    operation: str
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    count: int = Field(ge=0)
+    error_count: int = Field(ge=0)
+    errors_by_type: dict[str, int] = Field(default_factory=dict)
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    comparisons: int = Field(default=0, ge=0)
+    mismatches: int = Field(default=0, ge=0)
+    cpu_ms_mean: float | None = None
+    memory_bytes_max: int | None = None
+    worker_failures: int = Field(default=0, ge=0)
+    verdict: str = "unjudged"
+    triggers: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    metrics: dict[str, float] = Field(default_factory=dict)
+    at: AwareDatetime
+
+
+class SwitchoverRecorded(Event):
+    """A step of the switchover controller (started, advanced, paused, resumed, rolled back)."""
+
+    type: Literal["SwitchoverRecorded"] = "SwitchoverRecorded"
+    flag: NonEmpty
+    action: NonEmpty
+    stage: int = Field(ge=-1)
+    percentage_bp: int = Field(ge=0, le=10000)
+    actor: NonEmpty
+    reason: str
+    cause_id: str | None = None
+    gates: dict[str, JsonValue] = Field(default_factory=dict)
+    at: AwareDatetime
+
+
+class BreakerStateChanged(Event):
+    """The V2 circuit breaker moved between closed, open and half_open."""
+
+    type: Literal["BreakerStateChanged"] = "BreakerStateChanged"
+    breaker: NonEmpty
+    previous: Literal["closed", "open", "half_open"]
+    current: Literal["closed", "open", "half_open"]
+    reason: str
+    at: AwareDatetime
+
+
+class DeadLettered(Event):
+    """Input that could not be parsed or validated, kept with its reason and origin."""
+
+    type: Literal["DeadLettered"] = "DeadLettered"
+    source_topic: str
+    source_partition: int | None = None
+    source_offset: int | None = None
+    reason: str
+    original_key: str | None = None
+    original_b64: str
+    at: AwareDatetime
+
+
+AnyEvent = Annotated[
+    OperationRecorded
+    | RolloutDecided
+    | FlagChanged
+    | CommandRejected
+    | ComparisonRecorded
+    | HealthAssessed
+    | SwitchoverRecorded
+    | BreakerStateChanged
+    | DeadLettered,
+    Field(discriminator="type"),
+]
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    model.model_fields["type"].default: model
+    for model in (
+        OperationRecorded,
+        RolloutDecided,
+        FlagChanged,
+        CommandRejected,
+        ComparisonRecorded,
+        HealthAssessed,
+        SwitchoverRecorded,
+        BreakerStateChanged,
+        DeadLettered,
+    )
+}
+
+_ANY_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "<event>"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def decode_event(data: bytes | str, expected: type[Event] | None = None) -> Event:
+    """Decode one JSON event; ``expected`` pins the type (a topic's own model).
+
+    Raises ``EventDecodeError`` naming every offending field.
+    """
+    try:
+        if expected is None:
+            return _ANY_EVENT.validate_json(data)
+        return expected.model_validate_json(data)
+    except ValidationError as exc:
+        raise EventDecodeError(_describe(exc)) from exc
+
+
+def decode_event_object(data: dict[str, Any], expected: type[Event] | None = None) -> Event:
+    """Decode an event from a JSON-shaped dict (as read back from storage)."""
+    try:
+        if expected is None:
+            return _ANY_EVENT.validate_python(data, strict=False)
+        return expected.model_validate(data, strict=False)
+    except ValidationError as exc:
+        raise EventDecodeError(_describe(exc)) from exc
+
+
+def encode_event(event: Event) -> bytes:
+    """The wire form: compact JSON, every field present."""
+    return event.model_dump_json().encode()
+
+
+def utc_iso(at: datetime) -> str:
+    """RFC 3339 text for a timestamp, as it appears on the wire."""
+    return at.isoformat()

@@ -1,0 +1,1 @@
+"""What runs inside or beside the pools: publisher, flag client, shadow runner, simulator."""

@@ -1,0 +1,1 @@
+"""Reports built from the DuckDB ledger, rendered as tables, JSON, CSV or HTML."""

@@ -1,0 +1,1 @@
+"""The Faust stream processors: pairing, flag log writer, dead letters, health windows."""
