@@ -195,7 +195,9 @@ class ComparisonRecorded(Event):
     """The classified comparison of one correlation id's V1 and V2 executions.
 
     ``event_id`` is derived from ``correlation_id`` so a re-emission after a crash is
-    recognisably the same comparison.
+    recognisably the same comparison. ``difference_count`` counts every difference found,
+    ``differences`` keeps the first few (``differences_truncated`` when some were left out).
+    ``primary_pool`` is the pool whose answer went to the caller.
     """
 
     type: Literal["ComparisonRecorded"] = "ComparisonRecorded"
@@ -207,8 +209,10 @@ class ComparisonRecorded(Event):
     category: NonEmpty
     differences: tuple[Difference, ...] = ()
     differences_truncated: bool = False
+    difference_count: int = Field(default=0, ge=0)
     fingerprint: NonEmpty
     rules_version: NonEmpty
+    primary_pool: Pool | None = None
     v1_event_id: str | None = None
     v2_event_id: str | None = None
     v1_duration_ms: float | None = None
