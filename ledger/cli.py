@@ -58,6 +58,9 @@ def build_settings(
 
 
 # --- sub-commands: each area registers itself here (one or two lines each) ---------------
+from ledger.kafka_cli import app as kafka_app  # noqa: E402
+
+app.add_typer(kafka_app, name="kafka")
 
 # --- end of sub-commands ---------------------------------------------------------------------
 

@@ -1,0 +1,112 @@
+"""``migration-ledger kafka up | down | status``: the local broker from the command line.
+
+Each command addresses the broker on one client port, so several can run side by side.
+Progress of the slow steps goes to stderr as a spinner; results go to stdout.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager
+from typing import Annotated
+
+import typer
+
+from ledger.errors import BrokerError
+from ledger.local_kafka import LocalBroker
+from ledger.settings import Settings
+
+app = typer.Typer(
+    name="kafka",
+    help="Run a local Apache Kafka broker (KRaft, single node, loopback only).",
+    no_args_is_help=True,
+)
+
+PortOption = Annotated[
+    int,
+    typer.Option("--port", min=1, max=65535, help="Client (PLAINTEXT) port on 127.0.0.1."),
+]
+ControllerPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--controller-port",
+        min=1,
+        max=65535,
+        help="KRaft controller port on 127.0.0.1 [default: --port + 1, i.e. 9093]",
+        show_default=False,
+    ),
+]
+
+
+def _broker(port: int, controller_port: int | None = None) -> LocalBroker:
+    return LocalBroker(Settings().cache_dir, port=port, controller_port=controller_port)
+
+
+def _fail(error: BrokerError) -> typer.Exit:
+    typer.secho(f"Error: {error}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=1)
+
+
+def _spinner(message: str) -> AbstractContextManager[object]:
+    from rich.console import Console
+
+    return Console(stderr=True).status(message)
+
+
+@app.command()
+def up(
+    port: PortOption = 9092,
+    controller_port: ControllerPortOption = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for the broker to answer.")
+    ] = 90.0,
+) -> None:
+    """Fetch the jars if needed, start the broker in the background and wait until it answers."""
+    started_at = time.monotonic()
+    try:
+        broker = _broker(port, controller_port)
+        state, started = broker.up(timeout=timeout, step=_spinner)
+    except BrokerError as error:
+        raise _fail(error) from None
+    if not started:
+        typer.echo(f"Kafka is already up at {state.bootstrap} (pid {state.pid}); nothing to do.")
+        return
+    typer.echo(
+        f"Kafka {state.kafka_version} is up at {state.bootstrap} (pid {state.pid}, controller "
+        f"port {state.controller_port}) after {time.monotonic() - started_at:.1f} s.\n"
+        f"  data: {state.data_dir}\n  logs: {state.log_dir}"
+    )
+
+
+@app.command()
+def down(
+    port: PortOption = 9092,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait after SIGTERM (then KILL).")
+    ] = 30.0,
+) -> None:
+    """Stop the broker on this port (SIGTERM, then wait); harmless when none runs."""
+    try:
+        stopped = _broker(port).down(timeout=timeout)
+    except BrokerError as error:
+        raise _fail(error) from None
+    if stopped is None:
+        typer.echo(f"No Kafka broker of ours runs on port {port}; nothing to stop.")
+    else:
+        typer.echo(f"Kafka at {stopped.bootstrap} (pid {stopped.pid}) stopped.")
+
+
+@app.command()
+def status(port: PortOption = 9092) -> None:
+    """Say whether the broker on this port is up, and where its data and logs are."""
+    try:
+        state = _broker(port).status()
+    except BrokerError as error:
+        raise _fail(error) from None
+    if state is None:
+        typer.echo(f"down: no Kafka broker of ours runs on port {port}.")
+        return
+    typer.echo(
+        f"up: Kafka {state.kafka_version} at {state.bootstrap} (pid {state.pid}, controller "
+        f"port {state.controller_port})\n  data: {state.data_dir}\n  logs: {state.log_dir}"
+    )
