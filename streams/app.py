@@ -1,0 +1,103 @@
+"""The one place that creates the faust app the worker runs.
+
+``create_app`` builds a fresh app from ``Settings`` (a factory, so tests make apps with unique
+ids and topic prefixes side by side) and lets every module in ``AGENT_MODULES`` install its
+agents, tables, timers and pages on it through ``install(ledger_app)``. A new stream processor
+(health windows, switchover) is one module with an ``install`` function and one line here.
+
+Every topic carries raw bytes: agents decode with ``ledger.events`` themselves, so input that
+is not even JSON reaches the agent and can be dead-lettered instead of crashing the stream.
+Processing is at-least-once; what agents publish is idempotent downstream (ids derived from
+the input), which faust's exactly-once mode, with its open fencing issues, would not improve.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from ledger.settings import Settings
+from streams.metrics import Metrics
+from streams.topics import topic_name
+
+__all__ = ["AGENT_MODULES", "DEFAULT_WEB_PORT", "LedgerApp", "create_app"]
+
+#: Modules whose ``install(ledger_app)`` runs when the app is created, in this order.
+AGENT_MODULES: tuple[str, ...] = (
+    "streams.metrics",
+    "streams.pairing",
+    "streams.flag_writer",
+)
+
+DEFAULT_WEB_PORT = 6066
+
+
+@dataclass
+class LedgerApp:
+    """The faust app with what its agents share: settings, metrics, options, topics."""
+
+    app: faust.App
+    settings: Settings
+    metrics: Metrics
+    options: dict[str, Any] = field(default_factory=dict)
+    _topics: dict[str, Any] = field(default_factory=dict)
+    #: name -> agent, for tests (``agents["pairing"].test_context()``).
+    agents: dict[str, Any] = field(default_factory=dict)
+    #: name -> helper object an install function wants to expose (tests, the bench).
+    parts: dict[str, Any] = field(default_factory=dict)
+
+    def topic(self, logical: str) -> Any:
+        """The faust topic (raw bytes) for a logical name; one object per name."""
+        if logical not in self._topics:
+            self._topics[logical] = self.app.topic(
+                topic_name(self.settings, logical),
+                key_type=bytes,
+                value_type=bytes,
+                partitions=None,
+            )
+        return self._topics[logical]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    app_id: str | None = None,
+    web_enabled: bool = True,
+    web_port: int = DEFAULT_WEB_PORT,
+    modules: Sequence[str] = AGENT_MODULES,
+    datadir: Path | None = None,
+    **options: Any,
+) -> LedgerApp:
+    """A new faust app for ``settings`` with the agents of ``modules`` installed.
+
+    ``options`` are read by the agent modules (``rules_path``, ``keep_for_timeouts``...).
+    """
+    app_id = app_id or f"{settings.topic_prefix}migration-ledger"
+    brokers = [f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")]
+    app = faust.App(
+        app_id,
+        broker=brokers,
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        web_enabled=web_enabled,
+        web_port=web_port,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        datadir=str(datadir or settings.cache_dir / "faust" / app_id),
+        worker_redirect_stdouts=False,
+    )
+    ledger_app = LedgerApp(app=app, settings=settings, metrics=Metrics(), options=dict(options))
+    for module in modules:
+        importlib.import_module(module).install(ledger_app)
+    return ledger_app
