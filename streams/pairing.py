@@ -111,7 +111,7 @@ class PairingAgent:
         table: MutableMapping[bytes, bytes],
         classifier: Classifier,
         metrics: Metrics,
-        operations_topic: str,
+        ticks_topic: str,
         timeout: float,
         keep_for: float,
         send_comparison: Send,
@@ -123,7 +123,7 @@ class PairingAgent:
         self.table = table
         self.classifier = classifier
         self.metrics = metrics
-        self.operations_topic = operations_topic
+        self.ticks_topic = ticks_topic
         self.timeout = timeout
         self.keep_for = keep_for
         self.send_comparison = send_comparison
@@ -183,10 +183,10 @@ class PairingAgent:
             self.rebuild()
         position = Position(topic=message.topic, partition=message.partition, offset=message.offset)
         await self._republish(position)
-        if message.topic == self.operations_topic:
-            await self._operation(message, position)
-        else:
+        if message.topic == self.ticks_topic:
             await self._tick(message, position)
+        else:
+            await self._operation(message, position)
 
     async def _operation(self, message: Message, position: Position) -> None:
         partition = message.partition
@@ -373,7 +373,7 @@ def install(ledger: LedgerApp) -> None:
         table=table,
         classifier=options.get("classifier") or RuleClassifier(options.get("rules_path")),
         metrics=ledger.metrics,
-        operations_topic=operations_name,
+        ticks_topic=ticks.get_topic_name(),
         timeout=timeout,
         keep_for=keep_for,
         send_comparison=send_comparison,
