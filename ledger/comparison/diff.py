@@ -41,9 +41,16 @@ class DifferenceKind(StrEnum):
 
 
 # Kinds that change the shape of a result (shape_mismatch); the rest are value_mismatch.
-SHAPE_KINDS = frozenset(
-    {DifferenceKind.TYPE, DifferenceKind.MISSING, DifferenceKind.EXTRA, DifferenceKind.SIZE}
-)
+SHAPE_KINDS = frozenset({"type", "missing", "extra", "size"})
+
+# Plain strings in the hot loop: reading an enum member's value goes through a descriptor.
+_TYPE = DifferenceKind.TYPE.value
+_VALUE = DifferenceKind.VALUE.value
+_NULL = DifferenceKind.NULL.value
+_MISSING_KEY = DifferenceKind.MISSING.value
+_EXTRA = DifferenceKind.EXTRA.value
+_SIZE = DifferenceKind.SIZE.value
+_ORDERING = DifferenceKind.ORDERING.value
 
 # Distinct (folded path, kind) pairs kept for the fingerprint: enough for any real schema,
 # bounded for a pathological one.
@@ -55,6 +62,10 @@ _ORDERING_NESTING = 16
 _FREEZE_DEPTH = 200
 
 _MISSING: Any = object()
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_NUMBERS = frozenset({int, float})
+# Below this length a list is walked item by item; above, C-level checks pay for themselves.
+_BULK_LIST = 8
 _Task: TypeAlias = tuple[Any, Any, MatchState, PathLink]
 
 
@@ -67,15 +78,15 @@ class DifferenceSink:
         self.limit = limit
         self.count = 0
         self.shape = False
-        self.recorded: list[tuple[PathLink, DifferenceKind, Any, Any]] = []
+        self.recorded: list[tuple[PathLink, str, Any, Any]] = []
         self.keys: set[tuple[str, str]] = set()
 
-    def add(self, path: PathLink, kind: DifferenceKind, v1: Any, v2: Any) -> None:
+    def add(self, path: PathLink, kind: str, v1: Any, v2: Any) -> None:
         self.count += 1
         if kind in SHAPE_KINDS:
             self.shape = True
         if len(self.keys) < _FINGERPRINT_KEYS:
-            self.keys.add((fold_path(path), kind.value))
+            self.keys.add((fold_path(path), kind))
         if len(self.recorded) < self.limit:
             self.recorded.append((path, kind, v1, v2))
 
@@ -95,11 +106,24 @@ class DifferenceSink:
         return self.count > len(self.recorded)
 
     def rendered(self, max_chars: int) -> list[tuple[str, str, JsonValue, JsonValue]]:
-        """The recorded differences with readable paths and bounded values."""
+        """The recorded differences in document order, with readable paths and bounded values."""
+        ordered = sorted(self.recorded, key=_document_order) if len(self.recorded) > 1 else []
         return [
-            (format_path(path), kind.value, preview(v1, max_chars), preview(v2, max_chars))
-            for path, kind, v1, v2 in self.recorded
+            (format_path(path), kind, preview(v1, max_chars), preview(v2, max_chars))
+            for path, kind, v1, v2 in ordered or self.recorded
         ]
+
+
+def _document_order(
+    record: tuple[PathLink, str, Any, Any],
+) -> list[tuple[int, int, str]]:
+    link = record[0]
+    key: list[tuple[int, int, str]] = []
+    while link is not None:
+        link, segment = link
+        key.append((0, segment, "") if isinstance(segment, int) else (1, 0, segment))
+    key.reverse()
+    return key
 
 
 def diff_results(a: Any, b: Any, root: MatchState, sink: DifferenceSink) -> None:
@@ -113,66 +137,71 @@ def diff_results(a: Any, b: Any, root: MatchState, sink: DifferenceSink) -> None
 
 def _walk(stack: list[_Task], sink: DifferenceSink, nesting: int) -> None:
     pop = stack.pop
+    push = stack.append
     add = sink.add
+    scalars = _SCALARS
     while stack:
         a, b, state, path = pop()
         type_a = type(a)
-        type_b = type(b)
         if type_a is dict:
-            if type_b is not dict:
-                add(path, DifferenceKind.NULL if b is None else DifferenceKind.TYPE, a, b)
+            if type(b) is not dict:
+                add(path, _NULL if b is None else _TYPE, a, b)
                 continue
             dead = state.dead
             following = state.next
-            seen = 0
-            children: list[_Task] = []
+            same_keys = a.keys() == b.keys()
             for key, value_a in a.items():
+                value_b = b.get(key, _MISSING)
+                if value_a is value_b:
+                    continue
+                kind = type(value_a)
+                # Equal scalars of one type are equal under any rule: skip before any lookup.
+                if kind is type(value_b) and kind in scalars and value_a == value_b:
+                    continue
                 if dead:
                     child = state
                 else:
                     found = following.get(key)
                     child = state.child(key) if found is None else found
-                value_b = b.get(key, _MISSING)
-                if value_b is not _MISSING:
-                    seen += 1
-                elif not child.ignored:
-                    add((path, key), DifferenceKind.MISSING, value_a, None)
+                if child.ignored:
                     continue
-                if child.ignored or value_a is value_b:
-                    continue
-                kind = type(value_a)
-                if (
-                    kind is type(value_b)
-                    and kind is not dict
-                    and kind is not list
-                    and value_a == value_b
-                ):
-                    continue
-                children.append((value_a, value_b, child, (path, key)))
-            if seen != len(b):
+                if value_b is _MISSING:
+                    add((path, key), _MISSING_KEY, value_a, None)
+                elif kind in scalars and type(value_b) in scalars:
+                    _compare_scalars(value_a, value_b, child, (path, key), sink)
+                else:
+                    push((value_a, value_b, child, (path, key)))
+            if not same_keys:
                 for key, value_b in b.items():
                     if key not in a and not state.child(key).ignored:
-                        add((path, key), DifferenceKind.EXTRA, None, value_b)
-            if children:
-                children.reverse()  # the stack pops the first key first
-                stack.extend(children)
+                        add((path, key), _EXTRA, None, value_b)
         elif type_a is list:
-            if type_b is not list:
-                add(path, DifferenceKind.NULL if b is None else DifferenceKind.TYPE, a, b)
+            if type(b) is not list:
+                add(path, _NULL if b is None else _TYPE, a, b)
                 continue
             item = state.item_state or state.item()
             if item.ignored:
                 continue
+            length_a = len(a)
+            length_b = len(b)
+            if length_a == length_b and length_a >= _BULK_LIST:
+                # Lists of scalars with the same type at every index: == is then exact.
+                types_a = list(map(type, a))
+                if (
+                    types_a == list(map(type, b))
+                    and dict not in types_a
+                    and list not in types_a
+                    and a == b
+                ):
+                    continue
             if state.unordered:
                 pairs = _match_unordered(a, b, item, path, sink)
                 if pairs is not None:
                     pairs.reverse()
                     stack.extend(pairs)
                     continue
-            length_a = len(a)
-            length_b = len(b)
             if length_a != length_b:
-                add(path, DifferenceKind.SIZE, length_a, length_b)
+                add(path, _SIZE, length_a, length_b)
             tasks: list[_Task] = []
             for index in range(min(length_a, length_b)):
                 value_a = a[index]
@@ -180,27 +209,21 @@ def _walk(stack: list[_Task], sink: DifferenceSink, nesting: int) -> None:
                 if value_a is value_b:
                     continue
                 kind = type(value_a)
-                if (
-                    kind is type(value_b)
-                    and kind is not dict
-                    and kind is not list
-                    and value_a == value_b
-                ):
+                if kind is type(value_b) and kind in scalars and value_a == value_b:
                     continue
                 tasks.append((value_a, value_b, item, (path, index)))
             if not tasks:
                 continue
+            tasks.reverse()  # the stack pops the first index first
             if length_a == length_b and length_a > 1 and nesting < _ORDERING_NESTING:
                 # Walk the items apart: if they differ only by order, one difference says so.
                 inner = DifferenceSink(sink.limit)
-                tasks.reverse()
                 _walk(tasks, inner, nesting + 1)
                 if inner.count and _same_items(a, b, item):
-                    add(path, DifferenceKind.ORDERING, a, b)
+                    add(path, _ORDERING, a, b)
                 else:
                     sink.merge(inner)
                 continue
-            tasks.reverse()
             stack.extend(tasks)
         else:
             _compare_scalars(a, b, state, path, sink)
@@ -209,48 +232,38 @@ def _walk(stack: list[_Task], sink: DifferenceSink, nesting: int) -> None:
 def _compare_scalars(
     a: Any, b: Any, state: MatchState, path: PathLink, sink: DifferenceSink
 ) -> None:
+    """Two JSON scalars that are not trivially equal (numbers first: the common case)."""
     type_a = type(a)
     type_b = type(b)
-    if a is None or b is None:
-        if a is not b:
-            sink.add(path, DifferenceKind.NULL, a, b)
+    if type_a in _NUMBERS and type_b in _NUMBERS:
+        if type_a is not type_b and not state.int_float_equal:
+            sink.add(path, _TYPE, a, b)
+        elif a != b:
+            try:
+                gap = abs(a - b)
+                if gap <= state.abs_tolerance or gap <= state.rel_tolerance * max(abs(a), abs(b)):
+                    return
+            except OverflowError:  # an integer too large for a float: exact comparison only
+                pass
+            else:
+                if gap != gap and a != a and b != b:  # NaN on both sides
+                    return
+            sink.add(path, _VALUE, a, b)
         return
     if type_a is str and type_b is str:
         if a != b:
             normalise = state.strings
             if normalise is None or normalise(a) != normalise(b):
-                sink.add(path, DifferenceKind.VALUE, a, b)
+                sink.add(path, _VALUE, a, b)
         return
-    if type_a is bool or type_b is bool:
-        if type_a is not type_b:
-            sink.add(path, DifferenceKind.TYPE, a, b)
-        elif a != b:
-            sink.add(path, DifferenceKind.VALUE, a, b)
-        return
-    if (type_a is int or type_a is float) and (type_b is int or type_b is float):
-        if type_a is not type_b and not state.int_float_equal:
-            sink.add(path, DifferenceKind.TYPE, a, b)
-        elif not _numbers_equal(a, b, state.abs_tolerance, state.rel_tolerance):
-            sink.add(path, DifferenceKind.VALUE, a, b)
+    if a is None or b is None:
+        if a is not b:
+            sink.add(path, _NULL, a, b)
         return
     if type_a is not type_b:
-        sink.add(path, DifferenceKind.TYPE, a, b)
+        sink.add(path, _TYPE, a, b)
     elif a != b:
-        sink.add(path, DifferenceKind.VALUE, a, b)
-
-
-def _numbers_equal(a: float, b: float, abs_tolerance: float, rel_tolerance: float) -> bool:
-    """Equal, or within the absolute or the relative tolerance (symmetric in a and b)."""
-    if a == b:
-        return True
-    try:
-        gap = abs(a - b)
-        scale = max(abs(a), abs(b))
-    except OverflowError:
-        return False
-    if math.isnan(gap):
-        return math.isnan(a) and math.isnan(b)
-    return gap <= abs_tolerance or gap <= rel_tolerance * scale
+        sink.add(path, _VALUE, a, b)
 
 
 # -- multiset matching -----------------------------------------------------------------------
@@ -326,6 +339,16 @@ def _match_unordered(
     for both sides, so swapping V1 and V2 finds the same pairs), and whatever is left over is
     missing or extra. None when the items are too deep to freeze: compare them in order then.
     """
+    if len(a) == len(b):
+        # Lists of one scalar type (ids, tags): sorting compares them exactly in C.
+        types = set(map(type, a))
+        if len(types) == 1 and types == set(map(type, b)) and (str in types or int in types):
+            normalise = item.strings
+            if normalise is not None and str in types:
+                if sorted(map(normalise, a)) == sorted(map(normalise, b)):
+                    return []
+            elif sorted(a) == sorted(b):
+                return []
     try:
         keys_a = [_freeze(x, item) for x in a]
         keys_b = [_freeze(x, item) for x in b]
@@ -350,9 +373,9 @@ def _match_unordered(
         (a[i], b[j], item, (path, i)) for i, j in zip(left_a, left_b, strict=False)
     ]
     for i in left_a[len(left_b) :]:
-        sink.add((path, i), DifferenceKind.MISSING, a[i], None)
+        sink.add((path, i), _MISSING_KEY, a[i], None)
     for j in left_b[len(left_a) :]:
-        sink.add((path, j), DifferenceKind.EXTRA, None, b[j])
+        sink.add((path, j), _EXTRA, None, b[j])
     return pairs
 
 
