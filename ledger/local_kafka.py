@@ -49,6 +49,7 @@ __all__ = [
     "ensure_jars",
     "find_java",
     "free_ports",
+    "new_cluster_id",
     "probe_metadata",
 ]
 
@@ -415,6 +416,11 @@ class BrokerState:
         return f"{HOST}:{self.port}"
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in base64url without padding (as Kafka's own)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+
+
 def _tail(text: str, lines: int) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
@@ -577,8 +583,7 @@ class LocalBroker:
         (self.state_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
         cluster_file = self.state_dir / "cluster.id"
         if not cluster_file.exists():
-            cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
-            cluster_file.write_text(cluster_id + "\n")
+            cluster_file.write_text(new_cluster_id() + "\n")
         cluster_id = cluster_file.read_text().strip()
         command = [
             str(java),
