@@ -62,6 +62,11 @@ from ledger.kafka_cli import app as kafka_app  # noqa: E402
 
 app.add_typer(kafka_app, name="kafka")
 
+from streams.worker_cli import topics_app, worker  # noqa: E402
+
+app.command("worker")(worker)
+app.add_typer(topics_app, name="topics")
+
 # --- end of sub-commands ---------------------------------------------------------------------
 
 

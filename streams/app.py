@@ -31,7 +31,6 @@ __all__ = ["AGENT_MODULES", "DEFAULT_WEB_PORT", "LedgerApp", "create_app"]
 AGENT_MODULES: tuple[str, ...] = (
     "streams.metrics",
     "streams.pairing",
-    "streams.flag_writer",
 )
 
 DEFAULT_WEB_PORT = 6066
@@ -78,6 +77,8 @@ def create_app(
     ``options`` are read by the agent modules (``rules_path``, ``keep_for_timeouts``...).
     """
     app_id = app_id or f"{settings.topic_prefix}migration-ledger"
+    datadir = datadir or settings.cache_dir / "faust" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     brokers = [f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")]
     app = faust.App(
         app_id,
@@ -94,7 +95,7 @@ def create_app(
         web_port=web_port,
         web_bind="127.0.0.1",
         web_host="127.0.0.1",
-        datadir=str(datadir or settings.cache_dir / "faust" / app_id),
+        datadir=str(datadir),
         worker_redirect_stdouts=False,
     )
     ledger_app = LedgerApp(app=app, settings=settings, metrics=Metrics(), options=dict(options))

@@ -74,7 +74,9 @@ def install(ledger: LedgerApp) -> None:
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp wants the charset apart from the media type.
+        media_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return web.bytes(metrics.exposition(), content_type=media_type)
 
     @app.page("/healthz")
     async def liveness(web: Any, request: Any) -> Any:
