@@ -426,16 +426,25 @@ def _tail(text: str, lines: int) -> str:
 
 
 def _process_is_alive(pid: int) -> bool:
-    """Alive and not a zombie; reaps the zombie if it is our own child (the test fixture)."""
+    """Still running; reaps the process if it has exited and is our own child (test fixture).
+
+    A JVM's main thread can exit before its other threads: /proc then shows the process as a
+    zombie while it is still shutting down, so "Z" alone does not mean gone.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    if stat.rpartition(")")[2].split()[0] == "Z":
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        return False
-    return True
+    if stat.rpartition(")")[2].split()[0] != "Z":
+        return True
+    try:
+        reaped, _status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child: its parent reaps it; are threads still running?
+        try:
+            return sum(1 for _ in Path(f"/proc/{pid}/task").iterdir()) > 1
+        except OSError:
+            return False
+    return reaped == 0
 
 
 def _cmdline(pid: int) -> list[str]:
