@@ -6,6 +6,7 @@ Progress of the slow steps goes to stderr as a spinner; results go to stdout.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from contextlib import AbstractContextManager
 from typing import Annotated
@@ -48,9 +49,14 @@ def _fail(error: BrokerError) -> typer.Exit:
 
 
 def _spinner(message: str) -> AbstractContextManager[object]:
+    """A spinner on a terminal; in logs (CI, make) one plain line, since nothing animates."""
     from rich.console import Console
 
-    return Console(stderr=True).status(message)
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console.print(f"{message} ...", highlight=False)
+        return contextlib.nullcontext()
+    return console.status(message)
 
 
 @app.command()
