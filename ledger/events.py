@@ -43,6 +43,7 @@ __all__ = [
     "OperationRecorded",
     "Pool",
     "Resources",
+    "RollbackTriggered",
     "RolloutDecided",
     "SwitchoverRecorded",
     "decode_event",
@@ -225,7 +226,14 @@ class ComparisonRecorded(Event):
 
 
 class HealthAssessed(Event):
-    """One closed health window for one pool and operation (or ``"*"`` for all)."""
+    """One closed health window for one pool and operation (or ``"*"`` for all).
+
+    Built by ``ledger.health`` (figures) and judged by ``ledger.policy`` (``verdict``: ``ok``,
+    ``warn``, ``rollback`` or ``insufficient_data``; ``unjudged`` before that). V2's window is
+    judged against V1's window of the same operation, named in ``compared_with``. The latency
+    sketch (DDSketch bins) and the bounded latency sample are kept so that gates can be re-run
+    over recorded history, with other thresholds, long after the events themselves are gone.
+    """
 
     type: Literal["HealthAssessed"] = "HealthAssessed"
     pool: Pool
@@ -238,20 +246,62 @@ class HealthAssessed(Event):
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
+    mean_ms: float | None = None
     comparisons: int = Field(default=0, ge=0)
     mismatches: int = Field(default=0, ge=0)
+    missing: int = Field(default=0, ge=0)
     cpu_ms_mean: float | None = None
     memory_bytes_max: int | None = None
     worker_failures: int = Field(default=0, ge=0)
     verdict: str = "unjudged"
     triggers: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    #: Triggers and warnings announced now (the others are within their alert cooldown).
+    alerts: tuple[str, ...] = ()
+    compared_with: str | None = None
+    judge_verdict: str | None = None
+    judge_score: float | None = None
+    #: Metric name -> Kayenta-style classification (``pass``, ``high``, ``low``, ``nodata``).
+    judge: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
+    latency_sample_ms: tuple[float, ...] = ()
+    latency_sketch: dict[str, JsonValue] | None = None
+    at: AwareDatetime
+
+
+class RollbackTriggered(Event):
+    """Why a rollback command was sent: the cause and the figures at that moment.
+
+    ``cause_id`` is the ``HealthAssessed`` that fired (null for a rollback by hand);
+    ``command_id`` is the rollback command sent to the flag log writer, so the audit joins the
+    evidence, the command and the resulting ``FlagChanged``.
+    """
+
+    type: Literal["RollbackTriggered"] = "RollbackTriggered"
+    flag: NonEmpty
+    command_id: NonEmpty
+    actor: NonEmpty
+    reason: str
+    cause_id: str | None = None
+    triggers: tuple[str, ...] = ()
+    operation: str | None = None
+    window_start: AwareDatetime | None = None
+    window_end: AwareDatetime | None = None
+    #: ``v1.<figure>`` and ``v2.<figure>`` of the windows that were compared.
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    baseline_id: str | None = None
     at: AwareDatetime
 
 
 class SwitchoverRecorded(Event):
-    """A step of the switchover controller (started, advanced, paused, resumed, rolled back)."""
+    """A step of the switchover controller or an operator's instruction to it.
+
+    ``action`` is one of ``started``, ``advanced``, ``held``, ``completed``, ``paused``,
+    ``resumed``, ``promoted``, ``rolled_back``, ``halted``. ``stage`` indexes the plan (-1 before
+    the first stage); ``gates`` holds the figures that allowed (or held) an advance;
+    ``flag_version`` is the flag log version the step was decided against and ``command_id``
+    the flag command it sent, if any.
+    """
 
     type: Literal["SwitchoverRecorded"] = "SwitchoverRecorded"
     flag: NonEmpty
@@ -262,6 +312,10 @@ class SwitchoverRecorded(Event):
     reason: str
     cause_id: str | None = None
     gates: dict[str, JsonValue] = Field(default_factory=dict)
+    plan: str | None = None
+    soak_s: float | None = Field(default=None, ge=0)
+    flag_version: int | None = Field(default=None, ge=0)
+    command_id: str | None = None
     at: AwareDatetime
 
 
@@ -273,6 +327,10 @@ class BreakerStateChanged(Event):
     previous: Literal["closed", "open", "half_open"]
     current: Literal["closed", "open", "half_open"]
     reason: str
+    consecutive_failures: int = Field(default=0, ge=0)
+    half_open_successes: int = Field(default=0, ge=0)
+    #: While open: when the breaker lets trial requests through again.
+    retry_at: AwareDatetime | None = None
     at: AwareDatetime
 
 
@@ -296,6 +354,7 @@ AnyEvent = Annotated[
     | CommandRejected
     | ComparisonRecorded
     | HealthAssessed
+    | RollbackTriggered
     | SwitchoverRecorded
     | BreakerStateChanged
     | DeadLettered,
@@ -311,6 +370,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CommandRejected,
         ComparisonRecorded,
         HealthAssessed,
+        RollbackTriggered,
         SwitchoverRecorded,
         BreakerStateChanged,
         DeadLettered,
