@@ -688,6 +688,8 @@ class LocalBroker:
 
     def down(self, *, timeout: float = 30.0) -> BrokerState | None:
         """Stop the broker with SIGTERM (SIGKILL after ``timeout``); ``None`` if none ran."""
+        if not self._state_file.exists():  # nothing to stop: leave no lock file behind either
+            return None
         with _locked(self.state_dir / ".lock"):
             running = self.status()
             if running is None:

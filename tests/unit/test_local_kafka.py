@@ -361,3 +361,9 @@ def test_cli_rejects_a_port_out_of_range(cache: Path) -> None:
     result = runner.invoke(app, ["kafka", "status", "--port", "70000"])
     assert result.exit_code == 2
     assert "less than or equal to 65535" in result.output
+
+
+def test_down_for_an_unknown_port_leaves_no_state_folder(cache: Path) -> None:
+    broker = LocalBroker(cache, port=9500)
+    broker.down()
+    assert not broker.state_dir.exists()
