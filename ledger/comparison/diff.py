@@ -59,7 +59,9 @@ _FINGERPRINT_KEYS = 1000
 # check walks each list on its own stack, so its depth must stay small).
 _ORDERING_NESTING = 16
 # A value deeper than this is not frozen for multiset matching; the list falls back to order.
-_FREEZE_DEPTH = 200
+_FREEZE_DEPTH = 64
+# The re-ordering check looks at up to this many differences of one list.
+_ORDERING_SCAN = 1000
 
 _MISSING: Any = object()
 _SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -217,9 +219,9 @@ def _walk(stack: list[_Task], sink: DifferenceSink, nesting: int) -> None:
             tasks.reverse()  # the stack pops the first index first
             if length_a == length_b and length_a > 1 and nesting < _ORDERING_NESTING:
                 # Walk the items apart: if they differ only by order, one difference says so.
-                inner = DifferenceSink(sink.limit)
+                inner = DifferenceSink(max(sink.limit, _ORDERING_SCAN))
                 _walk(tasks, inner, nesting + 1)
-                if inner.count and _same_items(a, b, item):
+                if inner.count and _reordered(a, b, item, path, inner):
                     add(path, _ORDERING, a, b)
                 else:
                     sink.merge(inner)
@@ -323,9 +325,29 @@ def _order_key(frozen: Any) -> tuple[int, float, str]:
     return (3, 0.0, repr(frozen))
 
 
-def _same_items(a: list[Any], b: list[Any], item: MatchState) -> bool:
+def _reordered(
+    a: list[Any], b: list[Any], item: MatchState, path: PathLink, inner: DifferenceSink
+) -> bool:
+    """Whether the items that differ are the same items in other places.
+
+    Only the differing items are frozen (a 10 MB list with one changed row stays cheap). When
+    too many differ to know which, the list is taken as changed, not reordered.
+    """
+    if inner.truncated:
+        return False
+    positions: set[int] = set()
+    for link, _, _, _ in inner.recorded:
+        while link is not None and link[0] is not path:
+            link = link[0]
+        if link is None or not isinstance(link[1], int):
+            return False
+        positions.add(link[1])
+    if len(positions) < 2:
+        return False
     try:
-        return Counter(_freeze(x, item) for x in a) == Counter(_freeze(x, item) for x in b)
+        return Counter(_freeze(a[i], item) for i in positions) == Counter(
+            _freeze(b[i], item) for i in positions
+        )
     except _TooDeep:
         return False
 

@@ -50,6 +50,9 @@ _PATTERN_KEY = re.compile(r"[^.\[\]\"'\s]+")
 # Transitions cached per state are capped: results keyed by ids would otherwise grow the cache
 # without bound over a long-running worker.
 _CACHE_LIMIT = 4096
+# Paths longer than this many segments are shown by their first and last segments only.
+_PATH_SEGMENTS = 64
+_PATH_END_SEGMENTS = 16
 
 
 def parse_pattern(text: str) -> tuple[Token, ...]:
@@ -129,12 +132,25 @@ def _render(link: PathLink, *, fold: bool) -> str:
         segments.append(segment)
     if not segments:
         return "$"
+    segments.reverse()
+    if len(segments) > _PATH_SEGMENTS:
+        # A path into a very deep result keeps its two ends: readable, bounded, still stable.
+        left_out = len(segments) - 2 * _PATH_END_SEGMENTS
+        return (
+            _join(segments[:_PATH_END_SEGMENTS], fold=fold)
+            + f".…{left_out} segments…"
+            + _join(segments[-_PATH_END_SEGMENTS:], fold=fold, first=False)
+        )
+    return _join(segments, fold=fold)
+
+
+def _join(segments: list[str | int], *, fold: bool, first: bool = True) -> str:
     parts: list[str] = []
-    for segment in reversed(segments):
+    for segment in segments:
         if isinstance(segment, int):
             parts.append("[]" if fold else f"[{segment}]")
         elif _BARE_KEY.fullmatch(segment):
-            parts.append(f".{segment}" if parts else segment)
+            parts.append(f".{segment}" if parts or not first else segment)
         else:
             parts.append(f"[{json.dumps(segment, ensure_ascii=False)}]")
     return "".join(parts)
