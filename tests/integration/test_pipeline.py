@@ -1,0 +1,47 @@
+"""The stream processors on the real broker: a messy stream in, one comparison per pair out."""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+from pathlib import Path
+
+from pipeline_support import TopicReader, Worker, messy_stream, publish
+
+from ledger.settings import Settings
+from streams.topics import ensure_topics
+
+PAIRS = 10_000
+PAIRING_TIMEOUT = 3.0
+
+
+def test_messy_stream_gives_exactly_one_comparison_per_correlation_id(
+    settings: Settings, tmp_path: Path
+) -> None:
+    ensure_topics(settings)
+    stream = messy_stream(PAIRS)
+    worker = Worker(settings, tmp_path, pairing_timeout=PAIRING_TIMEOUT)
+    comparisons = TopicReader(settings.bootstrap_servers, settings.topic("comparisons"))
+    dead = TopicReader(settings.bootstrap_servers, settings.topic("dead_letters"))
+    worker.start()
+    try:
+        publish(settings.bootstrap_servers, settings.topic("operations"), stream.messages)
+        comparisons.until(lambda: len(comparisons.values) >= PAIRS, timeout=120, worker=worker)
+        dead.until(lambda: len(dead.values) >= len(stream.malformed), timeout=30, worker=worker)
+        comparisons.poll(2 * PAIRING_TIMEOUT)  # nothing more may follow
+        dead.poll(0.5)
+        assert worker.stop() == 0
+    finally:
+        worker.stop()
+        comparisons.close()
+        dead.close()
+
+    got = {value["correlation_id"]: value["category"] for value in comparisons.values}
+    assert len(comparisons.values) == PAIRS  # not one comparison twice
+    assert got == stream.expected
+    counts = Counter(got.values())
+    assert counts["shadow_missing"] == round(PAIRS * 0.01)
+    assert all(value["comparison_id"].startswith("cmp-") for value in comparisons.values)
+    originals = {base64.b64decode(value["original_b64"]) for value in dead.values}
+    assert originals == stream.malformed
+    assert all(value["reason"] for value in dead.values)
