@@ -104,9 +104,9 @@ def compare_operations(
     if correlation_id != v2.correlation_id:
         raise ValueError(f"correlation ids differ: {correlation_id!r} and {v2.correlation_id!r}")
     operation = v1.operation
-    pools = rules.pools
-    v1_error = pools["v1"].errors.canonical(v1.error) if v1.error is not None else None
-    v2_error = pools["v2"].errors.canonical(v2.error) if v2.error is not None else None
+    v1_normalizer, v2_normalizer = rules.normalizers
+    v1_error = v1_normalizer.errors.canonical(v1.error) if v1.error is not None else None
+    v2_error = v2_normalizer.errors.canonical(v2.error) if v2.error is not None else None
     differences: tuple[Difference, ...] = ()
     truncated = False
     count = 0
@@ -120,9 +120,13 @@ def compare_operations(
     else:
         compiled = rules.for_operation(operation)
         sink = DifferenceSink(compiled.max_differences)
-        diff_results(
-            pools["v1"].result(v1.result), pools["v2"].result(v2.result), compiled.root, sink
-        )
+        v1_result = v1.result
+        v2_result = v2.result
+        if v1_normalizer.changes_results:
+            v1_result = v1_normalizer.result(v1_result)
+        if v2_normalizer.changes_results:
+            v2_result = v2_normalizer.result(v2_result)
+        diff_results(v1_result, v2_result, compiled.root, sink)
         if not sink.count:
             category = Category.MATCH
         else:
@@ -259,10 +263,17 @@ TRUSTED_CONSTRUCTION = (
 )
 
 
+_ALL_FIELDS: dict[type[BaseModel], set[str]] = {
+    ComparisonRecorded: set(_COMPARISON_FIELDS),
+    Difference: set(_DIFFERENCE_FIELDS),
+}
+
+
 def _assemble(model: type[_M], values: dict[str, Any]) -> _M:
     event = model.__new__(model)
     object.__setattr__(event, "__dict__", values)
-    object.__setattr__(event, "__pydantic_fields_set__", set(values.keys()))
+    # Every field is given, so one shared "fields set" serves all (pydantic only reads it).
+    object.__setattr__(event, "__pydantic_fields_set__", _ALL_FIELDS[model])
     object.__setattr__(event, "__pydantic_extra__", None)
     object.__setattr__(event, "__pydantic_private__", None)
     return event

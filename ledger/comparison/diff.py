@@ -12,6 +12,7 @@ in V2), ``size`` (lists of different lengths), ``ordering`` (the same items in a
 
 from __future__ import annotations
 
+import marshal
 import math
 from collections import Counter
 from enum import StrEnum
@@ -132,9 +133,22 @@ def diff_results(a: Any, b: Any, root: MatchState, sink: DifferenceSink) -> None
     """Compare two canonical results from the root state, adding differences to ``sink``."""
     if root.ignored:
         return
-    if type(a) is type(b) and type(a) is not dict and type(a) is not list and a == b:
+    if type(a) is type(b) and (a == b if type(a) in _SCALARS else _identical(a, b)):
         return
     _walk([(a, b, root, None)], sink, 0)
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """Equal down to every JSON type (``==`` alone says ``True == 1`` and ``1 == 1.0``).
+
+    Serialising both sides is cheaper than walking them once a container is big enough, and
+    identical results need no rules at all. Any doubt (other key order, a value too deep for
+    C-level comparison) answers False, and the walk decides.
+    """
+    try:
+        return bool(a == b) and marshal.dumps(a, 2) == marshal.dumps(b, 2)
+    except (RecursionError, ValueError):
+        return False
 
 
 def _walk(stack: list[_Task], sink: DifferenceSink, nesting: int) -> None:
@@ -151,7 +165,8 @@ def _walk(stack: list[_Task], sink: DifferenceSink, nesting: int) -> None:
                 continue
             dead = state.dead
             following = state.next
-            same_keys = a.keys() == b.keys()
+            # Same length and nothing of ``a`` missing from ``b`` means the same keys.
+            same_keys = len(a) == len(b)
             for key, value_a in a.items():
                 value_b = b.get(key, _MISSING)
                 if value_a is value_b:
@@ -165,10 +180,12 @@ def _walk(stack: list[_Task], sink: DifferenceSink, nesting: int) -> None:
                 else:
                     found = following.get(key)
                     child = state.child(key) if found is None else found
-                if child.ignored:
-                    continue
                 if value_b is _MISSING:
-                    add((path, key), _MISSING_KEY, value_a, None)
+                    same_keys = False
+                    if not child.ignored:
+                        add((path, key), _MISSING_KEY, value_a, None)
+                elif child.ignored:
+                    continue
                 elif kind in scalars and type(value_b) in scalars:
                     _compare_scalars(value_a, value_b, child, (path, key), sink)
                 else:
@@ -189,13 +206,12 @@ def _walk(stack: list[_Task], sink: DifferenceSink, nesting: int) -> None:
             if length_a == length_b and length_a >= _BULK_LIST:
                 # Lists of scalars with the same type at every index: == is then exact.
                 types_a = list(map(type, a))
-                if (
-                    types_a == list(map(type, b))
-                    and dict not in types_a
-                    and list not in types_a
-                    and a == b
-                ):
-                    continue
+                if types_a == list(map(type, b)):
+                    if dict not in types_a and list not in types_a:
+                        if a == b:
+                            continue
+                    elif _identical(a, b):
+                        continue
             if state.unordered:
                 pairs = _match_unordered(a, b, item, path, sink)
                 if pairs is not None:

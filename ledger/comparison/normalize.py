@@ -133,6 +133,11 @@ class PoolNormalizer:
     rename: Mapping[str, str] = field(default_factory=dict)
     errors: ErrorMapping = field(default_factory=ErrorMapping)
 
+    @property
+    def changes_results(self) -> bool:
+        """Whether ``result`` can change anything (most V2 normalizers cannot)."""
+        return bool(self.unwrap or self.rename)
+
     def result(self, value: JsonValue) -> JsonValue:
         """The canonical result: the unwrapped part, with keys renamed at every depth.
 

@@ -125,6 +125,15 @@ class RuleSet:
     pools: Mapping[str, PoolNormalizer]
     _default: CompiledRules = field(repr=False)
     _operations: Mapping[str, CompiledRules] = field(repr=False)
+    _normalizers: tuple[PoolNormalizer, PoolNormalizer] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_normalizers", (self.pools["v1"], self.pools["v2"]))
+
+    @property
+    def normalizers(self) -> tuple[PoolNormalizer, PoolNormalizer]:
+        """The V1 and V2 normalizers, in that order."""
+        return self._normalizers
 
     def for_operation(self, operation: str) -> CompiledRules:
         """The compiled rules for one operation (the global ones unless the file names it)."""

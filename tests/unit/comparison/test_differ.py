@@ -222,3 +222,23 @@ def test_fingerprints_of_errors_depend_on_the_canonical_types(default_rules: Any
     assert fingerprint("pool_timeout", "connection_error") != fingerprint(
         "pool_timeout", "resource_error"
     )
+
+
+def test_the_shortcut_for_equal_containers_still_sees_bools_against_numbers() -> None:
+    rows = [{"id": n, "ok": True, "score": 1.0} for n in range(40)]
+    as_ints = [{"id": n, "ok": 1, "score": 1.0} for n in range(40)]
+    as_floats = [{"id": n, "ok": True, "score": 1} for n in range(40)]
+    assert _differences(rows, [dict(row) for row in rows]) == []
+    assert _differences({"rows": rows}, {"rows": as_ints}) == [
+        (f"rows[{n}].ok", "type") for n in range(40)
+    ]
+    assert _differences(rows, as_floats) == []
+    assert _differences(rows, as_floats, "[compare]\nint_float_equal = false\n") == [
+        (f"[{n}].score", "type") for n in range(40)
+    ]
+
+
+def test_an_ignored_key_missing_on_one_side_does_not_hide_an_extra_key() -> None:
+    rules = '[compare]\nignore = ["skip"]\n'
+    assert _differences({"x": 1, "skip": 2}, {"x": 1, "new": 3}, rules) == [("new", "extra")]
+    assert _differences({"x": 1, "new": 3}, {"x": 1, "skip": 2}, rules) == [("new", "missing")]
