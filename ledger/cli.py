@@ -67,6 +67,10 @@ from streams.worker_cli import topics_app, worker  # noqa: E402
 app.command("worker")(worker)
 app.add_typer(topics_app, name="topics")
 
+from ledger.rules_cli import app as rules_app  # noqa: E402
+
+app.add_typer(rules_app, name="rules")
+
 # --- end of sub-commands ---------------------------------------------------------------------
 
 
