@@ -6,6 +6,7 @@
     ├── CommandError(ValueError)          a flag command that is malformed before it is decided
     ├── ChainError(ValueError)            a flag log whose hash chain is broken
     ├── ConfigurationError(ValueError)    settings that cannot work together
+    ├── SwitchoverError(ValueError)       a switchover instruction its current state refuses
     ├── BrokerError(RuntimeError)         the local Kafka broker cannot be started or reached
     ├── PublishError(RuntimeError)        an event could not be handed to Kafka
     └── StoreError(RuntimeError)          the DuckDB ledger cannot be read or written
@@ -26,6 +27,7 @@ __all__ = [
     "PublishError",
     "RulesError",
     "StoreError",
+    "SwitchoverError",
 ]
 
 
@@ -51,6 +53,10 @@ class ChainError(LedgerError, ValueError):
 
 class ConfigurationError(LedgerError, ValueError):
     """Settings that cannot work together."""
+
+
+class SwitchoverError(LedgerError, ValueError):
+    """A switchover instruction the controller's current state refuses (e.g. promote when idle)."""
 
 
 class BrokerError(LedgerError, RuntimeError):
