@@ -133,3 +133,49 @@ def decision(n: int) -> RolloutDecided:
         flag_version=0,
         at=AT,
     )
+
+
+class ListSink:
+    """An EventSink that keeps what it is given (thread-safe enough: list.append is atomic)."""
+
+    def __init__(self) -> None:
+        self.events: list[OperationRecorded | RolloutDecided] = []
+
+    def publish(self, event: OperationRecorded | RolloutDecided) -> None:
+        self.events.append(event)
+
+    def operations(self) -> list[OperationRecorded]:
+        return [e for e in self.events if isinstance(e, OperationRecorded)]
+
+    def decisions(self) -> list[RolloutDecided]:
+        return [e for e in self.events if isinstance(e, RolloutDecided)]
+
+
+class FixedRouter:
+    """A router that always answers the same pool and shadow choice (for runner tests)."""
+
+    def __init__(self, pool: str = "v1", *, shadow: bool = True) -> None:
+        self.pool = pool
+        self.shadow = shadow
+
+    def route(
+        self, session_id: str | None, *, correlation_id: str, environment: str | None = None
+    ) -> Any:
+        from producers.shadow import Route
+
+        return Route(
+            RolloutDecided(
+                event_id=f"d-{correlation_id}",
+                flag="v2_migration",
+                session_id=session_id,
+                correlation_id=correlation_id,
+                environment=environment,
+                pool=self.pool,  # type: ignore[arg-type]
+                reason=DecisionReason.SPLIT,
+                bucket=1234,
+                threshold_bp=0,
+                flag_version=3,
+                at=AT,
+            ),
+            shadow=self.shadow,
+        )

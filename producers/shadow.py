@@ -1,0 +1,711 @@
+"""The shadow runner: the compatibility layer between callers and the two pools.
+
+``ShadowRunner.run(operation, args, session_id)`` asks the router (the flag client) where the
+operation goes, records that decision, runs the chosen pool on the caller's thread and gives
+the caller exactly what that pool gave (its value, or its exception). When the decision says
+*shadow*, the other pool runs too, in the background, under its own timeout; both executions
+are published as ``OperationRecorded`` with one correlation id (roles ``primary`` and
+``shadow``), so the ledger can pair and compare them.
+
+The shadow side can never reach the caller: its exceptions, hangs (timeout) and garbage
+results are recorded, nothing more. It is bounded: at most ``shadow_concurrency`` shadow
+executions run and ``shadow_queue`` wait; beyond that the shadow run is dropped and counted.
+A shadow callable that hangs for good keeps its worker thread (Python cannot kill a thread)
+but not the caller: its timeout is recorded by a watchdog when due.
+
+Pools are plain callables ``pool(operation, args)``: sync ones for :meth:`ShadowRunner.run`,
+async ones (or sync ones returning awaitables) for :meth:`ShadowRunner.arun`. A pool signals
+a failure by raising :class:`PoolError` carrying its native error object (``type``,
+``message`` and whatever else it has); any other exception is recorded as
+``{"type": <class name>, "message": str(exc)}``. A pool may return :class:`PoolResult` to
+report its own duration and resources; the caller still gets just the value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import inspect
+import itertools
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from pydantic import JsonValue, ValidationError
+
+from ledger.events import (
+    DecisionReason,
+    OperationError,
+    OperationRecorded,
+    Pool,
+    Resources,
+    RolloutDecided,
+)
+from producers.publisher import EventSink
+
+__all__ = [
+    "Clock",
+    "PoolCallable",
+    "PoolError",
+    "PoolResult",
+    "Route",
+    "Router",
+    "ShadowRunner",
+    "ShadowStats",
+    "args_digest",
+]
+
+log = logging.getLogger(__name__)
+
+#: Wall-clock time for event timestamps (durations always come from ``time.monotonic``).
+Clock = Callable[[], datetime]
+PoolCallable = Callable[[str, Mapping[str, Any]], Any]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class PoolError(Exception):
+    """Raised by a pool callable: the execution failed with this native error object."""
+
+    def __init__(
+        self,
+        native: Mapping[str, Any],
+        *,
+        duration_ms: float | None = None,
+        resources: Resources | None = None,
+    ) -> None:
+        super().__init__(native.get("message", native.get("type", "pool error")))
+        self.native = dict(native)
+        self.duration_ms = duration_ms
+        self.resources = resources
+
+
+@dataclass(frozen=True, slots=True)
+class PoolResult:
+    """What a pool may return instead of a bare value, to report what it measured."""
+
+    value: Any
+    duration_ms: float | None = None
+    resources: Resources | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one operation goes: the recorded decision, and whether to shadow it."""
+
+    decision: RolloutDecided
+    shadow: bool
+
+
+class Router(Protocol):
+    """What the runner needs from the flag client (one consistent snapshot per call)."""
+
+    def route(
+        self,
+        session_id: str | None,
+        *,
+        correlation_id: str,
+        environment: str | None = None,
+    ) -> Route: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowStats:
+    runs: int
+    routed_v1: int
+    routed_v2: int
+    primary_errors: int
+    shadow_started: int
+    #: Shadow runs not started because the shadow queue was full.
+    shadow_dropped: int
+    shadow_timeouts: int
+    #: Shadow executions recorded with outcome ``error`` (timeouts included).
+    shadow_errors: int
+    #: Shadow executions that finished after their timeout had been recorded.
+    shadow_late: int
+    #: Routing failures: the operation went to V1 without a shadow.
+    routing_errors: int
+    #: Executions that could not be recorded at all (see the log).
+    record_errors: int
+
+
+@dataclass
+class _Counters:
+    runs: int = 0
+    routed_v1: int = 0
+    routed_v2: int = 0
+    primary_errors: int = 0
+    shadow_started: int = 0
+    shadow_dropped: int = 0
+    shadow_timeouts: int = 0
+    shadow_errors: int = 0
+    shadow_late: int = 0
+    routing_errors: int = 0
+    record_errors: int = 0
+
+
+def args_digest(args: Mapping[str, Any]) -> str | None:
+    """A short stable digest of the arguments, so halves can be checked to be the same call."""
+    try:
+        text = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        return None
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def _json_safe(value: Any) -> JsonValue:
+    """A JSON-shaped copy of ``value`` (tuples become lists, unknown objects their repr)."""
+    return json.loads(json.dumps(value, default=repr))  # type: ignore[no-any-return]
+
+
+@dataclass
+class _Execution:
+    """One execution of one pool, in the making."""
+
+    correlation_id: str
+    session_id: str | None
+    environment: str | None
+    operation: str
+    pool: Pool
+    role: Literal["primary", "shadow"]
+    digest: str | None
+    started_at: datetime
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _ShadowJob:
+    execution: _Execution
+    pool: PoolCallable
+    args: Mapping[str, Any]
+    submitted: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    finished: bool = False
+    timed_out: bool = False
+
+
+class ShadowRunner:
+    """Routes, runs, shadows and records operations. Thread-safe; one per process is enough.
+
+    ``v1`` and ``v2`` are the pools; ``router`` is usually a :class:`~producers.flag_client.
+    FlagClient`; ``publisher`` anything with ``publish(event)``.
+    """
+
+    def __init__(
+        self,
+        v1: PoolCallable,
+        v2: PoolCallable,
+        router: Router,
+        publisher: EventSink,
+        *,
+        shadow_timeout: float = 5.0,
+        shadow_concurrency: int = 8,
+        shadow_queue: int = 64,
+        environment: str | None = None,
+        clock: Clock = _utc_now,
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        self._pools: dict[Pool, PoolCallable] = {"v1": v1, "v2": v2}
+        self._router = router
+        self._publisher = publisher
+        self.shadow_timeout = shadow_timeout
+        self._concurrency = shadow_concurrency
+        self._capacity = shadow_concurrency + shadow_queue
+        self._environment = environment
+        self._clock = clock
+        self._new_id = new_id
+        self._lock = threading.Lock()
+        self._counters = _Counters()
+        self._admitted = 0  # shadow jobs queued or running (sync)
+        self._executor: ThreadPoolExecutor | None = None
+        self._watchdog: _Watchdog | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # -- the caller's side ----------------------------------------------------------------
+
+    def run(
+        self,
+        operation: str,
+        args: Mapping[str, Any],
+        session_id: str | None,
+        environment: str | None = None,
+        *,
+        correlation_id: str | None = None,
+    ) -> Any:
+        """Run ``operation`` on the routed pool; return its value or raise its exception."""
+        environment = environment or self._environment
+        route = self._route(session_id, correlation_id or self._new_id(), environment)
+        primary = route.decision.pool
+        digest = args_digest(args)
+        if route.shadow:
+            self._submit_shadow(_other(primary), operation, args, route, digest)
+        execution = self._execution(route, operation, primary, "primary", digest)
+        try:
+            answer = self._pools[primary](operation, args)
+        except BaseException as exc:
+            self._count(primary_errors=1)
+            self._record_failure(execution, exc)
+            raise
+        value = self._record_answer(execution, answer)
+        return value
+
+    async def arun(
+        self,
+        operation: str,
+        args: Mapping[str, Any],
+        session_id: str | None,
+        environment: str | None = None,
+        *,
+        correlation_id: str | None = None,
+    ) -> Any:
+        """:meth:`run` for async pools; the shadow runs as a task on the same event loop."""
+        environment = environment or self._environment
+        route = self._route(session_id, correlation_id or self._new_id(), environment)
+        primary = route.decision.pool
+        digest = args_digest(args)
+        if route.shadow:
+            self._start_shadow_task(_other(primary), operation, args, route, digest)
+        execution = self._execution(route, operation, primary, "primary", digest)
+        try:
+            answer = self._pools[primary](operation, args)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                self._count(primary_errors=1)
+                self._record_failure(execution, exc)
+            raise
+        return self._record_answer(execution, answer)
+
+    @property
+    def stats(self) -> ShadowStats:
+        with self._lock:
+            return ShadowStats(**vars(self._counters))
+
+    @property
+    def shadows_in_flight(self) -> int:
+        with self._lock:
+            return self._admitted + len(self._tasks)
+
+    def close(self, timeout: float = 5.0) -> ShadowStats:
+        """Wait up to ``timeout`` for running shadows to finish (hung ones are abandoned)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._closed = True
+        while self.shadows_in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        return self.stats
+
+    async def aclose(self, timeout: float = 5.0) -> ShadowStats:
+        """Wait for shadow tasks of ``arun``, cancel what is left after ``timeout``."""
+        tasks = set(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+        return self.close(timeout=0)
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def _route(self, session_id: str | None, correlation_id: str, environment: str | None) -> Route:
+        try:
+            route = self._router.route(
+                session_id, correlation_id=correlation_id, environment=environment
+            )
+        except Exception:
+            # The caller must be served even when routing is broken: V1, no shadow.
+            log.exception("shadow runner: routing failed; sending %s to v1", correlation_id)
+            self._count(routing_errors=1)
+            route = Route(
+                RolloutDecided(
+                    event_id=self._new_id(),
+                    flag="unknown",
+                    session_id=session_id,
+                    correlation_id=correlation_id,
+                    environment=environment,
+                    pool="v1",
+                    reason=DecisionReason.DISABLED,
+                    flag_version=0,
+                    at=self._clock(),
+                ),
+                shadow=False,
+            )
+        else:
+            self._publish(route.decision)
+        if route.decision.pool == "v1":
+            self._count(runs=1, routed_v1=1)
+        else:
+            self._count(runs=1, routed_v2=1)
+        return route
+
+    # -- recording --------------------------------------------------------------------------
+
+    def _execution(
+        self,
+        route: Route,
+        operation: str,
+        pool: Pool,
+        role: Literal["primary", "shadow"],
+        digest: str | None,
+    ) -> _Execution:
+        decision = route.decision
+        return _Execution(
+            correlation_id=decision.correlation_id,
+            session_id=decision.session_id,
+            environment=decision.environment,
+            operation=operation,
+            pool=pool,
+            role=role,
+            digest=digest,
+            started_at=self._clock(),
+        )
+
+    def _record_answer(self, execution: _Execution, answer: Any) -> Any:
+        elapsed_ms = (time.monotonic() - execution.started) * 1000.0
+        if isinstance(answer, PoolResult):
+            value, duration, resources = answer.value, answer.duration_ms, answer.resources
+        else:
+            value, duration, resources = answer, None, None
+        self._record(
+            execution,
+            outcome="ok",
+            result=value,
+            error=None,
+            duration_ms=elapsed_ms if duration is None else duration,
+            resources=resources,
+        )
+        return value
+
+    def _record_failure(self, execution: _Execution, exc: BaseException) -> None:
+        elapsed_ms = (time.monotonic() - execution.started) * 1000.0
+        duration, resources = elapsed_ms, None
+        if isinstance(exc, PoolError):
+            native: dict[str, Any] = exc.native
+            duration = elapsed_ms if exc.duration_ms is None else exc.duration_ms
+            resources = exc.resources
+        else:
+            native = {"type": type(exc).__name__, "message": str(exc)}
+        self._record(
+            execution,
+            outcome="error",
+            result=None,
+            error=native,
+            duration_ms=duration,
+            resources=resources,
+        )
+
+    def _record(
+        self,
+        execution: _Execution,
+        *,
+        outcome: str,
+        result: Any,
+        error: Mapping[str, Any] | None,
+        duration_ms: float,
+        resources: Resources | None,
+    ) -> None:
+        """Build and publish one OperationRecorded; never raises (the caller is waiting)."""
+        try:
+            event = self._event(execution, outcome, result, error, duration_ms, resources)
+        except (ValidationError, TypeError, ValueError) as exc:
+            # A result that is not JSON, or an error object without type/message: still
+            # recorded, as an error of its own kind, so the ledger shows it.
+            try:
+                event = self._event(
+                    execution,
+                    "error",
+                    None,
+                    {
+                        "type": "invalid_result" if outcome == "ok" else "invalid_error",
+                        "message": _first_line(exc),
+                        "python_type": type(result if outcome == "ok" else error).__name__,
+                    },
+                    duration_ms,
+                    resources,
+                )
+            except Exception:
+                log.exception("shadow runner: cannot record %s", execution.correlation_id)
+                self._count(record_errors=1)
+                return
+        if execution.role == "shadow" and event.outcome == "error":
+            self._count(shadow_errors=1)
+        self._publish(event)
+
+    def _event(
+        self,
+        execution: _Execution,
+        outcome: str,
+        result: Any,
+        error: Mapping[str, Any] | None,
+        duration_ms: float,
+        resources: Resources | None,
+    ) -> OperationRecorded:
+        try:
+            return self._build(execution, outcome, result, error, duration_ms, resources)
+        except ValidationError:
+            # Tuples, numpy scalars and the like: retry once with a JSON-shaped copy.
+            safe_result = _json_safe(result) if result is not None else None
+            safe_error = _json_safe(dict(error)) if error is not None else None
+            if not isinstance(safe_error, dict | None):
+                raise
+            return self._build(execution, outcome, safe_result, safe_error, duration_ms, resources)
+
+    def _build(
+        self,
+        execution: _Execution,
+        outcome: str,
+        result: Any,
+        error: Mapping[str, Any] | None,
+        duration_ms: float,
+        resources: Resources | None,
+    ) -> OperationRecorded:
+        native_error = None
+        if error is not None:
+            native = dict(error)
+            native.setdefault("type", "unknown_error")
+            native["message"] = str(native.get("message", ""))
+            native_error = OperationError.model_validate(native)
+            json.dumps(native_error.model_extra or {})  # extras must be JSON too
+        return OperationRecorded(
+            event_id=self._new_id(),
+            correlation_id=execution.correlation_id,
+            session_id=execution.session_id,
+            pool=execution.pool,
+            role=execution.role,
+            operation=execution.operation,
+            outcome=outcome,  # type: ignore[arg-type]
+            result=result,
+            error=native_error,
+            started_at=execution.started_at,
+            duration_ms=max(0.0, float(duration_ms)),
+            environment=execution.environment,
+            args_digest=execution.digest,
+            resources=resources,
+        )
+
+    def _publish(self, event: OperationRecorded | RolloutDecided) -> None:
+        try:
+            self._publisher.publish(event)
+        except Exception:
+            log.exception("shadow runner: publisher refused %s", event.event_id)
+            self._count(record_errors=1)
+
+    def _count(self, **increments: int) -> None:
+        with self._lock:
+            for name, amount in increments.items():
+                setattr(self._counters, name, getattr(self._counters, name) + amount)
+
+    # -- the shadow side (threads) ------------------------------------------------------------
+
+    def _submit_shadow(
+        self,
+        pool: Pool,
+        operation: str,
+        args: Mapping[str, Any],
+        route: Route,
+        digest: str | None,
+    ) -> None:
+        with self._lock:
+            if self._closed or self._admitted >= self._capacity:
+                self._counters.shadow_dropped += 1
+                return
+            self._admitted += 1
+            self._counters.shadow_started += 1
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self._concurrency, thread_name_prefix="shadow"
+                )
+                self._watchdog = _Watchdog(self._expire)
+        job = _ShadowJob(
+            execution=self._execution(route, operation, pool, "shadow", digest),
+            pool=self._pools[pool],
+            args=args,
+            submitted=time.monotonic(),
+        )
+        try:
+            self._executor.submit(self._run_shadow, job)
+        except RuntimeError:  # executor shut down by close() meanwhile
+            with self._lock:
+                self._admitted -= 1
+                self._counters.shadow_dropped += 1
+
+    def _run_shadow(self, job: _ShadowJob) -> None:
+        try:
+            if time.monotonic() - job.submitted > self.shadow_timeout:
+                # Queued longer than it may take: its primary half is long recorded and the
+                # pairing would wait for nothing useful. Dropped, like a full queue.
+                self._count(shadow_dropped=1, shadow_started=-1)
+                return
+            execution = job.execution
+            execution.started_at = self._clock()
+            execution.started = time.monotonic()
+            assert self._watchdog is not None
+            self._watchdog.watch(execution.started + self.shadow_timeout, job)
+            try:
+                answer = job.pool(execution.operation, job.args)
+            except BaseException as exc:
+                if self._finish(job):
+                    self._record_failure(execution, exc)
+            else:
+                if self._finish(job):
+                    self._record_answer(execution, answer)
+        except BaseException:  # nothing from the shadow side may escape, not even a bug here
+            log.exception("shadow runner: shadow execution failed to record")
+            self._count(record_errors=1)
+        finally:
+            with self._lock:
+                self._admitted -= 1
+
+    def _finish(self, job: _ShadowJob) -> bool:
+        """Mark the job finished; False when its timeout was already recorded."""
+        with job.lock:
+            job.finished = True
+            if job.timed_out:
+                self._count(shadow_late=1)
+                return False
+            return True
+
+    def _expire(self, job: _ShadowJob) -> None:
+        with job.lock:
+            if job.finished:
+                return
+            job.timed_out = True
+        self._count(shadow_timeouts=1)
+        self._record_timeout(job.execution)
+
+    def _record_timeout(self, execution: _Execution) -> None:
+        self._record(
+            execution,
+            outcome="error",
+            result=None,
+            error={
+                "type": "timeout",
+                "message": f"shadow execution exceeded {self.shadow_timeout:g} s",
+                "source": "shadow_runner",
+            },
+            duration_ms=self.shadow_timeout * 1000.0,
+            resources=None,
+        )
+
+    # -- the shadow side (asyncio) --------------------------------------------------------------
+
+    def _start_shadow_task(
+        self,
+        pool: Pool,
+        operation: str,
+        args: Mapping[str, Any],
+        route: Route,
+        digest: str | None,
+    ) -> None:
+        with self._lock:
+            if self._closed or len(self._tasks) >= self._capacity:
+                self._counters.shadow_dropped += 1
+                return
+            self._counters.shadow_started += 1
+        execution = self._execution(route, operation, pool, "shadow", digest)
+        task = asyncio.get_running_loop().create_task(
+            self._run_shadow_async(execution, self._pools[pool], args)
+        )
+        with self._lock:
+            self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        with self._lock:
+            self._tasks.discard(task)
+
+    async def _run_shadow_async(
+        self, execution: _Execution, pool: PoolCallable, args: Mapping[str, Any]
+    ) -> None:
+        execution.started_at = self._clock()
+        execution.started = time.monotonic()
+        try:
+            answer = await asyncio.wait_for(
+                _awaited(pool, execution.operation, args), self.shadow_timeout
+            )
+        except TimeoutError:
+            self._count(shadow_timeouts=1)
+            self._record_timeout(execution)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._record_failure(execution, exc)
+        else:
+            self._record_answer(execution, answer)
+
+
+async def _awaited(pool: PoolCallable, operation: str, args: Mapping[str, Any]) -> Any:
+    answer = pool(operation, args)
+    if inspect.isawaitable(answer):
+        answer = await answer
+    return answer
+
+
+def _other(pool: Pool) -> Pool:
+    return "v2" if pool == "v1" else "v1"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+class _Watchdog:
+    """One thread that records shadow timeouts when they fall due."""
+
+    def __init__(self, expire: Callable[[_ShadowJob], None]) -> None:
+        self._expire = expire
+        self._heap: list[tuple[float, int, _ShadowJob]] = []
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="shadow-watchdog", daemon=True)
+        self._thread.start()
+
+    def watch(self, deadline: float, job: _ShadowJob) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, next(self._order), job))
+            if self._heap[0][2] is job:
+                self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        break
+                    wait = self._heap[0][0] - now if self._heap else None
+                    self._cond.wait(wait)
+                if self._stopped:
+                    return
+                _, _, job = heapq.heappop(self._heap)
+            if not job.finished:
+                try:
+                    self._expire(job)
+                except Exception:
+                    log.exception("shadow runner: could not record a shadow timeout")
