@@ -67,6 +67,7 @@ _ORDERING_SCAN = 1000
 _MISSING: Any = object()
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _NUMBERS = frozenset({int, float})
+_STR_ONLY = {str}
 # Below this length a list is walked item by item; above, C-level checks pay for themselves.
 _BULK_LIST = 8
 _Task: TypeAlias = tuple[Any, Any, MatchState, PathLink]
@@ -379,14 +380,20 @@ def _match_unordered(
     """
     if len(a) == len(b):
         # Lists of one scalar type (ids, tags): sorting compares them exactly in C.
-        types = set(map(type, a))
-        if len(types) == 1 and types == set(map(type, b)) and (str in types or int in types):
-            normalise = item.strings
-            if normalise is not None and str in types:
+        try:
+            same = sorted(a) == sorted(b)
+        except TypeError:  # items that do not order (objects, mixed types)
+            same = False
+        if same:
+            types = set(map(type, a))
+            if len(types) == 1 and types <= _SCALARS and types == set(map(type, b)):
+                return []
+        elif item.strings is not None:
+            types = set(map(type, a))
+            if types == _STR_ONLY and types == set(map(type, b)):
+                normalise = item.strings
                 if sorted(map(normalise, a)) == sorted(map(normalise, b)):
                     return []
-            elif sorted(a) == sorted(b):
-                return []
     try:
         keys_a = [_freeze(x, item) for x in a]
         keys_b = [_freeze(x, item) for x in b]

@@ -144,12 +144,25 @@ def _render(link: PathLink, *, fold: bool) -> str:
     return _join(segments, fold=fold)
 
 
+_BARE_CACHE: dict[str, bool] = {}
+
+
+def _is_bare(key: str) -> bool:
+    """Whether a key can be written without quotes (remembered: keys repeat endlessly)."""
+    bare = _BARE_CACHE.get(key)
+    if bare is None:
+        bare = _BARE_KEY.fullmatch(key) is not None
+        if len(_BARE_CACHE) < _CACHE_LIMIT:
+            _BARE_CACHE[key] = bare
+    return bare
+
+
 def _join(segments: list[str | int], *, fold: bool, first: bool = True) -> str:
     parts: list[str] = []
     for segment in segments:
         if isinstance(segment, int):
             parts.append("[]" if fold else f"[{segment}]")
-        elif _BARE_KEY.fullmatch(segment):
+        elif _is_bare(segment):
             parts.append(f".{segment}" if parts or not first else segment)
         else:
             parts.append(f"[{json.dumps(segment, ensure_ascii=False)}]")

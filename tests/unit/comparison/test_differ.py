@@ -242,3 +242,11 @@ def test_an_ignored_key_missing_on_one_side_does_not_hide_an_extra_key() -> None
     rules = '[compare]\nignore = ["skip"]\n'
     assert _differences({"x": 1, "skip": 2}, {"x": 1, "new": 3}, rules) == [("new", "extra")]
     assert _differences({"x": 1, "new": 3}, {"x": 1, "skip": 2}, rules) == [("new", "missing")]
+
+
+def test_unordered_lists_of_containers_still_see_bools_against_numbers() -> None:
+    rules = '[compare]\nunordered = ["**"]\n'
+    assert _differences([{"ok": True}], [{"ok": 1}], rules) == [("[0].ok", "type")]
+    assert _differences([[True], [2]], [[2], [1]], rules) == [("[0][0]", "type")]
+    assert _differences([True, 2], [2, 1], rules) == [("[0]", "type")]
+    assert _differences([1.0, 2], [2, 1], rules) == []
