@@ -71,6 +71,10 @@ from ledger.rules_cli import app as rules_app  # noqa: E402
 
 app.add_typer(rules_app, name="rules")
 
+from streams.check_cli import check  # noqa: E402
+
+app.command("check")(check)
+
 # --- end of sub-commands ---------------------------------------------------------------------
 
 

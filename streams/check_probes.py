@@ -1,0 +1,348 @@
+"""The asking half of ``migration-ledger check``: observe the broker, topics, flag log, worker
+and sink, read-only and with short timeouts, and hand plain observations to ``ledger.checks``.
+
+Nothing here creates, alters or commits anything: the admin client only lists and describes,
+the flag log is read by an assigned consumer without a group, and the worker is asked over
+HTTP. A dead broker must fail in seconds, not after kafka-python's 30 s bootstrap, so a raw
+Metadata exchange (``probe_metadata``, standard library only) goes first and the Kafka clients
+are built only once it answered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from ledger.checks import (
+    BrokerObservation,
+    ChainVerifier,
+    CheckReport,
+    Finding,
+    FlagLogObservation,
+    StoreObservation,
+    Thresholds,
+    TopicDifference,
+    TopicsObservation,
+    WorkerObservation,
+    judge_broker,
+    judge_flag_log,
+    judge_store,
+    judge_topics,
+    judge_worker,
+    skipped,
+)
+from ledger.errors import EventDecodeError
+from ledger.events import CommandRejected, FlagChanged, decode_event
+from ledger.local_kafka import LocalBroker, probe_metadata
+from ledger.settings import Settings
+from streams.topics import CHECKED_CONFIG, TOPIC_SPECS, _compare, _topic_configs, topic_name
+
+__all__ = [
+    "chain_verifier",
+    "observe_broker",
+    "observe_flag_log",
+    "observe_store",
+    "observe_topics",
+    "observe_worker",
+    "run_checks",
+]
+
+_CLIENT_ID = "migration-ledger-check"
+_LOOPBACK = frozenset({"127.0.0.1", "localhost"})
+
+
+def run_checks(
+    settings: Settings,
+    *,
+    timeout_s: float = 3.0,
+    worker_url: str | None = None,
+    thresholds: Thresholds | None = None,
+    now: Callable[[], datetime],
+) -> CheckReport:
+    """Every check, in dependency order; a check whose prerequisite failed is SKIP."""
+    thresholds = thresholds or Thresholds()
+    findings: list[Finding] = []
+    broker, admin = observe_broker(settings, timeout_s=timeout_s)
+    findings.append(judge_broker(broker, timeout_s=timeout_s))
+    flag_topic = settings.topic("flag_events")
+    if admin is None:
+        findings.append(skipped("topics", "broker unreachable"))
+        findings.append(skipped("flag log", "broker unreachable"))
+    else:
+        try:
+            topics = observe_topics(settings, admin)
+        finally:
+            admin.close()
+        findings.append(judge_topics(topics))
+        if flag_topic in topics.missing:
+            findings.append(skipped("flag log", f"{flag_topic} missing"))
+        else:
+            flag_log = observe_flag_log(settings, timeout_s=timeout_s)
+            findings.append(judge_flag_log(flag_log, chain_verifier()))
+    if worker_url is None:
+        findings.append(skipped("worker", "no --worker-url given"))
+    else:
+        findings.append(judge_worker(observe_worker(worker_url, timeout_s=timeout_s), thresholds))
+    findings.append(judge_store(observe_store(settings), thresholds, now=now()))
+    return CheckReport(tuple(findings))
+
+
+# --- broker ------------------------------------------------------------------------------
+
+
+def observe_broker(settings: Settings, *, timeout_s: float) -> tuple[BrokerObservation, Any]:
+    """The broker's answer, and an admin client for the next checks (None when it is down)."""
+    bootstrap = settings.bootstrap_servers
+    errors: list[str] = []
+    for address in (a.strip() for a in bootstrap.split(",") if a.strip()):
+        try:
+            probe_metadata(address, timeout=timeout_s)
+            break
+        except (OSError, ValueError, IndexError, struct.error) as exc:  # refused, slow, garbled
+            errors.append(f"{address}: {exc or type(exc).__name__}")
+    else:
+        return BrokerObservation(bootstrap, error="; ".join(errors) or "no address given"), None
+
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id=_CLIENT_ID,
+            request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+        )
+    except KafkaError as exc:
+        return BrokerObservation(bootstrap, error=str(exc)), None
+    try:
+        cluster = admin.describe_cluster()
+        brokers = list(cluster.get("brokers", []))
+        api: tuple[int, ...] | None = None
+        if brokers:
+            data = admin.get_broker_version_data(brokers[0]["broker_id"])
+            api = tuple(int(part) for part in data.broker_version)
+    except KafkaError as exc:
+        admin.close()
+        return BrokerObservation(bootstrap, error=str(exc)), None
+    seen = BrokerObservation(
+        bootstrap,
+        brokers=len(brokers),
+        api_version=api,
+        release=_local_release(bootstrap, settings),
+        fenced=sum(1 for b in brokers if b.get("is_fenced")),
+    )
+    return seen, admin
+
+
+def _local_release(bootstrap: str, settings: Settings) -> str | None:
+    """The exact Kafka release when this machine's ``kafka up`` runs the broker on that port."""
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    if host not in _LOOPBACK or not port.isdigit():
+        return None
+    try:
+        state = LocalBroker(settings.cache_dir, port=int(port)).status()
+    except Exception:  # a foreign broker or an odd cache: the version is a nicety, not a check
+        return None
+    return None if state is None else state.kafka_version
+
+
+# --- topics ------------------------------------------------------------------------------
+
+
+def observe_topics(settings: Settings, admin: Any) -> TopicsObservation:
+    """Which specified topics are missing, and how existing ones differ (as ``ensure`` sees)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+    from kafka.errors import KafkaError
+
+    wanted = {topic_name(settings, spec.logical): spec for spec in TOPIC_SPECS}
+    flag_log = settings.topic("flag_events")
+    try:
+        existing = set(admin.list_topics())
+        present = [name for name in wanted if name in existing]
+        differences: list[TopicDifference] = []
+        if present:
+            described = {t["name"]: t for t in admin.describe_topics(present)}
+            resources = [
+                ConfigResource(
+                    ConfigResourceType.TOPIC, name, configs=dict.fromkeys(CHECKED_CONFIG)
+                )
+                for name in present
+            ]
+            configs = admin.describe_configs(resources, config_filter="all")
+            for name in present:
+                # ensure's own comparison, so `check` and `topics ensure` never disagree.
+                for m in _compare(
+                    name,
+                    wanted[name],
+                    settings,
+                    described.get(name, {}),
+                    _topic_configs(configs, name),
+                ):
+                    differences.append(TopicDifference(m.topic, m.setting, m.expected, m.actual))
+    except KafkaError as exc:
+        return TopicsObservation(
+            expected=tuple(wanted),
+            differences=(TopicDifference("*", "describe", "an answer", str(exc)),),
+            flag_log=flag_log,
+        )
+    return TopicsObservation(
+        expected=tuple(wanted),
+        missing=tuple(name for name in wanted if name not in existing),
+        differences=tuple(differences),
+        flag_log=flag_log,
+    )
+
+
+# --- flag log ----------------------------------------------------------------------------
+
+
+def observe_flag_log(settings: Settings, *, timeout_s: float) -> FlagLogObservation:
+    """Read the flag event log from offset 0 to its end with a group-less consumer."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    topic = settings.topic("flag_events")
+    changes: list[FlagChanged] = []
+    rejections = undecodable = other = 0
+    # The whole log is read; it grows by one event per flag change, so a few seconds go far.
+    budget_s = max(3 * timeout_s, 5.0)
+    deadline = time.monotonic() + budget_s
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=_CLIENT_ID,
+            group_id=None,
+            enable_auto_commit=False,
+            request_timeout_ms=int(max(timeout_s, 1.0) * 1000) + 500,
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+        )
+    except KafkaError as exc:
+        return FlagLogObservation(settings.flag, topic, error=str(exc))
+    try:
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})
+        ]
+        consumer.assign(partitions)
+        ends = consumer.end_offsets(partitions, timeout_ms=int(timeout_s * 1000))
+        consumer.seek_to_beginning(*partitions)
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                read = sum(consumer.position(tp) for tp in partitions)
+                total = sum(ends.values())
+                return FlagLogObservation(
+                    settings.flag,
+                    topic,
+                    error=f"read only {read} of {total} records in {budget_s:g} s",
+                )
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    try:
+                        event = decode_event(record.value or b"")
+                    except EventDecodeError:
+                        undecodable += 1
+                        continue
+                    if getattr(event, "flag", None) != settings.flag:
+                        other += 1
+                    elif isinstance(event, FlagChanged):
+                        changes.append(event)
+                    elif isinstance(event, CommandRejected):
+                        rejections += 1
+                    else:
+                        undecodable += 1  # a valid event of a type that has no place here
+    except KafkaError as exc:
+        return FlagLogObservation(settings.flag, topic, error=str(exc))
+    finally:
+        consumer.close()
+    return FlagLogObservation(
+        settings.flag,
+        topic,
+        changes=tuple(changes),
+        rejections=rejections,
+        undecodable=undecodable,
+        other_flags=other,
+    )
+
+
+def chain_verifier() -> ChainVerifier | None:
+    """``ledger.replay.verify_chain`` when this build has it (it recomputes every hash)."""
+    try:
+        from ledger.replay import verify_chain  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    verifier: ChainVerifier = verify_chain
+    return verifier
+
+
+# --- worker ------------------------------------------------------------------------------
+
+#: Metric samples the worker line reports, summed over their labels.
+_WORKER_SAMPLES = ("ledger_consumer_lag", "ledger_dead_letters_total", "ledger_pending_pairs")
+
+
+def observe_worker(url: str, *, timeout_s: float) -> WorkerObservation:
+    """Ask /healthz (liveness), then /metrics (lag, pending pairs, dead letters)."""
+    base = url.rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=timeout_s) as answer:
+            status = int(answer.status)
+            body = answer.read()
+    except urllib.error.HTTPError as exc:
+        return WorkerObservation(base, status_code=exc.code)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return WorkerObservation(base, error=str(reason))
+    app: str | None = None
+    try:
+        app = str(json.loads(body).get("app")) if body else None
+    except (ValueError, AttributeError):
+        app = None
+    return WorkerObservation(
+        base, status_code=status, app=app, metrics=_metrics(base, timeout_s=timeout_s)
+    )
+
+
+def _metrics(base: str, *, timeout_s: float) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=timeout_s) as answer:
+            text = answer.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}  # liveness answered; missing figures are reported as such
+    sums: dict[str, float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in _WORKER_SAMPLES:
+                    sums[sample.name] = sums.get(sample.name, 0.0) + float(sample.value)
+    except ValueError:
+        return sums
+    return sums
+
+
+# --- sink / store ------------------------------------------------------------------------
+
+
+def observe_store(settings: Settings) -> StoreObservation:
+    """Whether the ledger location can be read, and what the store's reader says of the sink."""
+    location = settings.duckdb
+    where = str(location)
+    if not location.exists():
+        return StoreObservation(where, exists=False)
+    try:
+        if location.is_dir():
+            os.listdir(location)
+        else:
+            with location.open("rb") as handle:
+                handle.read(1)
+    except OSError as exc:
+        return StoreObservation(where, exists=True, error=exc.strerror or str(exc))
+    return StoreObservation(where, exists=True, reader_available=False)
