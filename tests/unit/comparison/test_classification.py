@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -261,3 +262,16 @@ def test_events_round_trip_through_the_wire_form(default_rules: RuleSet) -> None
     assert decoded == comparison
     # the event assembled without validation is exactly what validation would have built
     assert ComparisonRecorded.model_validate(comparison.model_dump()) == comparison
+
+
+def test_events_are_assembled_on_the_fast_path_for_the_current_contract() -> None:
+    """If this fails, ComparisonRecorded or Difference changed: update the field lists in
+    ledger/comparison/classify.py (the slower validated path is used meanwhile)."""
+    from ledger.comparison.classify import TRUSTED_CONSTRUCTION
+
+    assert TRUSTED_CONSTRUCTION
+
+
+def test_assembled_events_serialise_fields_in_contract_order(default_rules: RuleSet) -> None:
+    comparison = _compare(_v1_noise(), V2_RESULT, default_rules)
+    assert list(json.loads(encode_event(comparison))) == list(ComparisonRecorded.model_fields)
