@@ -101,8 +101,9 @@ def render_table(result: CheckReport) -> None:
     table = Table(title="migration-ledger check", show_lines=True)
     table.add_column("check", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("figure")
-    table.add_column("what to do")
+    # fold, not ellipsis: the figure is the point of the line, and pipes are 80 columns wide.
+    table.add_column("figure", overflow="fold")
+    table.add_column("what to do", overflow="fold")
     for finding in result.findings:
         style = _STYLES[finding.status.value]
         # Text, not markup: figures quote error messages such as "[Errno 111] ...".
