@@ -269,13 +269,19 @@ _ALL_FIELDS: dict[type[BaseModel], set[str]] = {
 }
 
 
+# pydantic keeps these three in slots; setting them through their descriptors is cheapest.
+_SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
+_SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
 def _assemble(model: type[_M], values: dict[str, Any]) -> _M:
-    event = model.__new__(model)
+    event = object.__new__(model)
     object.__setattr__(event, "__dict__", values)
     # Every field is given, so one shared "fields set" serves all (pydantic only reads it).
-    object.__setattr__(event, "__pydantic_fields_set__", _ALL_FIELDS[model])
-    object.__setattr__(event, "__pydantic_extra__", None)
-    object.__setattr__(event, "__pydantic_private__", None)
+    _SET_FIELDS_SET(event, _ALL_FIELDS[model])
+    _SET_EXTRA(event, None)
+    _SET_PRIVATE(event, None)
     return event
 
 
