@@ -91,6 +91,11 @@ def create_app(
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        # Slots and comparisons are a few kB each; aiokafka's default 16 kB batches would
+        # carry a handful per round trip and cap the worker at a few hundred pairs a second.
+        producer_max_batch_size=1_000_000,
+        producer_max_request_size=4_000_000,
+        producer_linger_ms=2,
         web_enabled=web_enabled,
         web_port=web_port,
         web_bind="127.0.0.1",

@@ -138,6 +138,9 @@ class PairingAgent:
         self.emitted_at: dict[Position, set[bytes]] = defaultdict(set)
         self.ticks_out: dict[int, float] = {}
         self.indexed = False
+        # Labelled children looked up once: ``labels()`` costs more than the increment.
+        self._outcomes = {outcome: metrics.pairing.labels(outcome.value) for outcome in Outcome}
+        self._events_in: dict[str, Any] = {}
 
     # --- indexes -------------------------------------------------------------------------
 
@@ -190,7 +193,10 @@ class PairingAgent:
 
     async def _operation(self, message: Message, position: Position) -> None:
         partition = message.partition
-        self.metrics.events_in.labels(message.topic).inc()
+        counter = self._events_in.get(message.topic)
+        if counter is None:
+            counter = self._events_in[message.topic] = self.metrics.events_in.labels(message.topic)
+        counter.inc()
         self.next_offset[partition] = message.offset + 1
         arrived = message.timestamp
         self.clock[partition] = max(self.clock.get(partition, 0.0), arrived)
@@ -269,7 +275,7 @@ class PairingAgent:
                     self.metrics.replayed.inc()
 
     async def _apply(self, key: bytes, old: Pending | Decided | None, step: Step) -> None:
-        self.metrics.pairing.labels(step.outcome.value).inc()
+        self._outcomes[step.outcome].inc()
         if step.writes:
             if old is not None:
                 self._unindex(key, old)
