@@ -1,0 +1,268 @@
+"""The switchover controller in the worker: its state rebuilt from the log at every start.
+
+``LogTail`` reads ``ledger.health`` and ``ledger.flag-events`` from their beginning with a
+consumer outside any group (no committed offset can make it skip history) and keeps
+following them. Every event is folded into ``SwitchoverService``; once the tail has reached
+the end offsets it saw at start, a timer lets the controller ``step``: records go to
+``ledger.health`` (key: the flag) and are delivered before the flag commands they announce go
+to ``ledger.flag-commands``, so a controller that dies in between finds the record and
+re-sends the command under the same id.
+
+The tail also hands flag events to the health monitor (``streams.health``), which needs to
+know whether V2 takes traffic before it sends a rollback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ledger.errors import EventDecodeError
+from ledger.events import (
+    CommandRejected,
+    Event,
+    FlagChanged,
+    HealthAssessed,
+    SwitchoverRecorded,
+    decode_event,
+    encode_event,
+)
+from ledger.health import ALL_OPERATIONS
+from ledger.switchover import ControllerCommand, ControllerState, StepResult, apply, step
+
+if TYPE_CHECKING:
+    from streams.app import LedgerApp
+
+__all__ = [
+    "LogTail",
+    "SwitchoverService",
+    "encode_controller_command",
+    "install",
+]
+
+log = logging.getLogger(__name__)
+
+STEP_INTERVAL_S = 1.0
+#: Health windows older than the current soak by more than this are forgotten.
+KEEP_BEFORE_SOAK = timedelta(minutes=10)
+
+
+def encode_controller_command(command: ControllerCommand) -> bytes:
+    """The wire form of a controller command, as the flag log writer decodes commands."""
+    from ledger import flags
+
+    return flags.encode_command(flags_command(command))
+
+
+def flags_command(command: ControllerCommand) -> Any:
+    """The ``ledger.flags`` command model for a controller command."""
+    from ledger import flags
+
+    data: dict[str, Any] = {
+        "command": command.command,
+        "command_id": command.command_id,
+        "flag": command.flag,
+        "actor": command.actor,
+        "reason": command.reason,
+        "cause_id": command.cause_id,
+        "expected_version": command.expected_version,
+    }
+    if command.command == "set_percentage":
+        data["percentage_bp"] = command.percentage_bp
+    return flags.decode_command(_json(data))
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    import json
+
+    return json.dumps(data).encode()
+
+
+Publish = Callable[[bytes | None, bytes], Awaitable[Any]]
+PublishCommand = Callable[[ControllerCommand], Awaitable[Any]]
+
+
+@dataclass
+class SwitchoverService:
+    """The controller's folded state, the health windows it gates on, and its steps."""
+
+    flag: str
+    publish_record: Publish
+    publish_command: PublishCommand
+    wall: Callable[[], float] = time.time
+    state: ControllerState = field(init=False)
+    assessments: list[HealthAssessed] = field(default_factory=list)
+    caught_up: bool = False
+    applied_records: set[str] = field(default_factory=set)
+    resent_at: dict[str, float] = field(default_factory=dict)
+    on_flag_event: Callable[[bytes | None], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.state = ControllerState(flag=self.flag)
+
+    def fold(self, event: Event) -> None:
+        """Take one event read from the log."""
+        if isinstance(event, SwitchoverRecorded):
+            if event.event_id in self.applied_records or event.flag != self.flag:
+                return
+            self.applied_records.add(event.event_id)
+            self.state = apply(self.state, event)
+        elif isinstance(event, FlagChanged | CommandRejected):
+            self.state = apply(self.state, event)
+        elif isinstance(event, HealthAssessed) and (
+            event.operation == ALL_OPERATIONS or event.triggers
+        ):
+            self.assessments.append(event)
+
+    def fold_raw(self, topic_is_flag_log: bool, raw: bytes | None) -> None:
+        if topic_is_flag_log and self.on_flag_event is not None:
+            self.on_flag_event(raw)
+        try:
+            event = decode_event(raw or b"")
+        except EventDecodeError:
+            return
+        self.fold(event)
+
+    def _forget_old_windows(self) -> None:
+        since = self.state.soak_started_at or self.state.last_record_at
+        if since is None:
+            return
+        horizon = since - KEEP_BEFORE_SOAK
+        self.assessments = [a for a in self.assessments if a.window_end > horizon]
+
+    async def tick(self) -> StepResult | None:
+        """One controller step, once the log has been read to its end."""
+        if not self.caught_up:
+            return None
+        self._forget_old_windows()
+        now = datetime.fromtimestamp(self.wall(), tz=UTC)
+        result = step(self.state, self.assessments, now)
+        await self.publish(result)
+        return result
+
+    async def publish(self, result: StepResult) -> None:
+        """Records (delivered, then folded), snapshots, then commands."""
+        for record in result.records:
+            await self.publish_record(self.flag.encode(), encode_event(record))
+            self.applied_records.add(record.event_id)
+            self.state = apply(self.state, record)
+        for snapshot in result.snapshots:
+            await self.publish_record(self.flag.encode(), encode_event(snapshot))
+        wall = self.wall()
+        timeout = self.state.plan.command_timeout_s if self.state.plan else 30.0
+        for command in result.commands:
+            if not result.records:
+                # A re-send: at most one per command timeout, however often we step.
+                last = self.resent_at.get(command.command_id)
+                if last is not None and wall - last < timeout:
+                    continue
+                self.resent_at[command.command_id] = wall
+            await self.publish_command(command)
+
+
+class LogTail:
+    """Follows whole topics from their beginning, outside any consumer group."""
+
+    def __init__(self, bootstrap_servers: str, topics: Iterable[str]) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topics = list(topics)
+        self.consumer: Any = None
+        self.end_offsets: dict[Any, int] = {}
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await self.consumer.start()
+        partitions = []
+        for _ in range(50):
+            await self.consumer.topics()
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in self.topics
+                for p in sorted(self.consumer.partitions_for_topic(topic) or ())
+            ]
+            known = {tp.topic for tp in partitions}
+            if known == set(self.topics):
+                break
+            await asyncio.sleep(0.2)  # a topic not created yet: the worker creates them
+        self.consumer.assign(partitions)
+        await self.consumer.seek_to_beginning(*partitions)
+        self.end_offsets = await self.consumer.end_offsets(partitions)
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    async def read(self, timeout_ms: int = 500) -> list[tuple[str, bytes | None]]:
+        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
+        return [(record.topic, record.value) for records in batches.values() for record in records]
+
+    async def caught_up(self) -> bool:
+        for tp, end in self.end_offsets.items():
+            if await self.consumer.position(tp) < end:
+                return False
+        return True
+
+
+def install(ledger: LedgerApp) -> None:
+    """Run the controller as a task of the app: tail the log, fold it, step every second."""
+    app = ledger.app
+    settings = ledger.settings
+    health = ledger.topic("health")
+    flag_commands = ledger.topic("flag_commands")
+    flag_events_name = settings.topic("flag_events")
+    interval = float(ledger.options.get("switchover_interval") or STEP_INTERVAL_S)
+
+    async def publish_record(key: bytes | None, value: bytes) -> Any:
+        delivered = await health.send(key=key, value=value)
+        return await delivered  # the record is in the log before its command is sent
+
+    async def publish_command(command: ControllerCommand) -> Any:
+        return await flag_commands.send(
+            key=command.flag.encode(), value=encode_controller_command(command)
+        )
+
+    def on_flag_event(raw: bytes | None) -> None:
+        monitor = ledger.parts.get("health")
+        if monitor is not None:
+            monitor.on_flag_event(raw)
+
+    service = SwitchoverService(
+        flag=settings.flag,
+        publish_record=publish_record,
+        publish_command=publish_command,
+        on_flag_event=on_flag_event,
+    )
+    ledger.parts["switchover"] = service
+
+    @app.task
+    async def switchover_controller() -> None:
+        tail = LogTail(settings.bootstrap_servers, [settings.topic("health"), flag_events_name])
+        await tail.start()
+        try:
+            last_step = 0.0
+            while not app.should_stop:
+                for topic, value in await tail.read(timeout_ms=int(interval * 500)):
+                    service.fold_raw(topic == flag_events_name, value)
+                if not service.caught_up and await tail.caught_up():
+                    service.caught_up = True
+                    log.info("switchover state rebuilt: %s", service.state.display_status)
+                if service.caught_up and time.monotonic() - last_step >= interval:
+                    last_step = time.monotonic()
+                    try:
+                        await service.tick()
+                    except Exception:  # a bad step must not kill the controller task
+                        log.exception("switchover step failed")
+        finally:
+            await tail.stop()
