@@ -255,11 +255,14 @@ class ControllerState(_Frozen):
     @property
     def external_changes(self) -> tuple[FlagChangeSeen, ...]:
         """Ramp changes the switchover did not send and has not acknowledged."""
+        # The id prefix also recognises a command whose record never reached the log.
+        own_prefix = f"switchover:{self.flag}:"
         return tuple(
             change
             for change in self.recent_changes
             if change.ramp_changed
             and change.command_id not in self.own_command_ids
+            and not change.command_id.startswith(own_prefix)
             and change.version > self.acknowledged_version
         )
 

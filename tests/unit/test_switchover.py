@@ -375,6 +375,22 @@ def test_a_controller_dead_between_record_and_command_resends_the_same_command()
     assert _actions(run).count("advanced") == 1
 
 
+def test_a_command_whose_record_was_lost_is_still_the_controllers_own() -> None:
+    run = _started()
+    result = _tick_until_advance(run, deliver_commands=False)
+    run.records.pop()  # the record never reached the log; its command did
+    run.deliver(result.commands[0])
+
+    run.state = rebuild(FLAG, run.records, run.flags.events)
+    assert run.state.external_changes == ()
+    again = run.tick()
+
+    assert [r.action for r in again.records] == ["advanced"]
+    assert again.commands[0].command_id == result.commands[0].command_id
+    assert run.flags.bp == 5000
+    assert [e.command_id for e in run.flags.events].count(result.commands[0].command_id) == 1
+
+
 Action = st.sampled_from(
     [
         "healthy",
