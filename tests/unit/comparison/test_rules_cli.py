@@ -33,7 +33,7 @@ def test_check_names_the_line_of_a_mistake_without_a_traceback(tmp_path: Path) -
 def test_default_prints_the_packaged_rules() -> None:
     result = runner.invoke(app, ["rules", "default"])
     assert result.exit_code == 0
-    assert parse_rules(result.output, "printed").version == "default-2"
+    assert parse_rules(result.output, "printed").version == "default-3"
 
 
 def test_compare_classifies_two_bare_results(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from ledger.errors import LedgerError, RulesError
 def test_packaged_rules_load_with_their_declared_version() -> None:
     rules = load_rules()
     assert isinstance(rules, RuleSet)
-    assert rules.version == "default-2"
+    assert rules.version == "default-3"
     assert set(rules.pools) == {"v1", "v2"}
 
 
