@@ -32,6 +32,8 @@ __all__ = [
 
 
 class DifferenceKind(StrEnum):
+    """What differs at a path (the ``kind`` of a ``Difference``)."""
+
     TYPE = "type"
     VALUE = "value"
     NULL = "null"
