@@ -75,6 +75,12 @@ from streams.check_cli import check  # noqa: E402
 
 app.command("check")(check)
 
+from ledger.switchover_cli import app as switchover_app  # noqa: E402
+from ledger.switchover_cli import rollback  # noqa: E402
+
+app.add_typer(switchover_app, name="switchover")
+app.command("rollback")(rollback)
+
 # --- end of sub-commands ---------------------------------------------------------------------
 
 

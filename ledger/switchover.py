@@ -23,6 +23,7 @@ pure functions here that the command line publishes, exactly like the controller
 from __future__ import annotations
 
 import hashlib
+import json
 import tomllib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -57,6 +58,7 @@ __all__ = [
     "SwitchoverPlan",
     "apply",
     "describe",
+    "encode_controller_command",
     "load_plan",
     "pause",
     "plan_named",
@@ -67,6 +69,7 @@ __all__ = [
     "rollback_snapshot",
     "start",
     "step",
+    "to_flag_command",
 ]
 
 #: The actor of everything the controller decides by itself.
@@ -433,6 +436,32 @@ class ControllerCommand(_Frozen):
     percentage_bp: int | None = None
     cause_id: str | None = None
     expected_version: int | None = None
+
+
+def to_flag_command(command: ControllerCommand) -> Any:
+    """The ``ledger.flags`` command model the flag log writer decides."""
+    from ledger import flags  # the flag log's own module, imported when a command is sent
+
+    data: dict[str, Any] = {
+        "command": command.command,
+        "command_id": command.command_id,
+        "flag": command.flag,
+        "actor": command.actor,
+        "reason": command.reason,
+        "cause_id": command.cause_id,
+        "expected_version": command.expected_version,
+    }
+    if command.command == "set_percentage":
+        data["percentage_bp"] = command.percentage_bp
+    return flags.decode_command(json.dumps(data).encode())
+
+
+def encode_controller_command(command: ControllerCommand) -> bytes:
+    """The wire form of a controller command, as the flag log writer reads commands."""
+    from ledger import flags
+
+    encoded: bytes = flags.encode_command(to_flag_command(command))
+    return encoded
 
 
 class StepResult(NamedTuple):

@@ -299,7 +299,7 @@ def install(ledger: LedgerApp) -> None:
     The flag log reaches the monitor through ``streams.switchover``'s tail, which reads it
     from the beginning at every start (a group offset would hide the current ramp).
     """
-    from streams.switchover import encode_controller_command
+    from ledger.switchover import encode_controller_command
 
     app = ledger.app
     settings = ledger.settings

@@ -33,7 +33,14 @@ from ledger.events import (
     encode_event,
 )
 from ledger.health import ALL_OPERATIONS
-from ledger.switchover import ControllerCommand, ControllerState, StepResult, apply, step
+from ledger.switchover import (
+    ControllerCommand,
+    ControllerState,
+    StepResult,
+    apply,
+    encode_controller_command,
+    step,
+)
 
 if TYPE_CHECKING:
     from streams.app import LedgerApp
@@ -41,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = [
     "LogTail",
     "SwitchoverService",
-    "encode_controller_command",
     "install",
 ]
 
@@ -50,37 +56,6 @@ log = logging.getLogger(__name__)
 STEP_INTERVAL_S = 1.0
 #: Health windows older than the current soak by more than this are forgotten.
 KEEP_BEFORE_SOAK = timedelta(minutes=10)
-
-
-def encode_controller_command(command: ControllerCommand) -> bytes:
-    """The wire form of a controller command, as the flag log writer decodes commands."""
-    from ledger import flags
-
-    return flags.encode_command(flags_command(command))
-
-
-def flags_command(command: ControllerCommand) -> Any:
-    """The ``ledger.flags`` command model for a controller command."""
-    from ledger import flags
-
-    data: dict[str, Any] = {
-        "command": command.command,
-        "command_id": command.command_id,
-        "flag": command.flag,
-        "actor": command.actor,
-        "reason": command.reason,
-        "cause_id": command.cause_id,
-        "expected_version": command.expected_version,
-    }
-    if command.command == "set_percentage":
-        data["percentage_bp"] = command.percentage_bp
-    return flags.decode_command(_json(data))
-
-
-def _json(data: dict[str, Any]) -> bytes:
-    import json
-
-    return json.dumps(data).encode()
 
 
 Publish = Callable[[bytes | None, bytes], Awaitable[Any]]
