@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     pairing_timeout: float = Field(default=30.0, gt=0)
     partitions: int = Field(default=4, ge=1)
     cache_dir: Path = Path.home() / ".cache" / "migration-ledger"
+    #: Health windows: length and how long after its end a window waits for late executions.
+    health_window: float = Field(default=60.0, gt=0)
+    health_grace: float = Field(default=5.0, ge=0)
+    #: A TOML health policy (``ledger.policy.load_policy``); None = the defaults.
+    health_policy: Path | None = None
 
     def topic(self, logical: str) -> str:
         """The Kafka topic for a logical name such as ``"operations"``."""

@@ -26,7 +26,6 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ledger.errors import EventDecodeError
@@ -304,10 +303,9 @@ def install(ledger: LedgerApp) -> None:
     app = ledger.app
     settings = ledger.settings
     options = ledger.options
-    size = timedelta(seconds=float(options.get("health_window") or DEFAULT_WINDOW.total_seconds()))
-    grace = timedelta(seconds=float(options.get("health_grace") or DEFAULT_GRACE.total_seconds()))
-    policy_path = options.get("health_policy_path")
-    policy = options.get("health_policy") or load_policy(Path(policy_path) if policy_path else None)
+    size = timedelta(seconds=float(options.get("health_window") or settings.health_window))
+    grace = timedelta(seconds=float(options.get("health_grace", settings.health_grace)))
+    policy = options.get("health_policy") or load_policy(settings.health_policy)
     operations = ledger.topic("operations")
     comparisons = ledger.topic("comparisons")
     health = ledger.topic("health")
