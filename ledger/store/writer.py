@@ -1,0 +1,728 @@
+"""The one writer of a ledger folder: batches of Kafka records in, offset-named segments out.
+
+Exactly once, per (topic, partition): a batch's records of one partition, every table they
+touch, and their offset range become ONE segment folder, written under ``tmp/`` and renamed
+into ``segments/`` atomically. The folder name is the committed offset, so rows and offsets
+cannot disagree: after a crash the writer reads the names back and the sink seeks to
+``last + 1``; a half-written segment is only ever in ``tmp/`` and is discarded.
+
+Deduplication by ``event_id`` happens here, not in the readers' views, so every report reads
+plain Parquet without a window over millions of rows. The writer keeps a 64-bit hash of every
+stored ``event_id`` per table in sorted numpy runs (8 bytes an event, rebuilt from the
+segments at start); a hash hit is confirmed against the stored rows before anything is
+dropped, so a hash collision never loses an event. A repeated id with the same content is a
+duplicate (counted, dropped); with other content it is dead-lettered, never silently lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ledger.errors import EventDecodeError, StoreError
+from ledger.events import DeadLettered, Event, decode_event, encode_event
+from ledger.store.layout import Layout, Segment, fsync_dir, fsync_file, live_segments
+from ledger.store.schema import EVENT_TABLE, TABLES, Table
+
+__all__ = [
+    "CompactionResult",
+    "LedgerWriter",
+    "SourceRecord",
+    "WriteResult",
+    "dead_letter_for",
+]
+
+#: A dead letter's reason is cut here: a huge payload's validation message can be huge too.
+MAX_REASON = 2_000
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "row_group_size": 122_880}
+
+Hashes = npt.NDArray[np.uint64]
+
+
+class SourceRecord(NamedTuple):
+    """One Kafka record (or one line of an ingested file, under the ``_ingest`` topic)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    #: Kafka's record timestamp; dates the dead letter of a bad record.
+    timestamp_ms: int | None = None
+
+
+@dataclass
+class WriteResult:
+    """What one ``write_batch`` did."""
+
+    #: Records looked at (after skipping those at already committed offsets).
+    records: int = 0
+    #: Rows stored per table (dead letters included under ``dead_letters``).
+    stored: dict[str, int] = field(default_factory=dict)
+    dead_lettered: int = 0
+    duplicates: int = 0
+    #: Records at offsets already committed (a re-delivery): ignored.
+    skipped: int = 0
+    segments: int = 0
+
+    @property
+    def rows(self) -> int:
+        return sum(self.stored.values())
+
+
+@dataclass
+class CompactionResult:
+    merged_segments: int = 0
+    new_segments: int = 0
+    rows: int = 0
+    purged: int = 0
+
+
+@dataclass
+class _Pending:
+    """Rows of one table waiting to be written, in (partition, offset) order."""
+
+    canonical: list[str] = field(default_factory=list)
+    wire: list[str] = field(default_factory=list)
+    topic: list[str] = field(default_factory=list)
+    partition: list[int] = field(default_factory=list)
+    offset: list[int] = field(default_factory=list)
+    key: list[str | None] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    def add(self, record: SourceRecord, event: Event, wire: str, canonical: str) -> None:
+        self.canonical.append(canonical)
+        self.wire.append(wire)
+        self.topic.append(record.topic)
+        self.partition.append(record.partition)
+        self.offset.append(record.offset)
+        self.key.append(None if record.key is None else record.key.decode("utf-8", "replace"))
+        self.event_ids.append(event.event_id)
+        self.events.append(event)
+
+    def __len__(self) -> int:
+        return len(self.canonical)
+
+
+class _IdIndex:
+    """Hashes of stored event ids in sorted runs merged like a binary counter (LSM style).
+
+    Membership is a binary search per run (O(log n) runs); adding n ids costs amortised
+    O(n log n) in total. A hit is only a candidate: the caller confirms it on stored rows.
+    """
+
+    def __init__(self, hashes: Hashes | None = None) -> None:
+        self._runs: list[Hashes] = []
+        if hashes is not None and len(hashes):
+            self._runs.append(np.sort(hashes))
+
+    def __len__(self) -> int:
+        return sum(len(run) for run in self._runs)
+
+    def contains(self, hashes: Hashes) -> npt.NDArray[np.bool_]:
+        hit = np.zeros(len(hashes), dtype=np.bool_)
+        for run in self._runs:
+            at = np.searchsorted(run, hashes)
+            at[at == len(run)] = len(run) - 1
+            hit |= run[at] == hashes
+        return hit
+
+    def add(self, hashes: Hashes) -> None:
+        if not len(hashes):
+            return
+        self._runs.append(np.sort(hashes))
+        while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
+            newer = self._runs.pop()
+            older = self._runs.pop()
+            self._runs.append(np.sort(np.concatenate((older, newer)), kind="stable"))
+
+
+def dead_letter_for(record: SourceRecord, reason: str, at: datetime) -> DeadLettered:
+    """The dead letter of one unusable record; its id is its position, so a retry matches."""
+    if len(reason) > MAX_REASON:
+        reason = reason[: MAX_REASON - 1] + "…"
+    return DeadLettered(
+        event_id=f"dead-letter:{record.topic}:{record.partition}:{record.offset}",
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        reason=reason,
+        original_key=None if record.key is None else record.key.decode("utf-8", "replace"),
+        original_b64=base64.b64encode(record.value or b"").decode("ascii"),
+        at=at,
+    )
+
+
+_STRUCT = re.compile(r"^STRUCT\((.*)\)$")
+
+
+def _json_spec(type_: str) -> Any:
+    """A column type as ``from_json``'s structure argument."""
+    if type_.endswith("[]"):
+        return [_json_spec(type_[:-2])]
+    match = _STRUCT.match(type_)
+    if match:
+        fields = (part.strip().split(" ", 1) for part in match[1].split(","))
+        return {name: _json_spec(inner.strip()) for name, inner in fields}
+    return type_
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _transform_sql(table: Table) -> str:
+    """SQL turning a batch of canonical JSON texts into the table's typed columns."""
+    spec = json.dumps({c.name: _json_spec(c.type) for c in table.event_columns})
+    columns = ", ".join(f"j.{_quote(c.name)} AS {_quote(c.name)}" for c in table.event_columns)
+    spec_literal = spec.replace("'", "''")
+    return (
+        f"SELECT {columns}, b._topic AS _topic, CAST(b._partition AS INTEGER) AS _partition, "
+        f"CAST(b._offset AS BIGINT) AS _offset, b._key AS _key, b.wire AS wire "
+        f"FROM (SELECT from_json(canonical, '{spec_literal}') AS j, * FROM batch) AS b"
+    )
+
+
+_BATCH_SCHEMA = pa.schema(
+    [
+        ("canonical", pa.string()),
+        ("wire", pa.string()),
+        ("_topic", pa.string()),
+        ("_partition", pa.int32()),
+        ("_offset", pa.int64()),
+        ("_key", pa.string()),
+    ]
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LedgerWriter:
+    """Appends Kafka records to a ledger folder, exactly once per offset, one event id once.
+
+    Only one writer may hold a ledger at a time (an exclusive ``flock``); readers never need
+    it. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        fsync: bool = True,
+        clock: Callable[[], datetime] = _now,
+        trash_grace_s: float = 600.0,
+    ) -> None:
+        self.layout = Layout(Path(path))
+        self.layout.create()
+        self._fsync = fsync
+        self._clock = clock
+        self._trash_grace_s = trash_grace_s
+        self._lock_fd: int | None = self.layout.acquire_writer_lock()
+        try:
+            self._con = duckdb.connect(":memory:")
+            self._con.execute("SET TimeZone = 'UTC'")
+            self._transforms = {name: _transform_sql(table) for name, table in TABLES.items()}
+            self._recover()
+            self._write_schema_files()
+            self._live: list[Segment] = []
+            self._rows: dict[Segment, dict[str, int]] = {}
+            self._load_live()
+            self._indexes = {name: _IdIndex(self._stored_hashes(name)) for name in TABLES}
+        except BaseException:
+            self.close()
+            raise
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            con = getattr(self, "_con", None)
+            if con is not None:
+                con.close()
+
+    def __enter__(self) -> LedgerWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _recover(self) -> None:
+        """Discard half-written segments; finish a compaction a crash interrupted."""
+        for leftover in self.layout.tmp.iterdir():
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        _, replaced = live_segments(self.layout.list_segments())
+        if replaced:
+            with self.layout.snapshot_lock(exclusive=True):
+                for segment in replaced:
+                    self._to_trash(segment)
+        self._purge_trash()
+
+    def _write_schema_files(self) -> None:
+        """Zero-row files holding each table's current column types (readers union them in)."""
+        for name in TABLES:
+            empty = self._typed(name, _Pending())
+            target = self.layout.schema_file(name)
+            if target.exists() and pq.read_schema(target).equals(empty.schema):
+                continue
+            tmp = self.layout.tmp / f"_schema-{name}-{uuid.uuid4().hex}.parquet"
+            pq.write_table(empty, tmp, **PARQUET_OPTIONS)
+            tmp.rename(target)
+
+    def _load_live(self) -> None:
+        live, _ = live_segments(self.layout.list_segments())
+        self._live = live
+        self._rows = {segment: self._manifest_rows(segment) for segment in live}
+
+    def _manifest_rows(self, segment: Segment) -> dict[str, int]:
+        try:
+            manifest = json.loads((self.layout.segment_dir(segment) / "manifest.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"segment {segment.name} has no readable manifest: {exc}") from exc
+        rows = manifest.get("rows", {})
+        return {str(k): int(v) for k, v in rows.items()}
+
+    # --- what is stored ---------------------------------------------------------------------
+
+    def committed_offsets(self) -> dict[tuple[str, int], int]:
+        """The last stored offset per (topic, partition); the sink resumes at ``last + 1``."""
+        offsets: dict[tuple[str, int], int] = {}
+        for segment in self._live:
+            key = (segment.topic, segment.partition)
+            offsets[key] = max(offsets.get(key, -1), segment.last)
+        return offsets
+
+    def live_segments(self) -> list[Segment]:
+        return list(self._live)
+
+    def row_counts(self) -> dict[str, int]:
+        totals = dict.fromkeys(TABLES, 0)
+        for rows in self._rows.values():
+            for table, count in rows.items():
+                totals[table] = totals.get(table, 0) + count
+        return totals
+
+    def _files(self, table: str, segments: Iterable[Segment] | None = None) -> list[str]:
+        chosen = self._live if segments is None else segments
+        return [
+            str(self.layout.segment_dir(s) / f"{table}.parquet")
+            for s in chosen
+            if self._rows.get(s, {}).get(table, 0) > 0
+        ]
+
+    def _stored_hashes(self, table: str) -> Hashes:
+        files = self._files(table)
+        if not files:
+            return np.empty(0, dtype=np.uint64)
+        found = self._con.execute(
+            "SELECT hash(event_id) AS h FROM read_parquet(?)", [files]
+        ).fetchnumpy()
+        return np.asarray(found["h"], dtype=np.uint64)
+
+    def _hashes(self, event_ids: Sequence[str]) -> Hashes:
+        ids = pa.table({"event_id": pa.array(event_ids, type=pa.string())})
+        self._con.register("ids", ids)
+        try:
+            found = self._con.execute("SELECT hash(event_id) AS h FROM ids").fetchnumpy()
+        finally:
+            self._con.unregister("ids")
+        return np.asarray(found["h"], dtype=np.uint64)
+
+    def _stored_wires(self, table: str, event_ids: Sequence[str]) -> dict[str, str]:
+        files = self._files(table)
+        if not files or not event_ids:
+            return {}
+        rows = self._con.execute(
+            "SELECT event_id, any_value(wire) FROM read_parquet(?) "
+            "WHERE event_id IN (SELECT unnest(?)) GROUP BY event_id",
+            [files, list(event_ids)],
+        ).fetchall()
+        return {str(event_id): str(wire) for event_id, wire in rows}
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def write_batch(self, records: Iterable[SourceRecord]) -> WriteResult:
+        """Store a batch: one segment per (topic, partition) it touches, each atomically.
+
+        Records at offsets already committed are skipped; bad records become dead letters;
+        repeated event ids are dropped. Returns what happened, counted.
+        """
+        result = WriteResult()
+        committed = self.committed_offsets()
+        by_partition: dict[tuple[str, int], dict[int, SourceRecord]] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            if record.offset <= committed.get(key, -1):
+                result.skipped += 1
+                continue
+            by_partition.setdefault(key, {}).setdefault(record.offset, record)
+        if not by_partition:
+            return result
+
+        pending = {name: _Pending() for name in TABLES}
+        # Per (topic, partition): rows per table, in the order they were appended.
+        counts: dict[tuple[str, int], dict[str, int]] = {}
+        extra: dict[tuple[str, int], dict[str, int]] = {}
+        for key in sorted(by_partition):
+            part_counts = counts.setdefault(key, dict.fromkeys(TABLES, 0))
+            part_extra = extra.setdefault(key, {"dead_lettered": 0, "duplicates": 0})
+            for offset in sorted(by_partition[key]):
+                record = by_partition[key][offset]
+                result.records += 1
+                table, event, wire, rejected = self._decode(record)
+                pending[table].add(record, event, wire, encode_event(event).decode())
+                part_counts[table] += 1
+                part_extra["dead_lettered"] += rejected
+
+        kept_by_table = self._dedupe(pending, counts, extra)
+
+        # Typed Arrow tables, then one slice per (topic, partition) per table.
+        typed = {name: self._typed(name, kept) for name, kept in kept_by_table.items() if kept}
+        cursor = dict.fromkeys(typed, 0)
+        staged: list[tuple[Segment, Path]] = []
+        try:
+            for key in sorted(by_partition):
+                offsets = by_partition[key]
+                segment = Segment(key[0], key[1], min(offsets), max(offsets))
+                slices: dict[str, pa.Table] = {}
+                for name, table in typed.items():
+                    n = counts[key][name]
+                    if n:
+                        slices[name] = table.slice(cursor[name], n)
+                        cursor[name] += n
+                staged.append((segment, self._stage(segment, slices, extra[key])))
+            self._commit(staged)
+        except BaseException:
+            for _, tmp in staged:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+        for name, kept in kept_by_table.items():
+            if kept:
+                self._indexes[name].add(self._hashes(kept.event_ids))
+                result.stored[name] = len(kept)
+        for part_extra in extra.values():
+            result.dead_lettered += part_extra["dead_lettered"]
+            result.duplicates += part_extra["duplicates"]
+        result.segments = len(staged)
+        return result
+
+    def _decode(self, record: SourceRecord) -> tuple[str, Event, str, bool]:
+        """(table, event, wire text, rejected) of one record; a bad one yields its dead letter."""
+        if not record.value:
+            return self._dead("empty message value", record)
+        try:
+            wire = record.value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return self._dead(f"not UTF-8 text: {exc}", record)
+        try:
+            event = decode_event(record.value)
+        except EventDecodeError as exc:
+            return self._dead(f"not a valid event: {exc}", record)
+        event_type = str(getattr(event, "type", ""))
+        table = EVENT_TABLE.get(event_type)
+        if table is None:
+            return self._dead(f"no ledger table stores events of type {event_type!r}", record)
+        return table, event, wire, False
+
+    def _dead(self, reason: str, record: SourceRecord) -> tuple[str, Event, str, bool]:
+        if record.timestamp_ms is not None and record.timestamp_ms >= 0:
+            at = datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
+        else:
+            at = self._clock()
+        letter = dead_letter_for(record, reason, at)
+        return "dead_letters", letter, encode_event(letter).decode(), True
+
+    def _dedupe(
+        self,
+        pending: dict[str, _Pending],
+        counts: dict[tuple[str, int], dict[str, int]],
+        extra: dict[tuple[str, int], dict[str, int]],
+    ) -> dict[str, _Pending]:
+        """Drop repeated event ids (in the batch, then against the store); keep counts right.
+
+        A repeat with different content is not dropped silently: it becomes a dead letter
+        naming the event id (so an auditor sees that someone re-used an id).
+        """
+        kept_by_table = {name: _Pending() for name in TABLES}
+        conflicts: list[tuple[SourceRecord, str]] = []
+        for name, rows in pending.items():
+            if not rows:
+                continue
+            hashes = self._hashes(rows.event_ids)
+            candidates = self._indexes[name].contains(hashes)
+            suspects = [rows.event_ids[i] for i in np.flatnonzero(candidates)]
+            stored = self._stored_wires(name, suspects)
+            seen: dict[str, Event] = {}
+            kept = kept_by_table[name]
+            for i in range(len(rows)):
+                event_id = rows.event_ids[i]
+                event = rows.events[i]
+                record = SourceRecord(rows.topic[i], rows.partition[i], rows.offset[i], None, None)
+                key = (record.topic, record.partition)
+                first: Event | None = seen.get(event_id)
+                if first is None and event_id in stored:
+                    first = decode_event(stored[event_id])
+                if first is None:
+                    seen[event_id] = event
+                    kept.canonical.append(rows.canonical[i])
+                    kept.wire.append(rows.wire[i])
+                    kept.topic.append(rows.topic[i])
+                    kept.partition.append(rows.partition[i])
+                    kept.offset.append(rows.offset[i])
+                    kept.key.append(rows.key[i])
+                    kept.event_ids.append(event_id)
+                    kept.events.append(event)
+                    continue
+                counts[key][name] -= 1
+                if first == event:
+                    extra[key]["duplicates"] += 1
+                else:
+                    text_key = rows.key[i]
+                    original = SourceRecord(
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        None if text_key is None else text_key.encode(),
+                        rows.wire[i].encode(),
+                    )
+                    reason = f"event_id {event_id!r} already stored in {name} with other content"
+                    conflicts.append((original, reason))
+        if conflicts:
+            # Dead letters of conflicts go after the partition's other dead letters; the
+            # per-partition slices stay in order because rows are re-sorted below.
+            letters = kept_by_table["dead_letters"]
+            for record, reason in conflicts:
+                _, letter, wire, _ = self._dead(reason, record)
+                letters.add(record, letter, wire, wire)
+                key = (record.topic, record.partition)
+                counts[key]["dead_letters"] += 1
+                extra[key]["dead_lettered"] += 1
+            _sort_pending(letters)
+        return kept_by_table
+
+    def _typed(self, table: str, rows: _Pending) -> pa.Table:
+        batch = pa.Table.from_arrays(
+            [
+                pa.array(rows.canonical, type=pa.string()),
+                pa.array(rows.wire, type=pa.string()),
+                pa.array(rows.topic, type=pa.string()),
+                pa.array(rows.partition, type=pa.int32()),
+                pa.array(rows.offset, type=pa.int64()),
+                pa.array(rows.key, type=pa.string()),
+            ],
+            schema=_BATCH_SCHEMA,
+        )
+        self._con.register("batch", batch)
+        try:
+            typed = self._con.sql(self._transforms[table]).to_arrow_table()
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot convert a batch of {table}: {exc}") from exc
+        finally:
+            self._con.unregister("batch")
+        return typed
+
+    def _stage(self, segment: Segment, slices: dict[str, pa.Table], extra: dict[str, int]) -> Path:
+        """Write one segment's files under ``tmp/``; nothing is visible yet."""
+        tmp = self.layout.tmp / f"{segment.name}.{uuid.uuid4().hex}"
+        tmp.mkdir()
+        for name, rows in slices.items():
+            path = tmp / f"{name}.parquet"
+            pq.write_table(rows, path, **PARQUET_OPTIONS)
+            if self._fsync:
+                fsync_file(path)
+        manifest = {
+            "format": 1,
+            "topic": segment.topic,
+            "partition": segment.partition,
+            "first": segment.first,
+            "last": segment.last,
+            "rows": {name: rows.num_rows for name, rows in slices.items()},
+            **extra,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, sort_keys=True) + "\n")
+        if self._fsync:
+            fsync_file(tmp / "manifest.json")
+            fsync_dir(tmp)
+        return tmp
+
+    def _commit(self, staged: list[tuple[Segment, Path]]) -> None:
+        """Rename staged segments into place: each rename is one partition's commit."""
+        with self.layout.snapshot_lock(exclusive=True):
+            for segment, tmp in staged:
+                target = self.layout.segment_dir(segment)
+                if target.exists():
+                    raise StoreError(f"segment {segment.name} already exists: two writers?")
+                tmp.rename(target)
+            if self._fsync:
+                fsync_dir(self.layout.segments)
+        for segment, _ in staged:
+            self._live.append(segment)
+            self._rows[segment] = self._manifest_rows(segment)
+        self._live.sort(key=lambda s: (s.topic, s.partition, s.first))
+
+    # --- compaction -------------------------------------------------------------------------
+
+    def compact(
+        self, *, target_rows: int = 1_000_000, fanout: int = 8, full: bool = False
+    ) -> CompactionResult:
+        """Merge small consecutive segments of each partition (size-tiered, like an LSM).
+
+        ``fanout`` segments of one size tier merge into one of the next, so each row is
+        rewritten about log_fanout(target / batch) times. ``full`` merges every run of
+        segments up to ``target_rows`` (for a finished ledger: fewest files). The merged
+        segment's name covers the whole range, so committed offsets never change.
+        """
+        result = CompactionResult()
+        by_partition: dict[tuple[str, int], list[Segment]] = {}
+        for segment in self._live:
+            by_partition.setdefault((segment.topic, segment.partition), []).append(segment)
+        groups: list[list[Segment]] = []
+        for segments in by_partition.values():
+            groups.extend(self._plan(segments, target_rows, fanout, full))
+        for group in groups:
+            result.rows += self._merge(group)
+            result.merged_segments += len(group)
+            result.new_segments += 1
+        result.purged = self._purge_trash()
+        return result
+
+    def _plan(
+        self, segments: list[Segment], target_rows: int, fanout: int, full: bool
+    ) -> list[list[Segment]]:
+        def size(s: Segment) -> int:
+            return sum(self._rows[s].values())
+
+        def tier(s: Segment) -> int:
+            rows, level = size(s), 0
+            while rows >= fanout ** (level + 1) * 64:
+                level += 1
+            return level
+
+        groups: list[list[Segment]] = []
+        run: list[Segment] = []
+        run_rows = 0
+
+        def flush() -> None:
+            nonlocal run, run_rows
+            if len(run) >= (2 if full else fanout):
+                groups.append(run)
+            run, run_rows = [], 0
+
+        for segment in segments:
+            rows = size(segment)
+            if rows >= target_rows or (run_rows + rows > target_rows):
+                flush()
+                if rows >= target_rows:
+                    continue
+            if not full and run and tier(run[-1]) != tier(segment):
+                flush()
+            run.append(segment)
+            run_rows += rows
+            if not full and len(run) == fanout:
+                flush()
+        flush()
+        return groups
+
+    def _merge(self, group: list[Segment]) -> int:
+        merged = Segment(group[0].topic, group[0].partition, group[0].first, group[-1].last)
+        tmp = self.layout.tmp / f"{merged.name}.{uuid.uuid4().hex}"
+        tmp.mkdir()
+        rows: dict[str, int] = {}
+        try:
+            for name in TABLES:
+                files = self._files(name, group)
+                if not files:
+                    continue
+                path = tmp / f"{name}.parquet"
+                schema_file = str(self.layout.schema_file(name))
+                # Insertion order is kept (DuckDB's default), so rows stay in offset order.
+                self._con.execute(
+                    f"COPY (SELECT * FROM read_parquet(?, union_by_name = true)) "
+                    f"TO '{path}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)",
+                    [[schema_file, *files]],
+                )
+                if self._fsync:
+                    fsync_file(path)
+                rows[name] = sum(self._rows[s].get(name, 0) for s in group)
+            manifest = {
+                "format": 1,
+                "topic": merged.topic,
+                "partition": merged.partition,
+                "first": merged.first,
+                "last": merged.last,
+                "rows": rows,
+                "compacted_from": [s.name for s in group],
+            }
+            (tmp / "manifest.json").write_text(json.dumps(manifest, sort_keys=True) + "\n")
+            if self._fsync:
+                fsync_file(tmp / "manifest.json")
+                fsync_dir(tmp)
+            with self.layout.snapshot_lock(exclusive=True):
+                tmp.rename(self.layout.segment_dir(merged))
+                # A crash here leaves the parts beside the merged segment: readers and the
+                # next writer see them as replaced (their range is inside the merged one).
+                for segment in group:
+                    self._to_trash(segment)
+                if self._fsync:
+                    fsync_dir(self.layout.segments)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for segment in group:
+            self._live.remove(segment)
+            del self._rows[segment]
+        self._live.append(merged)
+        self._rows[merged] = rows
+        self._live.sort(key=lambda s: (s.topic, s.partition, s.first))
+        return sum(rows.values())
+
+    def _to_trash(self, segment: Segment) -> None:
+        """Move a replaced segment aside; readers that listed it may still be reading it."""
+        stamp = time.time_ns()
+        self.layout.segment_dir(segment).rename(self.layout.trash / f"{segment.name}~{stamp}")
+
+    def _purge_trash(self) -> int:
+        """Delete replaced segments older than the grace period (readers had time to finish)."""
+        purged = 0
+        now = time.time_ns()
+        for entry in self.layout.trash.iterdir():
+            _, _, stamp = entry.name.rpartition("~")
+            try:
+                age_s = (now - int(stamp)) / 1e9
+            except ValueError:
+                age_s = float("inf")
+            if age_s >= self._trash_grace_s:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                purged += 1
+        return purged
+
+
+def _sort_pending(rows: _Pending) -> None:
+    """Re-sort rows by (topic, partition, offset) so per-partition slices stay contiguous."""
+    order = sorted(
+        range(len(rows)), key=lambda i: (rows.topic[i], rows.partition[i], rows.offset[i])
+    )
+    for name in ("canonical", "wire", "topic", "partition", "offset", "key", "event_ids", "events"):
+        values = getattr(rows, name)
+        setattr(rows, name, [values[i] for i in order])
