@@ -1,0 +1,251 @@
+"""Health windows, the switchover controller and automatic rollback on the real broker.
+
+Each test runs a worker at demo speed (2 s health windows, the demo plan's 6 s soaks) and
+publishes live V1/V2 traffic; the switchover is driven through the command line.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from switchover_support import (
+    HEALTH_ENV,
+    Traffic,
+    cli,
+    events_of,
+    start_worker,
+    summary,
+    wait_for,
+)
+
+from ledger.events import FlagChanged, HealthAssessed, RollbackTriggered, SwitchoverRecorded
+from ledger.settings import Settings
+from ledger.switchover import CONTROLLER_ACTOR, DEMO_PLAN
+from streams.topics import ensure_topics
+
+WINDOW = timedelta(seconds=float(HEALTH_ENV["MIGRATION_LEDGER_HEALTH_WINDOW"]))
+SOAK = timedelta(seconds=DEMO_PLAN.stages[0].soak_s)
+
+
+@pytest.fixture
+def demo_speed(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Settings:
+    for name, value in HEALTH_ENV.items():
+        monkeypatch.setenv(name, value)
+    ensure_topics(settings)
+    return settings
+
+
+def _records(settings: Settings) -> list[SwitchoverRecorded]:
+    return events_of(settings, SwitchoverRecorded, ["health"])
+
+
+def _flag_changes(settings: Settings) -> list[FlagChanged]:
+    return events_of(settings, FlagChanged, ["flag_events"])
+
+
+def _start(settings: Settings) -> None:
+    done = cli(settings, "switchover", "start", "--plan", "demo", "--reason", "integration test")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_healthy_run_ramps_to_100_percent_and_a_v1_spike_does_not_stop_it(
+    demo_speed: Settings, tmp_path: Path
+) -> None:
+    settings = demo_speed
+    worker = start_worker(settings, tmp_path)
+    traffic = Traffic(settings)
+    traffic.start()
+    try:
+        _start(settings)
+        wait_for(
+            lambda: [r for r in _records(settings) if r.action == "advanced" and r.stage >= 2],
+            timeout=90,
+            worker=worker,
+            what="stage 3",
+        )
+        spike_at = traffic.switch("v1_spike")
+        wait_for(
+            lambda: [r for r in _records(settings) if r.action == "advanced" and r.at > spike_at],
+            timeout=60,
+            worker=worker,
+            what="an advance during the V1 spike",
+        )
+        traffic.switch("healthy")
+        records = wait_for(
+            lambda: (rs := _records(settings)) and rs[-1].action == "completed" and rs,
+            timeout=120,
+            worker=worker,
+            what="completion",
+        )
+        status = cli(settings, "switchover", "status", "--json")
+    finally:
+        traffic.stop()
+        worker.stop()
+
+    advanced = [r for r in records if r.action == "advanced"]
+    assert [r.stage for r in advanced] == [1, 2, 3, 4, 5], summary(records)
+    assert "rolled_back" not in {r.action for r in records}
+    for record in advanced:
+        assert isinstance(record.gates["samples"], int)
+        assert record.gates["samples"] >= DEMO_PLAN.min_samples
+        assert record.gates["judge_verdict"] in ("pass", "marginal")
+        assert record.gates["rollback_triggers"] == 0
+        soak = record.gates["soak_s"]
+        assert isinstance(soak, float)
+        assert soak >= SOAK.total_seconds()
+        assert record.command_id is not None
+    ramp = [c.v2_rollout_bp for c in _flag_changes(settings) if c.command == "set_percentage"]
+    assert ramp == [s.percentage_bp for s in DEMO_PLAN.stages]
+    assert '"status": "completed"' in status.stdout
+
+
+def _rolled_back_by_trigger(settings: Settings, after: datetime) -> FlagChanged | None:
+    for change in _flag_changes(settings):
+        if change.command == "rollback" and change.at > after and change.cause_id:
+            return change
+    return None
+
+
+def _assert_evidence(
+    settings: Settings, rollback: FlagChanged, spike_at: datetime, trigger: str
+) -> None:
+    windows = {w.event_id: w for w in events_of(settings, HealthAssessed, ["health"])}
+    cause = windows[rollback.cause_id or ""]
+    assert cause.pool == "v2"
+    assert trigger in cause.triggers
+    # Within two windows of the spike's start (event time: the trigger's window began
+    # at most one window after the spike did).
+    assert cause.window_end > spike_at
+    assert cause.window_start <= spike_at + WINDOW
+    snapshots = [
+        s
+        for s in events_of(settings, RollbackTriggered, ["health"])
+        if s.cause_id == cause.event_id
+    ]
+    assert snapshots
+    assert snapshots[0].command_id == rollback.command_id
+    assert snapshots[0].metrics  # the figures at that moment
+    if cause.compared_with is not None:
+        assert windows[cause.compared_with].pool == "v1"
+
+
+def test_v2_error_spike_and_latency_regression_are_rolled_back_with_evidence(
+    demo_speed: Settings, tmp_path: Path
+) -> None:
+    settings = demo_speed
+    worker = start_worker(settings, tmp_path)
+    traffic = Traffic(settings)
+    traffic.start()
+    try:
+        _start(settings)
+        wait_for(
+            lambda: [r for r in _records(settings) if r.action == "advanced"],
+            timeout=60,
+            worker=worker,
+            what="the first advance",
+        )
+        spike_at = traffic.switch("v2_errors")
+        errors_rollback = wait_for(
+            lambda: _rolled_back_by_trigger(settings, spike_at),
+            timeout=30,
+            worker=worker,
+            what="the rollback of the error spike",
+        )
+        traffic.switch("healthy")
+        wait_for(
+            lambda: [r for r in _records(settings) if r.action == "rolled_back"],
+            timeout=20,
+            worker=worker,
+            what="the controller seeing the rollback",
+        )
+        _assert_evidence(settings, errors_rollback, spike_at, "error_rate")
+
+        time.sleep(3 * WINDOW.total_seconds())  # let the spike's windows close
+        resumed = cli(settings, "switchover", "resume", "--reason", "fixed the errors")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        wait_for(
+            lambda: (c := _flag_changes(settings)) and c[-1].v2_pool_enabled,
+            timeout=30,
+            worker=worker,
+            what="V2 on again",
+        )
+        slow_at = traffic.switch("v2_slow")
+        latency_rollback = wait_for(
+            lambda: _rolled_back_by_trigger(settings, slow_at),
+            timeout=30,
+            worker=worker,
+            what="the rollback of the latency regression",
+        )
+        _assert_evidence(settings, latency_rollback, slow_at, "p99_latency")
+    finally:
+        traffic.stop()
+        worker.stop()
+
+
+def test_a_restart_mid_soak_resumes_the_soak_and_a_rollback_by_hand_is_respected(
+    demo_speed: Settings, tmp_path: Path
+) -> None:
+    settings = demo_speed
+    worker = start_worker(settings, tmp_path)
+    traffic = Traffic(settings)
+    traffic.start()
+    try:
+        _start(settings)
+        first = wait_for(
+            lambda: [r for r in _records(settings) if r.action == "advanced"],
+            timeout=60,
+            worker=worker,
+            what="the first advance",
+        )[0]
+        applied = wait_for(
+            lambda: [c for c in _flag_changes(settings) if c.command_id == first.command_id],
+            timeout=20,
+            worker=worker,
+            what="the stage command applied",
+        )[0]
+        soak_started = applied.at
+        time.sleep(SOAK.total_seconds() / 3)
+        worker.kill()
+        worker.start()
+        following = wait_for(
+            lambda: [
+                r
+                for r in _records(settings)
+                if r.action == "advanced" and r.stage == first.stage + 1
+            ],
+            timeout=90,
+            worker=worker,
+            what="the advance after the restart",
+        )
+        # Same stage, same soak: it began when the stage's command applied, before the kill.
+        assert following[0].gates["soak_started_at"] == soak_started.isoformat()
+        assert following[0].at >= soak_started + SOAK
+        assert (
+            len(
+                [r for r in _records(settings) if r.action == "advanced" and r.stage == first.stage]
+            )
+            == 1
+        )
+
+        by_hand = cli(settings, "rollback", "--reason", "operator says no", "--actor", "alice")
+        assert by_hand.returncode == 0, by_hand.stdout + by_hand.stderr
+        manual = next(c for c in reversed(_flag_changes(settings)) if c.command == "rollback")
+        records = wait_for(
+            lambda: [r for r in _records(settings) if r.action == "rolled_back"],
+            timeout=20,
+            worker=worker,
+            what="the controller respecting the rollback",
+        )
+        assert "alice" in records[0].reason
+        time.sleep(2 * SOAK.total_seconds())  # the controller would have advanced by now
+        later = [c for c in _flag_changes(settings) if c.version > manual.version]
+    finally:
+        traffic.stop()
+        worker.stop()
+
+    assert not [c for c in later if c.actor == CONTROLLER_ACTOR], summary(later)
+    assert not manual.v2_pool_enabled
+    assert manual.v2_rollout_bp == 0
