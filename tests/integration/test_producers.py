@@ -1,0 +1,240 @@
+"""Producers on the real broker: exactly once, through an outage, and the flag log tailed.
+
+The outage test runs its own broker on free ports (so stopping it never disturbs the shared
+one), stops it for about 30 s in the middle of a simulated run and starts it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.events import OperationRecorded, RolloutDecided, decode_event
+from ledger.settings import Settings
+from producers.publisher import Publisher
+from producers.shadow import PoolError, Route, ShadowRunner
+from producers.simulator import Simulator, Workload
+
+CreateTopics = Callable[[dict[str, int]], None]
+
+
+def _read_all(bootstrap: str, topic: str, *, expect: int, timeout: float) -> list[Any]:
+    """Every record of ``topic`` from the beginning, once at least ``expect`` arrived."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+            if len(records) >= expect:
+                # One more poll: anything beyond ``expect`` would be a duplicate.
+                for batch in consumer.poll(timeout_ms=1000).values():
+                    records.extend(batch)
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+class V1Router:
+    """Shadow mode as the flag defaults have it: V1 answers, V2 shadows every call."""
+
+    def route(
+        self, session_id: str | None, *, correlation_id: str, environment: str | None = None
+    ) -> Route:
+        from datetime import UTC, datetime
+
+        from ledger.events import DecisionReason
+
+        return Route(
+            RolloutDecided(
+                event_id=f"d-{correlation_id}",
+                flag="v2_migration",
+                session_id=session_id,
+                correlation_id=correlation_id,
+                environment=environment,
+                pool="v1",
+                reason=DecisionReason.DISABLED,
+                flag_version=0,
+                at=datetime.now(UTC),
+            ),
+            shadow=True,
+        )
+
+
+def test_published_events_are_read_back_exactly_once_under_their_keys(
+    settings: Settings, create_topics: CreateTopics, tmp_path: Path
+) -> None:
+    create_topics({settings.topic("operations"): 4, settings.topic("decisions"): 4})
+    sim = Simulator(seed=1)
+    with Publisher(settings, journal_path=tmp_path / "journal.jsonl") as publisher:
+        runner = ShadowRunner(sim.v1, sim.v2, V1Router(), publisher)
+        for call in Workload(seed=1, sessions=20).calls(300):
+            # A simulated pool's own failure reaches the caller, and is recorded like any other.
+            with contextlib.suppress(PoolError):
+                runner.run(call.operation, call.args, call.session_id)
+        runner.close()
+        assert publisher.flush(30)
+        stats = publisher.stats
+
+    operations = _read_all(
+        settings.bootstrap_servers, settings.topic("operations"), expect=600, timeout=30
+    )
+    decisions = _read_all(
+        settings.bootstrap_servers, settings.topic("decisions"), expect=300, timeout=30
+    )
+    events = [decode_event(r.value, OperationRecorded) for r in operations]
+    assert len(events) == 600
+    assert len({e.event_id for e in events}) == 600
+    assert all(r.key.decode() == e.correlation_id for r, e in zip(operations, events, strict=True))
+    assert Counter(Counter(e.correlation_id for e in events).values()) == {2: 300}
+    assert len(decisions) == 300
+    assert (stats.delivered, stats.failed, stats.pending) == (900, 0, 0)
+
+
+# -- the outage ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A broker of this test's own, on free ports, that the test may stop and start."""
+    from ledger.local_kafka import LocalBroker, free_ports
+
+    port, controller_port = free_ports(2)
+    broker = LocalBroker(
+        Settings().cache_dir,
+        port=port,
+        controller_port=controller_port,
+        state_root=tmp_path_factory.mktemp("private-broker"),
+    )
+    broker.up(timeout=120.0, die_with_parent=True)
+    try:
+        yield broker
+    finally:
+        broker.down()
+
+
+class Callers:
+    """Threads issuing operations through the runner at a steady pace, like an application.
+
+    Records every exception that reached a caller and how long each call took.
+    """
+
+    def __init__(self, runner: ShadowRunner, workload: Workload, *, threads: int = 2) -> None:
+        self.runner = runner
+        self.workload = workload
+        self.pool_errors = 0
+        self.other_errors: list[BaseException] = []
+        self.durations: list[float] = []
+        self.issued = 0
+        self._next = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(threads)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+
+    def _loop(self) -> None:
+        interval = len(self._threads) / self.workload.rate
+        while not self._stop.is_set():
+            with self._lock:
+                n = self._next
+                self._next += 1
+            call = self.workload.call(n)
+            started = time.monotonic()
+            try:
+                self.runner.run(call.operation, call.args, call.session_id)
+            except PoolError:
+                with self._lock:
+                    self.pool_errors += 1
+            except BaseException as exc:
+                with self._lock:
+                    self.other_errors.append(exc)
+            elapsed = time.monotonic() - started
+            with self._lock:
+                self.durations.append(elapsed)
+                self.issued += 1
+            self._stop.wait(max(0.0, interval - elapsed))
+
+
+def test_with_the_broker_down_for_30_s_every_operation_arrives_exactly_once_afterwards(
+    private_broker: Any, topic_prefix: str, tmp_path: Path
+) -> None:
+    from kafka import KafkaAdminClient
+
+    settings = Settings(bootstrap_servers=private_broker.bootstrap, topic_prefix=topic_prefix)
+    admin = KafkaAdminClient(bootstrap_servers=private_broker.bootstrap)
+    admin.create_topics(
+        {
+            settings.topic("operations"): {"num_partitions": 4, "replication_factor": 1},
+            settings.topic("decisions"): {"num_partitions": 4, "replication_factor": 1},
+        },
+        wait_for_metadata=True,
+    )
+    admin.close()
+
+    sim = Simulator(seed=3)
+    publisher = Publisher(settings, journal_path=tmp_path / "journal.jsonl").start()
+    runner = ShadowRunner(sim.v1, sim.v2, V1Router(), publisher)
+    callers = Callers(runner, Workload(seed=3, sessions=50, rate=40.0))
+    callers.start()
+    try:
+        time.sleep(5)
+        private_broker.down()
+        down_at = time.monotonic()
+        issued_before_outage = callers.issued
+        time.sleep(30)
+        assert not publisher.stats.online
+        assert publisher.stats.pending > 0
+        private_broker.up(timeout=120.0, die_with_parent=True)
+        outage = time.monotonic() - down_at
+        time.sleep(5)
+    finally:
+        callers.stop()
+    runner.close(timeout=10)
+    delivered_all = publisher.flush(120)
+    stats = publisher.close(timeout=5)
+
+    assert delivered_all, f"still pending: {stats}"
+    assert callers.other_errors == []
+    assert callers.pool_errors == sum(sim.v1.counts()["errors"].values())
+    assert callers.issued > issued_before_outage + 30 * 40 * 0.5  # kept working throughout
+    expected = callers.issued * 2  # primary + shadow for every operation
+    records = _read_all(
+        settings.bootstrap_servers, settings.topic("operations"), expect=expected, timeout=60
+    )
+    ids = Counter(decode_event(r.value, OperationRecorded).event_id for r in records)
+    assert len(ids) == expected
+    assert max(ids.values()) == 1, "an operation reached the topic twice"
+    assert stats.deferred > 0
+    assert stats.outages >= 1
+    slowest = max(callers.durations)
+    print(
+        f"\noutage {outage:.0f} s; {callers.issued} operations; {stats}; "
+        f"slowest call {slowest * 1000:.1f} ms"
+    )
+    # The bound on the caller's path: a call that waited on Kafka would take >= max_block_ms
+    # (1 s) or the bootstrap timeout (2 s); simulated pools answer without sleeping.
+    assert slowest < 1.0
