@@ -1,8 +1,9 @@
 """The runbooks stay true to the code: every command they show exists with the options they
 use, and every ``migration-ledger sql`` query they show binds against the ledger's schema.
 
-Commands the runbooks describe before they are built are listed in ``NOT_BUILT_YET``; once
-one lands, the test says so, so the list only ever shrinks.
+Commands the runbooks describe before they are built are listed in ``NOT_BUILT_YET`` and
+skipped; as soon as one is registered in the CLI its invocations are checked like the others,
+whether or not the list is updated.
 """
 
 from __future__ import annotations
@@ -97,8 +98,13 @@ def _resolve(tokens: tuple[str, ...]) -> tuple[Any, list[str]]:
     return command, path
 
 
+def _top_level() -> set[str]:
+    group: Any = typer.main.get_command(app)
+    return set(group.commands)
+
+
 ALL = invocations()
-BUILT = [i for i in ALL if i.tokens and i.tokens[0] not in NOT_BUILT_YET]
+BUILT = [i for i in ALL if i.tokens and i.tokens[0] in _top_level()]
 
 
 def test_runbooks_show_commands_at_all() -> None:
@@ -119,10 +125,9 @@ def test_every_built_command_a_runbook_shows_exists_with_its_options(
     assert used <= known, f"unknown option(s) {sorted(used - known)} for {' '.join(path)}"
 
 
-def test_commands_listed_as_not_built_are_really_not_built() -> None:
-    group: Any = typer.main.get_command(app)
-    landed = NOT_BUILT_YET & set(group.commands)
-    assert not landed, f"built now, remove from NOT_BUILT_YET and check the runbooks: {landed}"
+def test_every_command_a_runbook_shows_is_built_or_known_to_be_coming() -> None:
+    unknown = {i.tokens[0] for i in ALL if i.tokens} - _top_level() - NOT_BUILT_YET
+    assert not unknown, f"runbooks use commands nobody builds: {sorted(unknown)}"
 
 
 def _queries() -> list[tuple[str, str]]:
