@@ -292,10 +292,11 @@ def judge_flag_log(seen: FlagLogObservation, verify: ChainVerifier | None) -> Fi
             "`migration-ledger audit`",
         )
     if not seen.changes:
+        others = f" ({seen.other_flags} event(s) of other flags)" if seen.other_flags else ""
         return Finding(
             name,
             Status.WARN,
-            f"no FlagChanged for {seen.flag!r} yet: initial state (V2 off, 0 %)",
+            f"no FlagChanged for {seen.flag!r} yet: initial state (V2 off, 0 %){others}",
             "is MIGRATION_LEDGER_FLAG right? Start the worker, then the shadow run "
             "(docs/runbooks/start-shadow.md)",
         )

@@ -228,6 +228,14 @@ def test_empty_flag_log_warns_that_the_flag_is_at_its_initial_state() -> None:
     assert "'v2_migration'" in finding.figure
 
 
+def test_flag_log_holding_only_other_flags_says_so_beside_the_warning() -> None:
+    seen = FlagLogObservation("v2_migration", "p.ledger.flag-events", other_flags=3)
+    finding = judge_flag_log(seen, accept_all)
+    assert finding.status is Status.WARN
+    assert "3 event(s) of other flags" in finding.figure
+    assert "MIGRATION_LEDGER_FLAG" in finding.action
+
+
 def test_chain_refused_by_the_verifier_fails_with_its_message_and_points_at_audit() -> None:
     finding = judge_flag_log(flag_log(chain(3)), refuse_version_2)
     assert finding.status is Status.FAIL
