@@ -91,6 +91,10 @@ def create_app(
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        # A worker that died holds its partitions until its session expires; a restarted one
+        # waits that long before it can resume (faust's default is 60 s).
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         # Slots and comparisons are a few kB each; aiokafka's default 16 kB batches would
         # carry a handful per round trip and cap the worker at a few hundred pairs a second.
         producer_max_batch_size=1_000_000,

@@ -45,3 +45,48 @@ def test_messy_stream_gives_exactly_one_comparison_per_correlation_id(
     originals = {base64.b64decode(value["original_b64"]) for value in dead.values}
     assert originals == stream.malformed
     assert all(value["reason"] for value in dead.values)
+
+
+def test_worker_killed_mid_stream_and_restarted_still_gives_one_comparison_each(
+    settings: Settings, tmp_path: Path
+) -> None:
+    ensure_topics(settings)
+    stream = messy_stream(PAIRS, seed=11)
+    worker = Worker(settings, tmp_path, pairing_timeout=PAIRING_TIMEOUT)
+    comparisons = TopicReader(settings.bootstrap_servers, settings.topic("comparisons"))
+    dead = TopicReader(settings.bootstrap_servers, settings.topic("dead_letters"))
+    worker.start()
+    try:
+        publish(settings.bootstrap_servers, settings.topic("operations"), stream.messages)
+        comparisons.until(lambda: len(comparisons.values) >= PAIRS // 4, timeout=90, worker=worker)
+        worker.kill()
+        killed_at = len(comparisons.values)
+        worker.start()
+
+        def distinct() -> int:
+            return len({value["comparison_id"] for value in comparisons.values})
+
+        comparisons.until(lambda: distinct() >= PAIRS, timeout=120, worker=worker)
+        dead.until(
+            lambda: len({v["event_id"] for v in dead.values}) >= len(stream.malformed),
+            timeout=30,
+            worker=worker,
+        )
+        comparisons.poll(2 * PAIRING_TIMEOUT)
+        assert worker.stop() == 0
+    finally:
+        worker.stop()
+        comparisons.close()
+        dead.close()
+
+    assert killed_at < PAIRS  # the kill really came mid-stream
+    categories: dict[str, set[tuple[str, str]]] = {}
+    for value in comparisons.values:
+        categories.setdefault(value["comparison_id"], set()).add(
+            (value["correlation_id"], value["category"])
+        )
+    assert all(len(copies) == 1 for copies in categories.values())  # copies are the same
+    got = {cid: category for copies in categories.values() for cid, category in copies}
+    assert got == stream.expected
+    originals = {base64.b64decode(value["original_b64"]) for value in dead.values}
+    assert originals == stream.malformed

@@ -1,0 +1,233 @@
+"""The flag log writer: the only writer of ``ledger.flag-events``.
+
+It reads ``ledger.flag-commands`` (one partition: one total order), decides each command with
+``ledger.flags.decide_command`` against the state folded from the flag event log, and appends
+the ``FlagChanged`` or ``CommandRejected`` it returns.
+
+The state is never kept apart from the log: before deciding, the writer reads the log to its
+end (from the beginning on the first command after a start), and after appending it reads its
+own event back before taking the next command. So the version it gives is always last + 1 of
+what is in the log (no gap), and a command replayed after a crash, whose answer reached the
+log before its offset was committed, is recognised (``decide_command`` returns ``None`` for an
+already decided command id) and not appended twice (no duplicate).
+
+It relies on being alone: run the worker as one instance (or accept that during a consumer
+group rebalance a fenced-out writer could race the new one; a doubled version would then show
+up as a chain error, which stops the writer rather than building on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ledger.errors import CommandError, EventDecodeError
+from ledger.events import CommandRejected, FlagChanged, decode_event, encode_event
+from streams.dead_letters import dead_letter
+from streams.metrics import Metrics
+
+if TYPE_CHECKING:
+    from streams.app import LedgerApp
+
+__all__ = ["FlagLogReader", "FlagWriter", "install", "log_event_id"]
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 1.0
+
+
+def log_event_id(flag: str, command_id: str) -> str:
+    """The answer's event id: one command, one answer, recognisable if ever written twice."""
+    return f"flag:{flag}:{command_id}"
+
+
+class LogSource(Protocol):
+    async def read_to_end(self) -> list[tuple[int, bytes | None]]:
+        """Every record after the last one returned, up to the log's current end."""
+        ...
+
+
+class Message(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class FlagWriter:
+    """Decides commands against the flag log's folded state and appends the answers.
+
+    ``append(flag, value)`` publishes to the flag log and returns the record's offset once the
+    broker has it; ``source`` reads the log back.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: LogSource,
+        append: Callable[[str, bytes], Awaitable[int]],
+        send_dead_letter: Callable[[bytes | None, bytes], Awaitable[Any]],
+        metrics: Metrics,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.append = append
+        self.send_dead_letter = send_dead_letter
+        self.metrics = metrics
+        self.wall = wall
+        self.states: dict[str, Any] = {}
+        self.read_through = -1  # offset of the last log record folded
+
+    async def catch_up(self) -> None:
+        """Fold every log record not folded yet."""
+        from ledger import flags
+
+        for offset, raw in await self.source.read_to_end():
+            self.read_through = max(self.read_through, offset)
+            try:
+                event = decode_event(raw or b"")
+            except EventDecodeError as exc:
+                log.warning("flag log record %s is not an event, skipped: %s", offset, exc)
+                continue
+            if not isinstance(event, FlagChanged | CommandRejected):
+                log.warning("flag log record %s is a %s, skipped", offset, type(event).__name__)
+                continue
+            state = self.states.get(event.flag) or flags.initial_state(event.flag)
+            self.states[event.flag] = flags.apply(state, event)
+
+    async def handle(self, message: Message) -> FlagChanged | CommandRejected | None:
+        """Decide one command message; returns what was appended (None: nothing)."""
+        from ledger import flags
+
+        try:
+            command = flags.decode_command(message.value or b"")
+        except (CommandError, EventDecodeError, ValueError) as exc:
+            await self._dead_letter(message, f"not a valid flag command: {exc}")
+            return None
+        while True:
+            await self.catch_up()
+            state = self.states.get(command.flag) or flags.initial_state(command.flag)
+            answer = flags.decide_command(
+                state,
+                command,
+                at=datetime.fromtimestamp(self.wall(), tz=UTC),
+                event_id=log_event_id(command.flag, command.command_id),
+            )
+            if answer is None:
+                self.metrics.flag_commands.labels("already_decided").inc()
+                return None
+            try:
+                offset = await self.append(command.flag, encode_event(answer))
+            except Exception as exc:
+                # The answer may have reached the log anyway; deciding again after reading
+                # the log either finds it (None above) or appends it now: never twice.
+                log.warning("appending to the flag log failed (%s); retrying", exc)
+                await asyncio.sleep(RETRY_S)
+                continue
+            await self._read_back(offset)
+            result = "accepted" if isinstance(answer, FlagChanged) else "rejected"
+            self.metrics.flag_commands.labels(result).inc()
+            return answer
+
+    async def _read_back(self, offset: int) -> None:
+        """Fold the log through our own answer: from now on the state is the log's."""
+        for _ in range(600):
+            await self.catch_up()
+            if self.read_through >= offset:
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"flag log record {offset} was acknowledged but cannot be read back")
+
+    async def _dead_letter(self, message: Message, reason: str) -> None:
+        letter = dead_letter(
+            message.value,
+            reason=reason,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            at=datetime.fromtimestamp(self.wall(), tz=UTC),
+        )
+        await self.send_dead_letter(message.key, encode_event(letter))
+        self.metrics.dead_letters.labels(message.topic).inc()
+        self.metrics.flag_commands.labels("dead_lettered").inc()
+
+
+class FlagLogReader:
+    """Reads the one-partition flag log from its beginning, outside any consumer group."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.consumer: Any = None
+        self.partition: Any = None
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await self.consumer.start()
+        self.partition = TopicPartition(self.topic, 0)
+        self.consumer.assign([self.partition])
+        await self.consumer.seek_to_beginning(self.partition)
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+
+    async def read_to_end(self) -> list[tuple[int, bytes | None]]:
+        if self.consumer is None:
+            await self.start()
+        tp = self.partition
+        end = (await self.consumer.end_offsets([tp]))[tp]
+        records: list[tuple[int, bytes | None]] = []
+        while await self.consumer.position(tp) < end:
+            batch = await self.consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
+            records.extend((r.offset, r.value) for r in batch.get(tp, ()))
+        return records
+
+
+def install(ledger: LedgerApp) -> None:
+    """Add the flag log writer agent to the app."""
+    settings = ledger.settings
+    commands = ledger.topic("flag_commands")
+    events = ledger.topic("flag_events")
+    dead_letters = ledger.topic("dead_letters")
+    reader = FlagLogReader(settings.bootstrap_servers, settings.topic("flag_events"))
+
+    async def append(flag: str, value: bytes) -> int:
+        delivered = await events.send(key=flag.encode(), value=value)
+        metadata = await delivered  # in the log before the next command is decided
+        return int(metadata.offset)
+
+    async def send_dead_letter(key: bytes | None, value: bytes) -> Any:
+        return await dead_letters.send(key=key, value=value)
+
+    writer = FlagWriter(
+        source=ledger.options.get("flag_log_source") or reader,
+        append=ledger.options.get("flag_log_append") or append,
+        send_dead_letter=send_dead_letter,
+        metrics=ledger.metrics,
+    )
+
+    @ledger.app.agent(commands, name="flag_writer")
+    async def flag_writer(stream: Any) -> Any:
+        try:
+            async for event in stream.events():
+                yield await writer.handle(event.message)
+        finally:
+            await reader.stop()
+
+    ledger.agents["flag_writer"] = flag_writer
+    ledger.parts["flag_writer"] = writer
