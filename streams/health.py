@@ -98,6 +98,11 @@ class HealthMonitor:
     windows: dict[int, HealthWindows] = field(default_factory=dict)
     cooldowns: dict[str, datetime] = field(default_factory=dict)
     ramp: FlagRamp = field(default_factory=FlagRamp)
+    #: With no execution newer than this many seconds, windows close on the wall clock alone.
+    idle_after_s: float = 10.0
+    #: The latest execution time seen (event time) and when it was seen (wall clock).
+    watermark: datetime | None = None
+    watermark_seen_at: float = 0.0
     published: int = 0
     rollbacks: int = 0
     loaded: bool = False
@@ -171,6 +176,9 @@ class HealthMonitor:
         windows = self._partition(partition)
         windows.add_operation(operation, error_type=error_type)
         self._mark(partition, windows, operation.pool, operation.operation, operation.started_at)
+        if self.watermark is None or operation.started_at > self.watermark:
+            self.watermark = operation.started_at
+            self.watermark_seen_at = self.wall()
         self._persist(partition)
 
     def on_comparison(self, partition: int, raw: bytes | None) -> None:
@@ -216,14 +224,28 @@ class HealthMonitor:
 
     # --- closing -------------------------------------------------------------------------
 
+    def _horizon(self, now: datetime) -> datetime:
+        """How far event time has surely come: the wall clock, held back to the newest
+        execution read while executions keep coming (a consumer running behind must not
+        close windows it has not read yet)."""
+        if self.watermark is None or self.wall() - self.watermark_seen_at >= self.idle_after_s:
+            return now
+        return min(now, self.watermark)
+
+    @property
+    def late(self) -> int:
+        """Executions and comparisons that arrived after their window had closed."""
+        return sum(windows.late for windows in self.windows.values())
+
     async def close_due(self) -> list[HealthAssessed]:
         """Close, merge, judge and publish every window whose end + grace has passed."""
         if not self.loaded:
             self.load()
         now = self._now()
         closed: dict[tuple[str, str, datetime], list[HealthWindow]] = defaultdict(list)
+        horizon = self._horizon(now)
         for partition, windows in self.windows.items():
-            for window in windows.close_due(now, grace=self.grace):
+            for window in windows.close_due(horizon, grace=self.grace):
                 closed[window.key].append(window)
                 self._deleted[partition].add(_table_key(partition, window))
                 self._dirty[partition].discard(window.key)
@@ -322,6 +344,8 @@ def install(ledger: LedgerApp) -> None:
         partitions=settings.partitions,
         help="partition|pool|start|operation -> open health window (ledger.health)",
     )
+    from prometheus_client import Counter, Gauge
+
     from ledger.comparison import RuleSet, load_rules
     from ledger.errors import RulesError
 
@@ -353,8 +377,23 @@ def install(ledger: LedgerApp) -> None:
         grace=grace,
         canonical_error=canonical_error,
         table=table,
+        idle_after_s=max(10.0, 2 * (size + grace).total_seconds()),
     )
     ledger.parts["health"] = monitor
+    import scipy.stats  # noqa: F401 - the judge's first use must not stall the event loop
+
+    registry = ledger.metrics.registry
+    published = Counter(
+        "ledger_health_windows", "Health windows published", ["pool", "verdict"], registry=registry
+    )
+    rollbacks = Counter(
+        "ledger_health_rollbacks", "Rollback commands sent by the health monitor", registry=registry
+    )
+    late = Gauge(
+        "ledger_health_late_events",
+        "Executions and comparisons that arrived after their window closed",
+        registry=registry,
+    )
 
     async def on_assigned(*args: Any, **kwargs: Any) -> None:
         monitor.loaded = False
@@ -375,4 +414,8 @@ def install(ledger: LedgerApp) -> None:
     async def close_health_windows() -> None:
         if app.rebalancing or app.in_recovery:
             return
-        await monitor.close_due()
+        sent_before = monitor.rollbacks
+        for window in await monitor.close_due():
+            published.labels(window.pool, window.verdict).inc()
+        rollbacks.inc(monitor.rollbacks - sent_before)
+        late.set(monitor.late)

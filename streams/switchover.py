@@ -80,6 +80,13 @@ class SwitchoverService:
     def __post_init__(self) -> None:
         self.state = ControllerState(flag=self.flag)
 
+    def reset(self) -> None:
+        """Forget everything before reading the log again from its beginning."""
+        self.state = ControllerState(flag=self.flag)
+        self.assessments = []
+        self.caught_up = False
+        self.applied_records = set()
+
     def fold(self, event: Event) -> None:
         """Take one event read from the log."""
         if isinstance(event, SwitchoverRecorded):
@@ -149,31 +156,25 @@ class LogTail:
         self.consumer: Any = None
         self.end_offsets: dict[Any, int] = {}
 
-    async def start(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+    async def start(self, wait_s: float = 30.0) -> None:
+        """Subscribe outside any group: every partition, from offset 0, nothing committed."""
+        from aiokafka import AIOKafkaConsumer
 
         self.consumer = AIOKafkaConsumer(
+            *self.topics,
             bootstrap_servers=self.bootstrap_servers,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
         await self.consumer.start()
-        partitions = []
-        for _ in range(50):
-            await self.consumer.topics()
-            partitions = [
-                TopicPartition(topic, p)
-                for topic in self.topics
-                for p in sorted(self.consumer.partitions_for_topic(topic) or ())
-            ]
-            known = {tp.topic for tp in partitions}
-            if known == set(self.topics):
-                break
-            await asyncio.sleep(0.2)  # a topic not created yet: the worker creates them
-        self.consumer.assign(partitions)
-        await self.consumer.seek_to_beginning(*partitions)
-        self.end_offsets = await self.consumer.end_offsets(partitions)
+        deadline = time.monotonic() + wait_s
+        while {tp.topic for tp in self.consumer.assignment()} != set(self.topics):
+            if time.monotonic() > deadline:
+                missing = set(self.topics) - {tp.topic for tp in self.consumer.assignment()}
+                raise RuntimeError(f"topics not found: {sorted(missing)}")
+            await asyncio.sleep(0.2)  # metadata of a topic created a moment ago
+        self.end_offsets = await self.consumer.end_offsets(list(self.consumer.assignment()))
 
     async def stop(self) -> None:
         if self.consumer is not None:
@@ -221,8 +222,7 @@ def install(ledger: LedgerApp) -> None:
     )
     ledger.parts["switchover"] = service
 
-    @app.task
-    async def switchover_controller() -> None:
+    async def follow() -> None:
         tail = LogTail(settings.bootstrap_servers, [settings.topic("health"), flag_events_name])
         await tail.start()
         try:
@@ -235,9 +235,20 @@ def install(ledger: LedgerApp) -> None:
                     log.info("switchover state rebuilt: %s", service.state.display_status)
                 if service.caught_up and time.monotonic() - last_step >= interval:
                     last_step = time.monotonic()
-                    try:
-                        await service.tick()
-                    except Exception:  # a bad step must not kill the controller task
-                        log.exception("switchover step failed")
+                    await service.tick()
         finally:
             await tail.stop()
+
+    @app.task
+    async def switchover_controller() -> None:
+        # Whatever goes wrong (broker away, a bad step), start over from the log: the
+        # state is rebuilt, never patched; and the worker's other agents keep running.
+        while not app.should_stop:
+            service.reset()
+            try:
+                await follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("switchover controller failed; rebuilding from the log in 5 s")
+                await asyncio.sleep(5.0)
