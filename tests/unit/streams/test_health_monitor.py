@@ -190,3 +190,25 @@ def test_input_that_is_not_an_event_is_skipped() -> None:
     monitor.on_comparison(0, None)
 
     assert all(not windows.open for windows in monitor.windows.values())
+
+
+def test_windows_wait_for_a_consumer_that_runs_behind_the_wall_clock() -> None:
+    outbox, clock = Outbox(), Clock()
+    monitor = _monitor(outbox, clock)
+    clock.now = T0 + timedelta(seconds=30)  # the wall clock is far ahead of what was read
+    _feed(monitor)  # executions of T0 .. T0 + 4 s, read just now
+
+    assert asyncio.run(monitor.close_due()) == []
+    monitor.on_operation(0, encode_event(execution(500, pool="v2", at=T0 + SIZE + GRACE)))
+    assert {e.window_start for e in asyncio.run(monitor.close_due())} == {T0}
+    assert monitor.late == 0
+
+
+def test_windows_close_on_the_wall_clock_once_executions_stop_coming() -> None:
+    outbox, clock = Outbox(), Clock()
+    monitor = _monitor(outbox, clock)
+    _feed(monitor)
+
+    clock.now = T0 + timedelta(seconds=monitor.idle_after_s) + SIZE + GRACE
+
+    assert asyncio.run(monitor.close_due())
