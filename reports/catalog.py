@@ -1,0 +1,400 @@
+"""The named reports: each builds a :class:`Report` from a connection to the ledger.
+
+A builder only runs SQL from :mod:`reports.queries` and shapes the rows; rendering is
+elsewhere. Every builder takes the same :class:`ReportOptions`, so the CLI is one command.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from reports import queries
+from reports.model import (
+    Bar,
+    BarChart,
+    Chart,
+    HistogramChart,
+    LineChart,
+    Marker,
+    Report,
+    Section,
+    Series,
+)
+
+__all__ = [
+    "REPORTS",
+    "ReportOptions",
+    "build_report",
+    "charts",
+    "choose_interval",
+    "fetch",
+]
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What every report accepts; each uses the parts it needs."""
+
+    flag: str = "v2_migration"
+    since: datetime | None = None
+    until: datetime | None = None
+    #: Time bucket of "over time" tables and charts (DuckDB interval text); None = automatic.
+    interval: str | None = None
+    top: int = 10
+    #: go-no-go: a TOML file of thresholds (None = the defaults).
+    thresholds: Path | None = None
+    #: go-no-go: decisions re-decided in Python besides the SQL audit.
+    audit_sample: int = 200
+    histogram_bins: int = 24
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def fetch(con: Any, sql: str, **params: Any) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Run one query; (column names, rows). Only the parameters the SQL names are passed."""
+    used = {name: value for name, value in params.items() if f"${name}" in sql}
+    cursor = con.execute(sql, used) if used else con.execute(sql)
+    columns = tuple(str(d[0]) for d in cursor.description)
+    return columns, cursor.fetchall()
+
+
+def _section(con: Any, name: str, title: str, sql: str, note: str = "", **params: Any) -> Section:
+    columns, rows = fetch(con, sql, **params)
+    return Section(name, title, columns, tuple(tuple(r) for r in rows), note)
+
+
+#: Candidate bucket widths, smallest first: (DuckDB interval text, seconds).
+_INTERVALS: tuple[tuple[str, int], ...] = (
+    ("1 second", 1),
+    ("5 seconds", 5),
+    ("15 seconds", 15),
+    ("1 minute", 60),
+    ("5 minutes", 300),
+    ("15 minutes", 900),
+    ("1 hour", 3600),
+    ("6 hours", 21600),
+    ("1 day", 86400),
+    ("7 days", 604800),
+)
+
+
+def choose_interval(first: datetime | None, last: datetime | None, buckets: int = 60) -> str:
+    """The smallest bucket width giving at most ``buckets`` buckets over [first, last]."""
+    if first is None or last is None:
+        return "1 hour"
+    span = (last - first).total_seconds()
+    for text, seconds in _INTERVALS:
+        if span / seconds <= buckets:
+            return text
+    return _INTERVALS[-1][0]
+
+
+def _interval(con: Any, options: ReportOptions) -> str:
+    if options.interval is not None:
+        return options.interval
+    _, rows = fetch(con, queries.SPANS)
+    first, last = rows[0]
+    return choose_interval(first, last)
+
+
+# --- summary ----------------------------------------------------------------------------------
+
+
+def summary(con: Any, options: ReportOptions) -> Report:
+    sections = (
+        _section(con, "overview", "Events in the ledger", queries.OVERVIEW),
+        _section(con, "pools", "Operations per pool", queries.POOLS),
+        _section(con, "categories", "Comparisons per category", queries.CATEGORIES),
+        _section(
+            con,
+            "fingerprints",
+            f"Top {options.top} difference fingerprints",
+            queries.FINGERPRINTS,
+            note="one row per kind of difference, with its count and the earliest example",
+            limit=options.top,
+        ),
+        _section(
+            con,
+            "dead_letters",
+            "Dead letters (input that could not be used)",
+            queries.DEAD_LETTERS,
+            limit=options.top,
+        ),
+    )
+    interval = _interval(con, options)
+    return Report(
+        "summary",
+        "Summary",
+        sections,
+        charts=(
+            categories_chart(con, interval),
+            latency_chart(con, options.histogram_bins),
+        ),
+        meta={"interval": interval},
+    )
+
+
+# --- performance ------------------------------------------------------------------------------
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 3)
+
+
+def performance(con: Any, options: ReportOptions) -> Report:
+    per_pool = _section(
+        con,
+        "pools",
+        "Per pool and operation",
+        queries.PERFORMANCE,
+        note="latency in ms (exact quantiles); resources as reported by the pools",
+    )
+    by_key = {(r["operation"], r["pool"]): r for r in per_pool.records()}
+    rows = []
+    for operation in sorted({operation for operation, _ in by_key}):
+        v1 = by_key.get((operation, "v1"), {})
+        v2 = by_key.get((operation, "v2"), {})
+        rows.append(
+            (
+                operation,
+                v1.get("count", 0),
+                v2.get("count", 0),
+                v1.get("error_rate"),
+                v2.get("error_rate"),
+                _ratio(v2.get("p50_ms"), v1.get("p50_ms")),
+                _ratio(v2.get("p99_ms"), v1.get("p99_ms")),
+                _ratio(v2.get("cpu_ms_mean"), v1.get("cpu_ms_mean")),
+            )
+        )
+    versus = Section(
+        "v2_vs_v1",
+        "V2 against V1 per operation",
+        (
+            "operation",
+            "v1_count",
+            "v2_count",
+            "v1_error_rate",
+            "v2_error_rate",
+            "p50_ratio",
+            "p99_ratio",
+            "cpu_ratio",
+        ),
+        tuple(rows),
+        note="ratios are V2 / V1 (above 1: V2 slower or heavier)",
+    )
+    return Report(
+        "performance",
+        "Performance",
+        (per_pool, versus),
+        charts=(latency_chart(con, options.histogram_bins),),
+    )
+
+
+# --- rollout ----------------------------------------------------------------------------------
+
+
+def _decisions_over_time(con: Any, interval: str) -> Section:
+    _, rows = fetch(con, queries.DECISIONS_OVER_TIME, interval=interval)
+    reasons = sorted({reason for _, _, reason, _ in rows})
+    table: dict[datetime, dict[str, int]] = {}
+    for bucket, pool, reason, n in rows:
+        cell = table.setdefault(bucket, {})
+        cell["decisions"] = cell.get("decisions", 0) + n
+        cell[pool] = cell.get(pool, 0) + n
+        cell[reason] = cell.get(reason, 0) + n
+    out = []
+    for bucket in sorted(table):
+        cell = table[bucket]
+        total = cell["decisions"]
+        out.append(
+            (
+                bucket,
+                total,
+                cell.get("v1", 0),
+                cell.get("v2", 0),
+                round(cell.get("v2", 0) / total, 4),
+                *(cell.get(reason, 0) for reason in reasons),
+            )
+        )
+    return Section(
+        "decisions_over_time",
+        f"Decisions per {interval}",
+        ("bucket", "decisions", "v1", "v2", "v2_share", *(r.lower() for r in reasons)),
+        tuple(out),
+        note="reason columns count decisions of either pool",
+    )
+
+
+def rollout(con: Any, options: ReportOptions) -> Report:
+    interval = _interval(con, options)
+    flag = options.flag
+    sections = (
+        _section(con, "decisions", "Decisions by pool and reason", queries.DECISION_TOTALS),
+        _decisions_over_time(con, interval),
+        _section(
+            con,
+            "flag_history",
+            f"Flag history of {flag}",
+            queries.FLAG_HISTORY,
+            note="every accepted change, by version (rollout_pct is the configured split)",
+            flag=flag,
+        ),
+        _section(con, "rejections", "Refused flag commands", queries.FLAG_REJECTIONS, flag=flag),
+        _section(
+            con, "rollbacks", "Rollbacks triggered, with their cause", queries.ROLLBACKS, flag=flag
+        ),
+    )
+    return Report(
+        "rollout",
+        "Rollout",
+        sections,
+        charts=(rollout_chart(con, flag, interval),),
+        meta={"interval": interval, "flag": flag},
+    )
+
+
+# --- daily ------------------------------------------------------------------------------------
+
+
+def daily(con: Any, options: ReportOptions) -> Report:
+    interval = _interval(con, options)
+    day = _section(
+        con,
+        "days",
+        "Day by day (UTC)",
+        queries.DAILY,
+        note="mismatch_rate counts value/shape/error mismatches and V2-only errors",
+        flag=options.flag,
+    )
+    return Report(
+        "daily",
+        "Daily",
+        (day,),
+        charts=charts(con, options, interval),
+        meta={"interval": interval},
+    )
+
+
+# --- charts -----------------------------------------------------------------------------------
+
+
+def rollout_chart(con: Any, flag: str, interval: str) -> LineChart:
+    """Configured V2 percentage as a step line, the observed V2 share, rollbacks marked."""
+    _, steps = fetch(con, queries.CHART_FLAG_STEPS, flag=flag)
+    configured = [(at, float(pct)) for at, pct, *_ in steps]
+    _, spans = fetch(con, queries.SPANS)
+    last = spans[0][1]
+    if configured and last is not None and last > configured[-1][0]:
+        configured.append((last, configured[-1][1]))  # hold the last value to the end
+    markers = tuple(
+        Marker(at, f"v{version} rollback by {actor}: {reason}")
+        for at, _, command, version, actor, reason in steps
+        if command == "rollback"
+    )
+    _, share = fetch(con, queries.CHART_V2_SHARE, interval=interval)
+    series = [Series("configured rollout %", tuple(configured))]
+    if share:
+        series.append(Series("observed V2 share %", tuple((at, float(pct)) for at, pct in share)))
+    return LineChart(
+        "rollout",
+        "Rollout percentage over time",
+        "% to V2",
+        tuple(series),
+        markers=markers,
+        step=True,
+        y_max=100.0,
+    )
+
+
+def latency_chart(con: Any, bins: int) -> HistogramChart:
+    """Latency distribution per pool on logarithmic bins shared by both pools."""
+    _, rows = fetch(con, queries.CHART_LATENCY, bins=bins)
+    if not rows:
+        return HistogramChart("latency", "Latency distribution per pool", "ms", (), {})
+    lo, hi = rows[0][3], rows[0][4]
+    width = max(hi - lo, 1e-9)
+    edges = tuple(math.exp(lo + width * i / bins) for i in range(bins + 1))
+    counts: dict[str, list[int]] = {}
+    for pool, bin_, n, _, _ in rows:
+        counts.setdefault(pool, [0] * bins)[bin_] += n
+    return HistogramChart(
+        "latency",
+        "Latency distribution per pool",
+        "duration (ms, log scale)",
+        edges,
+        {pool: tuple(values) for pool, values in sorted(counts.items())},
+    )
+
+
+def categories_chart(con: Any, interval: str) -> BarChart:
+    """Comparison categories per time bucket, stacked (matches at the bottom)."""
+    _, rows = fetch(con, queries.CHART_CATEGORIES, interval=interval)
+    by_bucket: dict[datetime, dict[str, int]] = {}
+    for bucket, category, n in rows:
+        by_bucket.setdefault(bucket, {})[category] = n
+    present = {category for _, category, _ in rows}
+    order = [c for c in _CATEGORY_ORDER if c in present]
+    order += sorted(present - set(order))
+    return BarChart(
+        "categories",
+        f"Comparison categories per {interval}",
+        "comparisons",
+        tuple(Bar(at, parts) for at, parts in sorted(by_bucket.items())),
+        tuple(order),
+    )
+
+
+_CATEGORY_ORDER = (
+    "match",
+    "error_match",
+    "value_mismatch",
+    "shape_mismatch",
+    "error_mismatch",
+    "v2_error",
+    "v1_error",
+    "shadow_missing",
+    "primary_missing",
+)
+
+
+def charts(con: Any, options: ReportOptions, interval: str | None = None) -> tuple[Chart, ...]:
+    """The three charts of the HTML report."""
+    interval = interval or _interval(con, options)
+    return (
+        rollout_chart(con, options.flag, interval),
+        latency_chart(con, options.histogram_bins),
+        categories_chart(con, interval),
+    )
+
+
+def _go_no_go(con: Any, options: ReportOptions) -> Report:
+    from reports.gates import go_no_go
+
+    return go_no_go(con, options)
+
+
+#: Report name -> builder.
+REPORTS: dict[str, Callable[[Any, ReportOptions], Report]] = {
+    "summary": summary,
+    "performance": performance,
+    "rollout": rollout,
+    "go-no-go": _go_no_go,
+    "daily": daily,
+}
+
+
+def build_report(con: Any, name: str, options: ReportOptions | None = None) -> Report:
+    """Build report ``name`` over ``con`` (a DuckDB connection with the ledger's tables)."""
+    options = options or ReportOptions()
+    try:
+        builder = REPORTS[name]
+    except KeyError:
+        raise ValueError(f"unknown report {name!r}; choose one of {', '.join(REPORTS)}") from None
+    queries.scope(con, options.since, options.until)
+    return builder(con, options)
