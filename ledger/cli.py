@@ -81,6 +81,10 @@ from ledger.switchover_cli import rollback  # noqa: E402
 app.add_typer(switchover_app, name="switchover")
 app.command("rollback")(rollback)
 
+from producers.simulate_cli import simulate  # noqa: E402
+
+app.command("simulate")(simulate)
+
 # --- end of sub-commands ---------------------------------------------------------------------
 
 

@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 from ledger.events import Pool, Resources
 from producers.shadow import PoolError, PoolResult
@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_V2",
     "OPERATIONS",
     "Call",
+    "CallRunner",
     "Conditions",
     "Incident",
     "IncidentError",
@@ -54,6 +55,7 @@ __all__ = [
     "PoolSimulator",
     "SimulatedTime",
     "Simulator",
+    "Traffic",
     "Workload",
     "parse_incidents",
 ]
@@ -665,3 +667,125 @@ class Workload:
 
     def calls(self, count: int, start: int = 0) -> list[Call]:
         return [self.call(n) for n in range(start, start + count)]
+
+
+class CallRunner(Protocol):
+    """What traffic is sent through: a :class:`~producers.shadow.ShadowRunner`'s ``run``."""
+
+    def run(
+        self,
+        operation: str,
+        args: Mapping[str, Any],
+        session_id: str | None,
+        environment: str | None = None,
+    ) -> Any: ...
+
+
+class Traffic:
+    """Sends a workload through a runner at the workload's rate, on background threads.
+
+    Like an application's callers: ``concurrency`` threads, each call on time if a thread is
+    free (a slow pool makes the schedule fall behind, reported by :attr:`behind_s`). Before
+    each call the simulator's clock is set to the call's place in the schedule, so scripted
+    incidents start at the same operation in every run. Exceptions reaching the callers are
+    counted: :class:`~producers.shadow.PoolError` as the pool's own failures (expected), any
+    other one in :attr:`other_errors` (a bug: the runner must never add errors).
+    """
+
+    def __init__(
+        self,
+        runner: CallRunner,
+        workload: Workload,
+        *,
+        simulator: Simulator | None = None,
+        operations: int | None = None,
+        concurrency: int = 4,
+        first: int = 0,
+    ) -> None:
+        self.runner = runner
+        self.workload = workload
+        self.simulator = simulator
+        self.operations = operations
+        self.first = first
+        self._concurrency = concurrency
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self.issued = 0
+        self.completed = 0
+        self.pool_errors = 0
+        self.other_errors: list[BaseException] = []
+        self.behind_s = 0.0
+        self._thread = threading.Thread(target=self._schedule, name="traffic", daemon=True)
+        self._executor: Any = None
+
+    def start(self) -> Traffic:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="caller")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop issuing; calls in progress finish."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until every operation was issued and answered (or ``timeout``); True if so."""
+        return self._done.wait(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.stop()
+        self._thread.join(timeout)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    def _schedule(self) -> None:
+        started = time.monotonic()
+        n = self.first
+        try:
+            while not self._stop.is_set():
+                if self.operations is not None and n >= self.first + self.operations:
+                    break
+                call = self.workload.call(n)
+                due = started + call.at_s - self.first / self.workload.rate
+                delay = due - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    break
+                self.behind_s = max(0.0, -delay)
+                self._slots.acquire()
+                if self.simulator is not None:
+                    self.simulator.time.seconds = call.at_s
+                with self._lock:
+                    self.issued += 1
+                self._executor.submit(self._call, call)
+                n += 1
+        finally:
+            for _ in range(self._concurrency):  # wait for the calls in progress
+                self._slots.acquire()
+            for _ in range(self._concurrency):
+                self._slots.release()
+            self._done.set()
+
+    def _call(self, call: Call) -> None:
+        pool_error: BaseException | None = None
+        other: BaseException | None = None
+        try:
+            self.runner.run(call.operation, call.args, call.session_id, call.environment)
+        except PoolError as exc:
+            pool_error = exc
+        except BaseException as exc:
+            other = exc
+        finally:
+            self._slots.release()
+        with self._lock:
+            self.completed += 1
+            if pool_error is not None:
+                self.pool_errors += 1
+            if other is not None:
+                self.other_errors.append(other)
