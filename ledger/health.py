@@ -178,6 +178,7 @@ class HealthWindow:
     sample_size: int = SAMPLE_SIZE
     #: hash priority -> latency (ms): the ``sample_size`` events with the smallest priority.
     sample: dict[int, float] = field(default_factory=dict)
+    _largest: int | None = field(default=None, compare=False, repr=False)
 
     @property
     def end(self) -> datetime:
@@ -228,11 +229,15 @@ class HealthWindow:
             return
         if len(self.sample) < self.sample_size:
             self.sample[priority] = value_ms
+            self._largest = None
             return
-        largest = max(self.sample)
+        largest = self._largest if self._largest is not None else max(self.sample)
         if priority < largest:
             del self.sample[largest]
             self.sample[priority] = value_ms
+            # Replacing gets rarer as the window fills (k/n): only then is the max recomputed.
+            largest = max(self.sample)
+        self._largest = largest
 
     def merged(self, other: HealthWindow) -> HealthWindow:
         """A new window holding both; raises ``ValueError`` for windows of another key/size."""
