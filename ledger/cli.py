@@ -81,6 +81,12 @@ from ledger.switchover_cli import rollback  # noqa: E402
 app.add_typer(switchover_app, name="switchover")
 app.command("rollback")(rollback)
 
+from ledger.store_cli import compact, export, ingest, sql  # noqa: E402
+from streams.sink_cli import sink  # noqa: E402
+
+for _command in (sink, sql, export, ingest, compact):
+    app.command(_command.__name__)(_command)
+
 from producers.simulate_cli import simulate  # noqa: E402
 
 app.command("simulate")(simulate)

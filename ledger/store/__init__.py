@@ -20,6 +20,7 @@ from ledger.store.schema import EVENT_TABLE, TABLES, VIEWS, Column, Table, descr
 
 if TYPE_CHECKING:
     from ledger.store.reader import Snapshot, open_reader, refresh_reader, take_snapshot
+    from ledger.store.transfer import ExportResult, IngestResult, export_ledger, ingest_files
     from ledger.store.writer import CompactionResult, LedgerWriter, SourceRecord, WriteResult
 
 __all__ = [
@@ -28,12 +29,16 @@ __all__ = [
     "VIEWS",
     "Column",
     "CompactionResult",
+    "ExportResult",
+    "IngestResult",
     "LedgerWriter",
     "Snapshot",
     "SourceRecord",
     "Table",
     "WriteResult",
     "describe_schema",
+    "export_ledger",
+    "ingest_files",
     "open_reader",
     "refresh_reader",
     "take_snapshot",
@@ -44,6 +49,10 @@ _LAZY = {
     "open_reader": "ledger.store.reader",
     "refresh_reader": "ledger.store.reader",
     "take_snapshot": "ledger.store.reader",
+    "ExportResult": "ledger.store.transfer",
+    "IngestResult": "ledger.store.transfer",
+    "export_ledger": "ledger.store.transfer",
+    "ingest_files": "ledger.store.transfer",
     "CompactionResult": "ledger.store.writer",
     "LedgerWriter": "ledger.store.writer",
     "SourceRecord": "ledger.store.writer",

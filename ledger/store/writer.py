@@ -65,6 +65,8 @@ class SourceRecord(NamedTuple):
     value: bytes | None
     #: Kafka's record timestamp; dates the dead letter of a bad record.
     timestamp_ms: int | None = None
+    #: Where it came from besides its position (an ingested file and line), for dead letters.
+    origin: str | None = None
 
 
 @dataclass
@@ -450,6 +452,8 @@ class LedgerWriter:
             at = datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
         else:
             at = self._clock()
+        if record.origin:
+            reason = f"{reason} [{record.origin}]"
         letter = dead_letter_for(record, reason, at)
         return "dead_letters", letter, encode_event(letter).decode(), True
 

@@ -1,0 +1,172 @@
+"""Export a ledger's events in their wire form, and ingest such files into a ledger offline.
+
+Export writes one file per event type: NDJSON (``<Type>.ndjson``, one wire JSON per line) or
+Parquet partitioned by day (``<Type>/day=YYYY-MM-DD/data_0.parquet`` with the ``wire`` column
+and its provenance). Rows go out in (topic, partition, offset) order, so an ingest replays
+them in the order the ledger received them.
+
+Ingest reads those files (or folders of them) and feeds their wire texts through the same
+``LedgerWriter.write_batch`` as the sink, under the pseudo topic ``_ingest`` (partition 0,
+offsets continuing from the last ingest): the same validation, dead-lettering and event-id
+dedupe, so ingesting a file twice adds nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ledger.errors import StoreError
+from ledger.store.layout import INGEST_TOPIC
+from ledger.store.reader import open_reader
+from ledger.store.schema import TABLES, TIME_COLUMN
+from ledger.store.writer import LedgerWriter, SourceRecord, WriteResult
+
+__all__ = ["ExportResult", "IngestResult", "export_ledger", "ingest_files", "iter_file_records"]
+
+ExportFormat = Literal["ndjson", "parquet"]
+INGEST_BATCH = 50_000
+
+
+@dataclass
+class ExportResult:
+    #: Event type -> rows written.
+    events: dict[str, int] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class IngestResult:
+    files: int = 0
+    records: int = 0
+    stored: dict[str, int] = field(default_factory=dict)
+    dead_lettered: int = 0
+    duplicates: int = 0
+
+    def add(self, written: WriteResult) -> None:
+        self.records += written.records
+        for table, rows in written.stored.items():
+            self.stored[table] = self.stored.get(table, 0) + rows
+        self.dead_lettered += written.dead_lettered
+        self.duplicates += written.duplicates
+
+
+def export_ledger(ledger: Path, out: Path, fmt: ExportFormat) -> ExportResult:
+    """Write every stored event, in wire form, to ``out`` (one file or folder per type)."""
+    if fmt not in ("ndjson", "parquet"):
+        raise StoreError(f"unknown export format {fmt!r}: ndjson or parquet")
+    con = open_reader(ledger)
+    result = ExportResult()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        for name, table in TABLES.items():
+            for event_type in table.event_types:
+                where = f"FROM \"{name}\" WHERE type = '{event_type}'"
+                rows = int(con.sql(f"SELECT count(*) {where}").fetchall()[0][0])
+                if rows == 0:
+                    continue
+                result.events[event_type] = rows
+                order = "ORDER BY _topic, _partition, _offset"
+                if fmt == "ndjson":
+                    target = out / f"{event_type}.ndjson"
+                    _write_ndjson(con.sql(f"SELECT wire {where} {order}"), target)
+                else:
+                    target = out / event_type
+                    day = f"strftime(\"{TIME_COLUMN[name]}\", '%Y-%m-%d')"
+                    con.execute(
+                        f"COPY (SELECT type, event_id, {day} AS day, _topic, _partition, "
+                        f"_offset, _key, wire {where} {order}) TO '{_sql_path(target)}' "
+                        "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (day), OVERWRITE)"
+                    )
+                result.files.append(target)
+    finally:
+        con.close()
+    return result
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _write_ndjson(relation: duckdb.DuckDBPyRelation, target: Path) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    with tmp.open("w", encoding="utf-8", newline="\n") as sink:
+        batches: Iterable[pa.RecordBatch] = relation.to_arrow_reader(100_000)
+        for batch in batches:
+            for wire in batch.column(0).to_pylist():
+                # A line break in valid JSON is whitespace; NDJSON needs one line per event.
+                sink.write(str(wire).replace("\r", " ").replace("\n", " "))
+                sink.write("\n")
+    tmp.replace(target)
+
+
+def _ingestable(paths: Iterable[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix in (".ndjson", ".jsonl", ".json", ".parquet")
+            )
+            if not found:
+                raise StoreError(f"{path} holds no .ndjson or .parquet files")
+            yield from found
+        elif path.is_file():
+            yield path
+        else:
+            raise StoreError(f"no such file or folder: {path}")
+
+
+def iter_file_records(path: Path) -> Iterator[tuple[bytes | None, bytes | None, str]]:
+    """(key, value, origin) of every event in one exported file."""
+    if path.suffix == ".parquet":
+        try:
+            parquet = pq.ParquetFile(path)
+        except Exception as exc:  # pyarrow raises several unrelated types for bad files
+            raise StoreError(f"{path} is not a readable Parquet file: {exc}") from exc
+        if "wire" not in parquet.schema_arrow.names:
+            raise StoreError(f"{path} has no `wire` column: not a ledger export")
+        columns = ["wire"] + (["_key"] if "_key" in parquet.schema_arrow.names else [])
+        row = 0
+        for batch in parquet.iter_batches(columns=columns, batch_size=INGEST_BATCH):
+            wires = batch.column(0).to_pylist()
+            keys = batch.column(1).to_pylist() if batch.num_columns > 1 else [None] * len(wires)
+            for wire, key in zip(wires, keys, strict=True):
+                row += 1
+                yield (
+                    None if key is None else str(key).encode(),
+                    None if wire is None else str(wire).encode(),
+                    f"{path} row {row}",
+                )
+        return
+    with path.open("rb") as source:
+        for number, line in enumerate(source, start=1):
+            text = line.rstrip(b"\r\n")
+            if not text.strip():
+                continue
+            yield None, text, f"{path} line {number}"
+
+
+def ingest_files(ledger: Path, paths: Sequence[Path], *, fsync: bool = True) -> IngestResult:
+    """Load exported files into ``ledger`` (created if new), validating as the sink does."""
+    files = list(_ingestable(paths))
+    result = IngestResult(files=len(files))
+    with LedgerWriter(ledger, fsync=fsync) as writer:
+        offset = writer.committed_offsets().get((INGEST_TOPIC, 0), -1)
+        batch: list[SourceRecord] = []
+        for path in files:
+            for key, value, origin in iter_file_records(path):
+                offset += 1
+                batch.append(SourceRecord(INGEST_TOPIC, 0, offset, key, value, origin=origin))
+                if len(batch) >= INGEST_BATCH:
+                    result.add(writer.write_batch(batch))
+                    batch = []
+        if batch:
+            result.add(writer.write_batch(batch))
+    return result
