@@ -72,6 +72,7 @@ def simulate(
 ) -> None:
     """Drive simulated V1/V2 traffic through the shadow runner against the real broker."""
     from rich.console import Console
+    from rich.markup import escape
 
     from ledger.errors import LedgerError
     from producers.simulator import IncidentError, parse_incidents
@@ -80,7 +81,7 @@ def simulate(
     try:
         incidents = parse_incidents(incident or [])
     except IncidentError as exc:
-        console.print(f"[red]Error:[/red] {exc}")
+        console.print(f"[red]Error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     settings = build_settings(bootstrap_servers, topic_prefix, duckdb)
     try:
@@ -99,7 +100,7 @@ def simulate(
             environment=environment,
         )
     except LedgerError as exc:
-        console.print(f"[red]Error:[/red] {exc}")
+        console.print(f"[red]Error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
 
 
@@ -216,6 +217,7 @@ def _summary(
     incidents: tuple[Incident, ...],
     journal: Path,
 ) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     shadow = runner.stats
@@ -251,9 +253,10 @@ def _summary(
             f"{counts['value_differences']} value, {counts['shape_differences']} shape"
         )
     if incidents:
-        console.print("incidents: " + ", ".join(str(i) for i in incidents))
+        console.print("incidents: " + escape(", ".join(str(i) for i in incidents)))
     console.print(
         f"topics: {settings.topic('operations')}, {settings.topic('decisions')}; journal: {journal}"
     )
     if traffic.other_errors:
-        console.print(f"[red]first runner error: {traffic.other_errors[0]!r}[/red]")
+        first = escape(repr(traffic.other_errors[0]))
+        console.print(f"[red]first runner error: {first}[/red]")

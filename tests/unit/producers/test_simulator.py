@@ -254,3 +254,50 @@ def test_the_workload_spreads_calls_over_operations_and_sessions_at_its_rate() -
     assert len(sessions - {None}) == 30
     assert None in sessions  # some operations are anonymous
     assert calls[40].at_s == 2.0
+
+
+def test_traffic_sends_every_operation_through_the_runner_and_counts_what_callers_saw() -> None:
+    from producer_fakes import FixedRouter, ListSink
+
+    from producers.shadow import ShadowRunner
+    from producers.simulator import Traffic
+
+    sim = Simulator(seed=6, incidents=parse_incidents(["v2:error_rate+1@1s"]))
+    sink = ListSink()
+    runner = ShadowRunner(sim.v1, sim.v2, FixedRouter("v1"), sink, shadow_queue=1000)
+    traffic = Traffic(
+        runner, Workload(seed=6, rate=200_000.0), simulator=sim, operations=400, concurrency=3
+    ).start()
+
+    assert traffic.wait(30)
+    traffic.close()
+    runner.close(timeout=10)
+    assert (traffic.issued, traffic.completed, traffic.other_errors) == (400, 400, [])
+    assert traffic.pool_errors == sum(sim.v1.counts()["errors"].values())
+    assert sim.time.seconds == pytest.approx(399 / 200_000)
+    assert len(sink.decisions()) == 400
+
+
+def test_traffic_sets_the_simulated_clock_so_incidents_start_at_the_same_operation() -> None:
+    from producer_fakes import FixedRouter, ListSink
+
+    from producers.shadow import ShadowRunner
+    from producers.simulator import Traffic
+
+    def failed_v2_requests() -> list[int]:
+        # Operation n is due at n / rate simulated seconds: from n = 100 on, V2 always fails.
+        sim = Simulator(seed=8, incidents=parse_incidents(["v2:error_rate+1@0.5s"]))
+        sink = ListSink()
+        runner = ShadowRunner(sim.v1, sim.v2, FixedRouter("v2", shadow=False), sink)
+        traffic = Traffic(
+            runner, Workload(seed=8, rate=200.0), simulator=sim, operations=150, concurrency=1
+        ).start()
+        assert traffic.wait(30)
+        traffic.close()
+        # One caller thread: events come in request order.
+        return [n for n, event in enumerate(sink.operations()) if event.outcome == "error"]
+
+    failed = failed_v2_requests()
+    assert set(range(100, 150)) <= set(failed)
+    assert len([n for n in failed if n < 100]) <= 3  # the pool's usual failure rate
+    assert failed == failed_v2_requests()
