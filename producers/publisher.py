@@ -358,6 +358,44 @@ class Publisher:
     def journal_path(self) -> Path:
         return self._journal.path
 
+    def register_metrics(self, registry: Any = None) -> None:
+        """Expose :attr:`stats` to Prometheus (``registry`` defaults to the global one).
+
+        Read at scrape time from the counters above: nothing is added to the hot path.
+        """
+        from prometheus_client import REGISTRY
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        publisher = self
+
+        class _Collector:
+            def collect(self) -> Iterator[Any]:
+                stats = publisher.stats
+                events = CounterMetricFamily(
+                    "migration_ledger_publisher_events",
+                    "Events by what became of them",
+                    labels=["state"],
+                )
+                for state in ("published", "delivered", "deferred", "spilled", "replayed"):
+                    events.add_metric([state], getattr(stats, state))
+                events.add_metric(["failed"], stats.failed)
+                events.add_metric(["retried"], stats.retried)
+                yield events
+                yield CounterMetricFamily(
+                    "migration_ledger_publisher_outages", "Kafka became unreachable", stats.outages
+                )
+                yield GaugeMetricFamily(
+                    "migration_ledger_publisher_pending", "Not yet in Kafka", stats.pending
+                )
+                yield GaugeMetricFamily(
+                    "migration_ledger_publisher_online", "1 while Kafka answers", int(stats.online)
+                )
+
+            def describe(self) -> list[Any]:
+                return []
+
+        (registry or REGISTRY).register(_Collector())
+
     # -- journal writer thread -------------------------------------------------------------
 
     def _envelopes(self, items: list[tuple[str, str | None, Event]]) -> Iterator[Envelope]:

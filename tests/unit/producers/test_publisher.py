@@ -248,3 +248,19 @@ def test_publish_returns_while_the_producer_is_stuck_connecting(
     release.set()
     assert publisher.flush(10)
     assert len(broker.records) == 1001
+
+
+def test_the_counters_are_exposed_to_prometheus_at_scrape_time(
+    make_publisher: MakePublisher, broker: FakeBroker
+) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    publisher = make_publisher().start()
+    publisher.register_metrics(registry)
+    publisher.publish(operation(1))
+    assert publisher.flush(10)
+
+    text = generate_latest(registry).decode()
+    assert 'migration_ledger_publisher_events_total{state="delivered"} 1.0' in text
+    assert "migration_ledger_publisher_online 1.0" in text
