@@ -91,6 +91,11 @@ from producers.simulate_cli import simulate  # noqa: E402
 
 app.command("simulate")(simulate)
 
+from reports.cli import reclassify, report  # noqa: E402
+
+app.command("report")(report)
+app.command("reclassify")(reclassify)
+
 # --- end of sub-commands ---------------------------------------------------------------------
 
 

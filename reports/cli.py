@@ -1,0 +1,259 @@
+"""``migration-ledger report | replay | audit | reclassify``: read the ledger, explain it.
+
+All four are readers: they run beside the sink (each takes a snapshot of the committed
+segments) and never need Kafka. DuckDB loads inside the commands. Exit codes: 0 fine,
+1 a finding (NO-GO, a decision that disagrees, a broken chain), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ledger.errors import LedgerError
+
+if TYPE_CHECKING:
+    from reports.model import Report
+
+__all__ = ["audit", "reclassify", "replay", "report"]
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    html = "html"
+
+
+class TextFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=code)
+
+
+def _open(duckdb: Path | None) -> tuple[Any, Path]:
+    from ledger.store import open_reader
+
+    settings = build_settings(duckdb=duckdb)
+    try:
+        return open_reader(settings.duckdb), settings.duckdb
+    except LedgerError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _when(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise _fail(
+            f"{option}: {text!r} is not an RFC 3339 time (2025-03-01T10:02:00+00:00)"
+        ) from None
+    if value.tzinfo is None:
+        raise _fail(f"{option}: {text!r} has no UTC offset (add +00:00 or Z)")
+    return value
+
+
+def _emit(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+        return
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, "utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc}") from None
+    typer.echo(f"wrote {out}", err=True)
+
+
+def _console(out: Path | None) -> Any:
+    from rich.console import Console
+
+    if out is None:
+        return Console()
+    return Console(file=io.StringIO(), record=True, width=160, force_terminal=False)
+
+
+def render(
+    report: Report, fmt: Format, out: Path | None, *, source: str, section: str | None
+) -> None:
+    """Print (or write to ``out``) ``report`` in ``fmt``."""
+    from reports.html import render_html
+    from reports.render import render_csv, render_json, render_table
+
+    if fmt is Format.json:
+        _emit(render_json(report), out)
+    elif fmt is Format.csv:
+        try:
+            _emit(render_csv(report, section), out)
+        except KeyError as exc:
+            raise _fail(str(exc.args[0])) from None
+    elif fmt is Format.html:
+        _emit(render_html(report, source=source), out)
+    else:
+        console = _console(out)
+        render_table(report, console)
+        if out is not None:
+            _emit(console.export_text(), out)
+
+
+def report(
+    name: Annotated[str, typer.Argument(help="summary, performance, rollout, go-no-go or daily.")],
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table, json, csv or html")] = (
+        Format.table
+    ),
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only events at or after this time (RFC 3339).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Only events before this time.")] = None,
+    interval: Annotated[
+        str | None,
+        typer.Option(help="Time bucket of 'over time' tables and charts, e.g. '15 minutes'."),
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="Rows of 'top' tables.")] = 10,
+    thresholds: Annotated[
+        Path | None, typer.Option(help="go-no-go: TOML file of thresholds (\\[go_no_go] table).")
+    ] = None,
+    section: Annotated[
+        str | None, typer.Option(help="csv: only this section, as plain CSV.")
+    ] = None,
+    flag: Annotated[
+        str | None, typer.Option(help="Flag name \\[env MIGRATION_LEDGER_FLAG]")
+    ] = None,
+    duckdb: DuckdbOption = None,
+) -> None:
+    """Build a report over the ledger. go-no-go exits 1 on NO-GO."""
+    import duckdb as duck
+
+    from reports.catalog import REPORTS, ReportOptions, build_report
+
+    if name not in REPORTS:
+        raise _fail(f"unknown report {name!r}; choose one of: {', '.join(REPORTS)}")
+    if thresholds is not None and not thresholds.is_file():
+        raise _fail(f"--thresholds: no such file {thresholds}")
+    settings = build_settings(duckdb=duckdb, flag=flag)
+    options = ReportOptions(
+        flag=settings.flag,
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+        interval=interval,
+        top=top,
+        thresholds=thresholds,
+    )
+    con, path = _open(duckdb)
+    try:
+        built = build_report(con, name, options)
+    except LedgerError as exc:
+        raise _fail(str(exc)) from None
+    except duck.Error as exc:
+        raise _fail(f"report {name} failed: {exc}") from None
+    finally:
+        con.close()
+    render(built, fmt, out, source=str(path), section=section)
+    if built.passed is False:
+        raise typer.Exit(code=1)
+
+
+def replay(
+    session: Annotated[
+        str | None, typer.Option("--session", help="The session whose decision to explain.")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="The session's decision in effect at this time.")
+    ] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option("--correlation-id", help="The decision of this operation.")
+    ] = None,
+    fmt: Annotated[TextFormat, typer.Option("--format", "-f")] = TextFormat.table,
+    duckdb: DuckdbOption = None,
+) -> None:
+    """Explain a recorded decision: flag version, rule, bucket, recomputed beside recorded.
+
+    Exits 1 when the recomputed decision differs from the recorded one.
+    """
+    from reports.explain import explain, render_explanation
+
+    if session is None and correlation_id is None:
+        raise _fail("give --session (with --at or --correlation-id) or --correlation-id")
+    if at is not None and correlation_id is not None:
+        raise _fail("give either --at or --correlation-id, not both")
+    when = _when(at, "--at")
+    con, _ = _open(duckdb)
+    try:
+        explanation = explain(con, session_id=session, at=when, correlation_id=correlation_id)
+    except LedgerError as exc:
+        raise _fail(str(exc), code=1 if "chain" in str(exc) else 2) from None
+    finally:
+        con.close()
+    typer.echo(render_explanation(explanation, fmt.value))
+    if not explanation.matches:
+        raise typer.Exit(code=1)
+
+
+def audit(
+    sample: Annotated[
+        int, typer.Option("--sample", min=0, help="Decisions also re-decided in Python.")
+    ] = 1000,
+    seed: Annotated[int | None, typer.Option(help="Seed of the random sample.")] = None,
+    fmt: Annotated[TextFormat, typer.Option("--format", "-f")] = TextFormat.table,
+    duckdb: DuckdbOption = None,
+) -> None:
+    """Recompute every recorded decision (SQL) and a sample (Python); verify the flag chain.
+
+    Exits 1 when a decision disagrees or the chain is broken, naming the version.
+    """
+    from reports.audit import audit as run_audit
+    from reports.audit import render_audit
+
+    con, path = _open(duckdb)
+    try:
+        result = run_audit(con, sample=sample, seed=seed)
+    except LedgerError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        con.close()
+    typer.echo(render_audit(result, fmt.value, source=str(path)))
+    if not result.ok:
+        raise typer.Exit(code=1)
+
+
+def reclassify(
+    rules: Annotated[Path, typer.Option("--rules", help="The comparison rules to try.")],
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N stored pairs.")] = None,
+    examples: Annotated[int, typer.Option(min=0, help="Changed pairs to list.")] = 10,
+    fmt: Annotated[TextFormat, typer.Option("--format", "-f")] = TextFormat.table,
+    duckdb: DuckdbOption = None,
+) -> None:
+    """Re-run the comparisons of stored pairs under other rules; print how categories move."""
+    from ledger.comparison import load_rules
+    from reports.reclassify import reclassify as run
+    from reports.reclassify import render_reclassification
+
+    try:
+        rule_set = load_rules(rules)
+    except (LedgerError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    con, _ = _open(duckdb)
+    try:
+        result = run(con, rule_set, limit=limit, examples=examples)
+    finally:
+        con.close()
+    typer.echo(render_reclassification(result, fmt.value))
+
+
+# Imported last on purpose: ledger.cli (the composition root) imports this module from its
+# registration section, and the commands above need its option type and build_settings.
+from ledger.cli import DuckdbOption, build_settings  # noqa: E402
