@@ -238,3 +238,97 @@ def test_with_the_broker_down_for_30_s_every_operation_arrives_exactly_once_afte
     # The bound on the caller's path: a call that waited on Kafka would take >= max_block_ms
     # (1 s) or the bootstrap timeout (2 s); simulated pools answer without sleeping.
     assert slowest < 1.0
+
+
+# -- the flag client and the simulate command on the real broker ----------------------------------
+
+
+def _flag_changes(flag: str, *commands: dict[str, Any]) -> list[Any]:
+    import json
+    from datetime import UTC, datetime
+
+    flags = pytest.importorskip("ledger.flags", reason="ledger.flags is not written yet")
+    state = flags.initial_state(flag)
+    out = []
+    for index, fields in enumerate(commands):
+        data = {"command_id": f"cmd-{index}", "flag": flag, "actor": "test", "reason": "test"}
+        command = flags.decode_command(json.dumps({**data, **fields}).encode())
+        event = flags.decide_command(state, command, at=datetime.now(UTC), event_id=f"fe-{index}")
+        state = flags.apply(state, event)
+        out.append(event)
+    return out
+
+
+def test_the_flag_client_follows_flag_events_as_they_are_appended(
+    settings: Settings, create_topics: CreateTopics
+) -> None:
+    from kafka import KafkaProducer
+
+    from ledger.events import encode_event
+    from producers.flag_client import FlagClient
+
+    create_topics({settings.topic("flag_events"): 1})
+    events = _flag_changes(
+        settings.flag,
+        {"command": "enable"},
+        {"command": "set_percentage", "percentage_bp": 10_000},
+    )
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    producer.send(
+        settings.topic("flag_events"), key=settings.flag.encode(), value=encode_event(events[0])
+    ).get(30)
+    with FlagClient(settings, environ={}) as client:
+        assert client.wait_until_version(1, timeout=30)
+        assert client.decide("s-1").pool == "v1"  # enabled, still 0 %
+        producer.send(
+            settings.topic("flag_events"),
+            key=settings.flag.encode(),
+            value=encode_event(events[1]),
+        ).get(30)
+        assert client.wait_until_version(2, timeout=30)
+        assert client.decide("s-1").pool == "v2"
+        deadline = time.monotonic() + 10
+        while client.staleness() > 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.staleness() <= 2
+    producer.close()
+
+
+def test_simulate_drives_traffic_to_the_topics_and_prints_a_summary(
+    settings: Settings, tmp_path: Path
+) -> None:
+    pytest.importorskip("ledger.flags", reason="ledger.flags is not written yet")
+    from typer.testing import CliRunner
+
+    from ledger.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--operations",
+            "200",
+            "--rate",
+            "400",
+            "--sessions",
+            "20",
+            "--seed",
+            "4",
+            "--incident",
+            "v2:error_rate*5@0.2s",
+            "--journal",
+            str(tmp_path / "journal.jsonl"),
+            "--bootstrap-servers",
+            settings.bootstrap_servers,
+            "--topic-prefix",
+            settings.topic_prefix,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Simulation summary" in result.output
+    records = _read_all(
+        settings.bootstrap_servers, settings.topic("operations"), expect=400, timeout=30
+    )
+    events = [decode_event(r.value, OperationRecorded) for r in records]
+    assert len({e.event_id for e in events}) == len(events) == 400
+    assert Counter(e.role for e in events) == {"primary": 200, "shadow": 200}
