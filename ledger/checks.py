@@ -459,9 +459,9 @@ def judge_store(seen: StoreObservation, thresholds: Thresholds, *, now: datetime
         return Finding(
             name,
             Status.FAIL,
-            f"{seen.location} is not readable: {seen.error}",
-            "readers (report, replay, audit, sql) need it: check its permissions and the "
-            "sink's log",
+            f"{seen.location} is not a readable ledger: {seen.error}",
+            "point --duckdb / MIGRATION_LEDGER_DUCKDB at the sink's ledger folder, or fix its "
+            "permissions: report, replay, audit and sql read it",
         )
     if not seen.reader_available:
         return Finding(

@@ -10,15 +10,15 @@ are built only once it answered.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import struct
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from ledger.checks import (
     BrokerObservation,
@@ -26,6 +26,7 @@ from ledger.checks import (
     CheckReport,
     Finding,
     FlagLogObservation,
+    Status,
     StoreObservation,
     Thresholds,
     TopicDifference,
@@ -38,7 +39,7 @@ from ledger.checks import (
     judge_worker,
     skipped,
 )
-from ledger.errors import EventDecodeError
+from ledger.errors import EventDecodeError, LedgerError
 from ledger.events import CommandRejected, FlagChanged, decode_event
 from ledger.local_kafka import LocalBroker, probe_metadata
 from ledger.settings import Settings
@@ -53,6 +54,8 @@ __all__ = [
     "observe_worker",
     "run_checks",
 ]
+
+T = TypeVar("T")
 
 _CLIENT_ID = "migration-ledger-check"
 _LOOPBACK = frozenset({"127.0.0.1", "localhost"})
@@ -70,28 +73,64 @@ def run_checks(
     thresholds = thresholds or Thresholds()
     findings: list[Finding] = []
     broker, admin = observe_broker(settings, timeout_s=timeout_s)
-    findings.append(judge_broker(broker, timeout_s=timeout_s))
-    flag_topic = settings.topic("flag_events")
-    if admin is None:
-        findings.append(skipped("topics", "broker unreachable"))
-        findings.append(skipped("flag log", "broker unreachable"))
-    else:
-        try:
-            topics = observe_topics(settings, admin)
-        finally:
-            admin.close()
-        findings.append(judge_topics(topics))
-        if flag_topic in topics.missing:
-            findings.append(skipped("flag log", f"{flag_topic} missing"))
+    try:
+        findings.append(judge_broker(broker, timeout_s=timeout_s))
+        flag_topic = settings.topic("flag_events")
+        if admin is None:
+            findings.append(skipped("topics", "broker unreachable"))
+            findings.append(skipped("flag log", "broker unreachable"))
         else:
-            flag_log = observe_flag_log(settings, timeout_s=timeout_s)
-            findings.append(judge_flag_log(flag_log, chain_verifier()))
-    if worker_url is None:
-        findings.append(skipped("worker", "no --worker-url given"))
-    else:
-        findings.append(judge_worker(observe_worker(worker_url, timeout_s=timeout_s), thresholds))
-    findings.append(judge_store(observe_store(settings), thresholds, now=now()))
+            topics = _guarded("topics", lambda: observe_topics(settings, admin))
+            if isinstance(topics, Finding):
+                findings.append(topics)
+            else:
+                findings.append(judge_topics(topics))
+            if isinstance(topics, Finding) or flag_topic in topics.missing:
+                findings.append(skipped("flag log", f"{flag_topic} missing"))
+            else:
+                findings.append(
+                    _guarded(
+                        "flag log",
+                        lambda: judge_flag_log(
+                            observe_flag_log(settings, timeout_s=timeout_s), chain_verifier()
+                        ),
+                    )
+                )
+        if worker_url is None:
+            findings.append(skipped("worker", "no --worker-url given"))
+        else:
+            url = worker_url
+            findings.append(
+                _guarded(
+                    "worker",
+                    lambda: judge_worker(observe_worker(url, timeout_s=timeout_s), thresholds),
+                )
+            )
+        findings.append(
+            _guarded(
+                "sink",
+                lambda: judge_store(
+                    observe_store(settings, admin, timeout_s=timeout_s), thresholds, now=now()
+                ),
+            )
+        )
+    finally:
+        if admin is not None:
+            admin.close()
     return CheckReport(tuple(findings))
+
+
+def _guarded(check: str, run: Callable[[], T]) -> T | Finding:
+    """Run one probe; an unexpected error becomes that line's FAIL, not a lost checklist."""
+    try:
+        return run()
+    except Exception as exc:  # the other checks still matter to whoever is deploying
+        return Finding(
+            check,
+            Status.FAIL,
+            f"the check itself failed: {type(exc).__name__}: {exc}",
+            "report this as a bug of `migration-ledger check`; check this part by hand",
+        )
 
 
 # --- broker ------------------------------------------------------------------------------
@@ -331,18 +370,81 @@ def _metrics(base: str, *, timeout_s: float) -> dict[str, float]:
 # --- sink / store ------------------------------------------------------------------------
 
 
-def observe_store(settings: Settings) -> StoreObservation:
-    """Whether the ledger location can be read, and what the store's reader says of the sink."""
+def observe_store(settings: Settings, admin: Any = None, *, timeout_s: float) -> StoreObservation:
+    """Whether the ledger folder can be read, its rows, its last commit and the sink's lag.
+
+    The last commit is the newest manifest among each partition's latest segment (a
+    compaction that merged the latest segment rewrites it, so the age can only look
+    younger, never older). The lag needs the broker (``admin``); without it, it is unknown.
+    """
     location = settings.duckdb
     where = str(location)
-    if not location.exists():
-        return StoreObservation(where, exists=False)
     try:
-        if location.is_dir():
-            os.listdir(location)
-        else:
-            with location.open("rb") as handle:
-                handle.read(1)
+        if not location.exists() or (location.is_dir() and not any(location.iterdir())):
+            return StoreObservation(where, exists=False)
     except OSError as exc:
         return StoreObservation(where, exists=True, error=exc.strerror or str(exc))
-    return StoreObservation(where, exists=True, reader_available=False)
+    try:
+        from ledger.store.layout import Layout
+        from ledger.store.reader import take_snapshot
+    except ImportError:
+        return StoreObservation(where, exists=True, reader_available=False)
+    try:
+        snapshot = take_snapshot(location)
+    except (LedgerError, OSError) as exc:
+        return StoreObservation(where, exists=True, error=str(exc))
+    newest: dict[tuple[str, int], Any] = {}
+    for segment in snapshot.segments:
+        key = (segment.topic, segment.partition)
+        if key not in newest or segment.last > newest[key].last:
+            newest[key] = segment
+    layout = Layout(location)
+    stamps = []
+    for segment in newest.values():
+        with contextlib.suppress(OSError):  # compacted away since the snapshot: skip it
+            stamps.append((layout.segment_dir(segment) / "manifest.json").stat().st_mtime)
+    committed = {key: segment.last for key, segment in newest.items()}
+    return StoreObservation(
+        where,
+        exists=True,
+        last_commit_at=datetime.fromtimestamp(max(stamps), UTC) if stamps else None,
+        rows=sum(sum(rows.values()) for rows in snapshot.rows.values()),
+        lag=None if admin is None else _sink_lag(settings, admin, committed, timeout_s),
+    )
+
+
+def _sink_lag(
+    settings: Settings, admin: Any, committed: dict[tuple[str, int], int], timeout_s: float
+) -> int | None:
+    """Messages on the sink's topics past what the ledger holds (None if Kafka won't say)."""
+    from kafka import TopicPartition
+    from kafka.admin import OffsetSpec
+    from kafka.errors import KafkaError
+
+    from streams.sink import LEDGER_TOPICS
+
+    try:
+        existing = set(admin.list_topics())
+        topics = [t for t in (settings.topic(name) for name in LEDGER_TOPICS) if t in existing]
+        if not topics:
+            return None
+        partitions = [
+            TopicPartition(t["name"], p["partition_index"])
+            for t in admin.describe_topics(topics)
+            for p in t.get("partitions", [])
+        ]
+        timeout_ms = int(timeout_s * 1000)
+        earliest = admin.list_partition_offsets(
+            dict.fromkeys(partitions, OffsetSpec.EARLIEST), timeout_ms=timeout_ms
+        )
+        latest = admin.list_partition_offsets(
+            dict.fromkeys(partitions, OffsetSpec.LATEST), timeout_ms=timeout_ms
+        )
+    except KafkaError:
+        return None
+    lag = 0
+    for tp in partitions:
+        stored_next = committed.get((tp.topic, tp.partition), -1) + 1
+        start = max(stored_next, earliest[tp].offset)  # expired records cannot lag
+        lag += max(latest[tp].offset - start, 0)
+    return lag

@@ -166,3 +166,33 @@ def _wait_for(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
         except OSError:
             time.sleep(0.5)
     pytest.fail(f"worker did not answer {url} in 60 s:\n{log.read_text()[-3000:]}")
+
+
+def test_sink_line_shows_rows_last_commit_and_lag_against_the_topics(settings: Settings) -> None:
+    from kafka import KafkaProducer
+
+    from ledger.store.writer import LedgerWriter, SourceRecord
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings)
+    topic = settings.topic("dead_letters")
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        for i in range(5):
+            producer.send(topic, value=b"bytes %d" % i, partition=0)
+        producer.flush(timeout=10)
+    finally:
+        producer.close()
+    # The ledger holds offsets 0..2 of that partition, as a sink stopped there would.
+    with LedgerWriter(settings.duckdb, fsync=False) as writer:
+        writer.write_batch(SourceRecord(topic, 0, i, None, b"bytes %d" % i) for i in range(3))
+
+    code, lines = run_check(settings)
+    assert code == 0, lines
+    assert lines["sink"]["status"] == "PASS", lines["sink"]
+    assert "3 row(s)" in lines["sink"]["figure"]
+    assert "lag 2" in lines["sink"]["figure"]
+
+    code, lines = run_check(settings, "--max-sink-lag", "1")
+    assert lines["sink"]["status"] == "WARN"
+    assert code == 0
