@@ -12,12 +12,12 @@
           <table>.parquet         rows of that table from that offset range
           manifest.json           row counts, dead letters, duplicates of the range
       tmp/                        segments being written (cleared when a writer starts)
-      trash/                      segments replaced by compaction, deleted after a grace period
 
 A segment is written under ``tmp/`` and renamed into ``segments/`` in one ``rename(2)``: it is
 either wholly there or not at all, with every table it touches. Its name is the commit
 record: the highest ``last`` per (topic, partition) is the committed offset. A segment whose
-range lies inside another's was replaced by compaction and is not live.
+range lies inside another's was replaced by compaction and is not live; it stays on disk for
+a grace period (readers that listed it earlier may still read it), then the writer deletes it.
 """
 
 from __future__ import annotations
@@ -154,10 +154,6 @@ class Layout:
     def tmp(self) -> Path:
         return self.root / "tmp"
 
-    @property
-    def trash(self) -> Path:
-        return self.root / "trash"
-
     def segment_dir(self, segment: Segment) -> Path:
         return self.segments / segment.name
 
@@ -198,7 +194,7 @@ class Layout:
             self.root.mkdir(parents=True, exist_ok=True)
             tmp_marker = self.root / "LEDGER.tmp"
             tmp_marker.write_text(json.dumps({"format": FORMAT}) + "\n")
-            for directory in (self.segments, self.schema_dir, self.tmp, self.trash):
+            for directory in (self.segments, self.schema_dir, self.tmp):
                 directory.mkdir(exist_ok=True)
             for lock in (".writer.lock", ".snapshot.lock"):
                 (self.root / lock).touch()
@@ -206,7 +202,7 @@ class Layout:
             tmp_marker.rename(self.marker)
             fsync_dir(self.root)
         self.check_readable()
-        for directory in (self.segments, self.schema_dir, self.tmp, self.trash):
+        for directory in (self.segments, self.schema_dir, self.tmp):
             directory.mkdir(exist_ok=True)
 
     def list_segments(self) -> list[Segment]:

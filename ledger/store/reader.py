@@ -5,9 +5,9 @@ writer. Each reader takes a *snapshot*: under a shared lock it lists the live se
 compaction or commit swaps under the exclusive lock, so the list is never half of one) and
 defines each table as a view over that explicit list of files. Queries therefore see one
 consistent state, as of the writer's last commit before ``open_reader``; ``refresh_reader``
-moves a long-lived connection to the newest commit. Files replaced by compaction stay in
-``trash/`` for the writer's grace period (10 minutes by default), so a snapshot stays
-readable that long.
+moves a long-lived connection to the newest commit. Files replaced by compaction stay where
+they are for the writer's grace period (10 minutes by default), so a snapshot stays readable
+that long.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def _manifest_rows(layout: Layout, segment: Segment) -> dict[str, int]:
         manifest = json.loads((layout.segment_dir(segment) / "manifest.json").read_text())
         return {str(k): int(v) for k, v in manifest.get("rows", {}).items()}
     except (OSError, ValueError):
-        # Moved to trash by a compaction since the listing: its rows are in the merged one,
-        # which this snapshot does not show; the count is only informative.
+        # Purged since the listing (a snapshot older than the grace period); the count is
+        # only informative.
         return {}
 
 

@@ -231,13 +231,13 @@ class LedgerWriter:
         *,
         fsync: bool = True,
         clock: Callable[[], datetime] = _now,
-        trash_grace_s: float = 600.0,
+        grace_s: float = 600.0,
     ) -> None:
         self.layout = Layout(Path(path))
         self.layout.create()
         self._fsync = fsync
         self._clock = clock
-        self._trash_grace_s = trash_grace_s
+        self._grace_s = grace_s
         self._lock_fd: int | None = self.layout.acquire_writer_lock()
         try:
             self._con = duckdb.connect(":memory:")
@@ -270,15 +270,10 @@ class LedgerWriter:
         self.close()
 
     def _recover(self) -> None:
-        """Discard half-written segments; finish a compaction a crash interrupted."""
+        """Discard half-written segments (a crash before their rename) and old replaced ones."""
         for leftover in self.layout.tmp.iterdir():
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        _, replaced = live_segments(self.layout.list_segments())
-        if replaced:
-            with self.layout.snapshot_lock(exclusive=True):
-                for segment in replaced:
-                    self._to_trash(segment)
-        self._purge_trash()
+        self._purge_replaced()
 
     def _write_schema_files(self) -> None:
         """Zero-row files holding each table's current column types (readers union them in)."""
@@ -608,7 +603,7 @@ class LedgerWriter:
             result.rows += self._merge(group)
             result.merged_segments += len(group)
             result.new_segments += 1
-        result.purged = self._purge_trash()
+        result.purged = self._purge_replaced()
         return result
 
     def _plan(
@@ -682,12 +677,11 @@ class LedgerWriter:
             if self._fsync:
                 fsync_file(tmp / "manifest.json")
                 fsync_dir(tmp)
+            # One rename replaces the parts: from now on every listing sees them inside the
+            # merged range and skips them. They stay on disk for readers that listed them
+            # before; ``_purge_replaced`` deletes them after the grace period.
             with self.layout.snapshot_lock(exclusive=True):
                 tmp.rename(self.layout.segment_dir(merged))
-                # A crash here leaves the parts beside the merged segment: readers and the
-                # next writer see them as replaced (their range is inside the merged one).
-                for segment in group:
-                    self._to_trash(segment)
                 if self._fsync:
                     fsync_dir(self.layout.segments)
         except BaseException:
@@ -701,24 +695,25 @@ class LedgerWriter:
         self._live.sort(key=lambda s: (s.topic, s.partition, s.first))
         return sum(rows.values())
 
-    def _to_trash(self, segment: Segment) -> None:
-        """Move a replaced segment aside; readers that listed it may still be reading it."""
-        stamp = time.time_ns()
-        self.layout.segment_dir(segment).rename(self.layout.trash / f"{segment.name}~{stamp}")
+    def _purge_replaced(self) -> int:
+        """Delete segments replaced by compaction once their replacement is older than the grace.
 
-    def _purge_trash(self) -> int:
-        """Delete replaced segments older than the grace period (readers had time to finish)."""
+        Readers that listed the parts before the merged segment appeared read them by path,
+        so the parts stay until ``grace_s`` after the merge (10 minutes by default). A part
+        is first renamed into ``tmp/`` (atomic: no listing sees it half deleted).
+        """
+        live, replaced = live_segments(self.layout.list_segments())
+        now = time.time()
         purged = 0
-        now = time.time_ns()
-        for entry in self.layout.trash.iterdir():
-            _, _, stamp = entry.name.rpartition("~")
-            try:
-                age_s = (now - int(stamp)) / 1e9
-            except ValueError:
-                age_s = float("inf")
-            if age_s >= self._trash_grace_s:
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-                purged += 1
+        for segment in replaced:
+            cover = next(s for s in live if s.covers(segment))
+            age_s = now - self.layout.segment_dir(cover).stat().st_mtime
+            if age_s < self._grace_s:
+                continue
+            doomed = self.layout.tmp / f"{segment.name}.replaced.{uuid.uuid4().hex}"
+            self.layout.segment_dir(segment).rename(doomed)
+            shutil.rmtree(doomed)
+            purged += 1
         return purged
 
 
