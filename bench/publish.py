@@ -35,7 +35,6 @@ from typing import Any
 
 from ledger.events import OperationRecorded
 from ledger.settings import Settings
-from producers.flag_client import FlagClient
 from producers.publisher import Publisher
 from producers.shadow import PoolError, Route, ShadowRunner
 from producers.simulator import Simulator, Workload
@@ -92,7 +91,7 @@ def throughput(settings: Settings, events: int, journal: Path) -> None:
 class _NoShadow:
     """The flag client's decision with shadowing switched off (the runner's other mode)."""
 
-    def __init__(self, client: FlagClient) -> None:
+    def __init__(self, client: Any) -> None:
         self.client = client
 
     def route(
@@ -124,6 +123,8 @@ def _timed_calls(
 
 
 def callers_path(settings: Settings, count: int, rate: float, journal: Path) -> None:
+    from producers.flag_client import FlagClient
+
     calls = Workload(seed=1, sessions=500, rate=rate).calls(count)
     sim = Simulator(seed=1)
     client = FlagClient(settings, environ={})  # default flag state: V1 primary, V2 shadowed

@@ -52,6 +52,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Events moved from the buffer to the journal per lock hold.
+_MOVE_CHUNK = 256
+
 
 class EventSink(Protocol):
     """What the shadow runner and flag client need from a publisher (tests pass a list)."""
@@ -280,20 +283,18 @@ class Publisher:
         self._spill(item)
 
     def _spill(self, item: tuple[str, str | None, Event]) -> None:
-        """The buffer is full: write it and this event to the journal, in order, ourselves."""
+        """The buffer is full: move its oldest events to the journal ourselves, then queue.
+
+        Bounded: one chunk is encoded here at most, and it frees a chunk of room, so under
+        sustained overload only one publish in ``_MOVE_CHUNK`` pays for it.
+        """
         with self._order_lock:
+            moved = self._move_chunk()
             with self._lock:
-                batch = list(self._buffer)
-                self._buffer.clear()
-                self._spilled += 1
-            batch.append(item)
-            try:
-                self._journal.append(self._envelopes(batch))
-            except OSError as exc:
-                with self._lock:
-                    self._failed += len(batch)
-                    self._resolved += len(batch)
-                log.error("publisher: journal write failed, %d events lost: %s", len(batch), exc)
+                self._spilled += moved
+                self._buffer.append(item)
+                if self._writer_idle:
+                    self._wakeup.notify()
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything published so far (and left by an earlier run) is in Kafka.
@@ -422,17 +423,27 @@ class Publisher:
                 return
 
     def _move_to_journal(self) -> None:
-        with self._order_lock:
+        # Chunk by chunk, so a spilling caller never waits long for the order lock.
+        while True:
+            with self._order_lock:
+                if not self._move_chunk():
+                    return
+
+    def _move_chunk(self) -> int:
+        """The oldest buffered events into the journal (hold the order lock); how many."""
+        with self._lock:
+            count = min(len(self._buffer), _MOVE_CHUNK)
+            batch = [self._buffer.popleft() for _ in range(count)]
+        if not batch:
+            return 0
+        try:
+            self._journal.append(self._envelopes(batch))
+        except OSError as exc:
             with self._lock:
-                batch = list(self._buffer)
-                self._buffer.clear()
-            try:
-                self._journal.append(self._envelopes(batch))
-            except OSError as exc:
-                with self._lock:
-                    self._failed += len(batch)
-                    self._resolved += len(batch)
-                log.error("publisher: journal write failed, %d events lost: %s", len(batch), exc)
+                self._failed += len(batch)
+                self._resolved += len(batch)
+            log.error("publisher: journal write failed, %d events lost: %s", len(batch), exc)
+        return count
 
     # -- Kafka sender thread -----------------------------------------------------------------
 
