@@ -408,7 +408,17 @@ def judge_worker(seen: WorkerObservation, thresholds: Thresholds) -> Finding:
         parts.append(f"{pending:.0f} pending pair(s)")
     if dead is not None:
         parts.append(f"{dead:.0f} dead letter(s)")
+    rollbacks = seen.metrics.get("ledger_health_rollbacks_total")
+    if rollbacks:
+        parts.append(f"{rollbacks:.0f} automatic rollback(s) since it started")
     figure = ", ".join(parts)
+    if rollbacks:
+        return Finding(
+            name,
+            Status.WARN,
+            figure,
+            "find out why before ramping again: docs/runbooks/automatic-rollback-investigation.md",
+        )
     if lag is not None and lag > thresholds.worker_lag:
         return Finding(
             name,

@@ -323,7 +323,12 @@ def chain_verifier() -> ChainVerifier | None:
 # --- worker ------------------------------------------------------------------------------
 
 #: Metric samples the worker line reports, summed over their labels.
-_WORKER_SAMPLES = ("ledger_consumer_lag", "ledger_dead_letters_total", "ledger_pending_pairs")
+_WORKER_SAMPLES = (
+    "ledger_consumer_lag",
+    "ledger_dead_letters_total",
+    "ledger_pending_pairs",
+    "ledger_health_rollbacks_total",
+)
 
 
 def observe_worker(url: str, *, timeout_s: float) -> WorkerObservation:

@@ -347,6 +347,16 @@ def test_live_worker_with_small_lag_passes_and_shows_its_figures() -> None:
     assert finding.figure == "http://w alive (ml), lag 12, 3 pending pair(s), 5 dead letter(s)"
 
 
+def test_worker_that_rolled_back_by_itself_warns_and_points_at_the_investigation() -> None:
+    metrics = {"ledger_consumer_lag": 0.0, "ledger_health_rollbacks_total": 2.0}
+    finding = judge_worker(
+        WorkerObservation("http://w", status_code=200, metrics=metrics), THRESHOLDS
+    )
+    assert finding.status is Status.WARN
+    assert "2 automatic rollback(s)" in finding.figure
+    assert "automatic-rollback-investigation.md" in finding.action
+
+
 @given(st.integers(min_value=0, max_value=1000))
 def test_worker_lag_warns_exactly_above_the_threshold(lag: int) -> None:
     seen = WorkerObservation(
