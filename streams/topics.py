@@ -157,6 +157,7 @@ def ensure_topics(
     replication_factor: int = 1,
     specs: Iterable[TopicSpec] = TOPIC_SPECS,
     timeout_s: float = 30.0,
+    connect_timeout_s: float = 10.0,
 ) -> EnsureReport:
     """Create missing topics; report partition or retention mismatches of existing ones."""
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
@@ -168,6 +169,7 @@ def ensure_topics(
             bootstrap_servers=settings.bootstrap_servers,
             client_id="migration-ledger-topics",
             request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(connect_timeout_s * 1000),
         )
     except KafkaError as exc:
         raise BrokerError(

@@ -38,6 +38,9 @@ def ensure(
     replication_factor: Annotated[
         int, typer.Option("--replication-factor", min=1, help="For topics that get created.")
     ] = 1,
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", min=0.1, help="Seconds to reach the broker.")
+    ] = 10.0,
 ) -> None:
     """Create missing topics; report partition or retention mismatches (exit 3 if any)."""
     from rich.console import Console
@@ -47,7 +50,9 @@ def ensure(
 
     settings = build_settings(bootstrap_servers, topic_prefix, duckdb)
     try:
-        report = ensure_topics(settings, replication_factor=replication_factor)
+        report = ensure_topics(
+            settings, replication_factor=replication_factor, connect_timeout_s=connect_timeout
+        )
     except LedgerError as exc:
         raise _fail(str(exc)) from None
     table = Table(title="Kafka topics")
