@@ -492,9 +492,18 @@ class Publisher:
 
     def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=0)
+        except Exception:
+            # kafka-python's close() raises when its flush times out, before it stops its
+            # I/O thread; a thread left retrying could deliver records that the journal
+            # will send again on the next start. Stop it for good.
+            sender = getattr(producer, "_sender", None)
             with contextlib.suppress(Exception):
-                producer.close(timeout=0)
+                if sender is not None:
+                    sender.force_close()
 
     def _hand_over(
         self, producer: KafkaLikeProducer, entries: list[JournalEntry]
