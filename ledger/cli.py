@@ -66,6 +66,9 @@ from streams.worker_cli import topics_app, worker  # noqa: E402
 
 app.command("worker")(worker)
 app.add_typer(topics_app, name="topics")
+from streams.flags_cli import flags_app  # noqa: E402
+
+app.add_typer(flags_app, name="flags")
 
 from ledger.rules_cli import app as rules_app  # noqa: E402
 
