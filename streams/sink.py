@@ -185,10 +185,14 @@ class LedgerSink:
         """
         from aiokafka.structs import TopicPartition
 
-        await asyncio.wait_for(consumer.topics(), self.options.kafka_timeout_s)
+        # ``consumer.topics()`` fetches fresh metadata but keeps it to itself (the consumer's
+        # own cache only knows assigned topics), so ask the client for the cluster it builds.
+        cluster = await asyncio.wait_for(
+            consumer._client.fetch_all_metadata(), self.options.kafka_timeout_s
+        )
         found: set[Any] = set()
         for topic in self._topics:
-            for partition in consumer.partitions_for_topic(topic) or ():
+            for partition in cluster.partitions_for_topic(topic) or ():
                 found.add(TopicPartition(topic, partition))
         if found == known:
             return known
