@@ -169,7 +169,12 @@ class FlagChanged(Event):
 
 
 class CommandRejected(Event):
-    """A flag command that was decided and refused; nothing is dropped silently."""
+    """A flag command that was decided and refused; nothing is dropped silently.
+
+    ``rejection`` is one of ``version_conflict``, ``no_change``, ``frozen``
+    (``ledger.flags.Rejection``); ``reason`` is the command's own reason, copied;
+    ``current_version`` is the flag's version when it was refused.
+    """
 
     type: Literal["CommandRejected"] = "CommandRejected"
     flag: NonEmpty
@@ -180,6 +185,8 @@ class CommandRejected(Event):
     reason: str
     cause_id: str | None = None
     rejection: NonEmpty
+    #: What exactly was refused and why, for people (the ``rejection`` code is for machines).
+    detail: str = ""
     at: AwareDatetime
 
 
