@@ -31,6 +31,7 @@ __all__ = ["AGENT_MODULES", "DEFAULT_WEB_PORT", "LedgerApp", "create_app"]
 AGENT_MODULES: tuple[str, ...] = (
     "streams.metrics",
     "streams.pairing",
+    "streams.flag_writer",
 )
 
 DEFAULT_WEB_PORT = 6066

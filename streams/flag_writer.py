@@ -33,16 +33,11 @@ from streams.metrics import Metrics
 if TYPE_CHECKING:
     from streams.app import LedgerApp
 
-__all__ = ["FlagLogReader", "FlagWriter", "install", "log_event_id"]
+__all__ = ["FlagLogReader", "FlagWriter", "install"]
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 1.0
-
-
-def log_event_id(flag: str, command_id: str) -> str:
-    """The answer's event id: one command, one answer, recognisable if ever written twice."""
-    return f"flag:{flag}:{command_id}"
 
 
 class LogSource(Protocol):
@@ -112,11 +107,9 @@ class FlagWriter:
         while True:
             await self.catch_up()
             state = self.states.get(command.flag) or flags.initial_state(command.flag)
+            # Event ids default to ones derived from (flag, version) or (flag, command id).
             answer = flags.decide_command(
-                state,
-                command,
-                at=datetime.fromtimestamp(self.wall(), tz=UTC),
-                event_id=log_event_id(command.flag, command.command_id),
+                state, command, at=datetime.fromtimestamp(self.wall(), tz=UTC)
             )
             if answer is None:
                 self.metrics.flag_commands.labels("already_decided").inc()

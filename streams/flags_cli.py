@@ -11,7 +11,6 @@ from __future__ import annotations
 import getpass
 import json
 import uuid
-from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -20,7 +19,7 @@ import typer
 from ledger.errors import LedgerError
 from ledger.events import CommandRejected, FlagChanged
 
-__all__ = ["flags_app", "parse_percentage_bp", "parse_switch"]
+__all__ = ["flags_app"]
 
 flags_app = typer.Typer(
     name="flags",
@@ -39,34 +38,6 @@ class FlagName(StrEnum):
 class OverrideKind(StrEnum):
     session = "session"
     environment = "environment"
-
-
-TRUE = {"true", "on", "yes", "1", "enabled"}
-FALSE = {"false", "off", "no", "0", "disabled"}
-
-
-def parse_switch(text: str) -> bool:
-    """``true``/``false`` (also on/off, yes/no, 1/0)."""
-    word = text.strip().lower()
-    if word in TRUE:
-        return True
-    if word in FALSE:
-        return False
-    raise ValueError(f"{text!r} is not true or false")
-
-
-def parse_percentage_bp(text: str) -> int:
-    """A percentage with at most two decimals, as basis points (``"12.5"`` -> 1250)."""
-    try:
-        value = Decimal(text.strip().rstrip("%"))
-    except InvalidOperation:
-        raise ValueError(f"{text!r} is not a percentage") from None
-    if not value.is_finite() or not Decimal(0) <= value <= Decimal(100):
-        raise ValueError(f"{text!r} is not a percentage between 0 and 100")
-    basis_points = value * 100
-    if basis_points != basis_points.to_integral_value():
-        raise ValueError(f"{text!r} has more than two decimals")
-    return int(basis_points)
 
 
 ReasonOption = Annotated[
@@ -104,39 +75,42 @@ def _settings(bootstrap: str | None, prefix: str | None, flag: str | None) -> An
     return build_settings(bootstrap, prefix, None, **({"flag": flag} if flag else {}))
 
 
-def _send(
-    settings: Any,
-    command: str,
-    fields: dict[str, Any],
-    *,
-    reason: str,
-    actor: str | None,
-    expected_version: int | None,
-    timeout: float,
-) -> None:
-    """Build, publish and await one command; print the answer; exit 1 on rejection."""
-    from ledger import flags
-    from streams.flag_client import submit
-
+def _common(
+    settings: Any, reason: str, actor: str | None, expected_version: int | None
+) -> dict[str, Any]:
     if not reason.strip():
-        raise _fail("--reason must say why")
-    data = {
-        "command": command,
+        raise _fail("--reason must say why", code=2)
+    return {
         "command_id": f"cli-{uuid.uuid4()}",
         "flag": settings.flag,
         "actor": actor or _user(),
         "reason": reason,
         "expected_version": expected_version,
-        **fields,
     }
+
+
+def _build(command: str, common: dict[str, Any], fields: dict[str, Any]) -> Any:
+    from ledger import flags
+
     try:
-        model = flags.decode_command(json.dumps(data).encode())
-        answer = submit(settings, model, timeout=timeout)
+        return flags.decode_command(json.dumps({"command": command, **common, **fields}))
+    except LedgerError as exc:
+        raise _fail(str(exc), code=2) from None
+
+
+def _send(settings: Any, command: Any, *, timeout: float) -> None:
+    """Publish one command and await its answer; print it; exit 1 on rejection."""
+    from streams.flag_client import submit
+
+    try:
+        answer = submit(settings, command, timeout=timeout)
     except LedgerError as exc:
         raise _fail(str(exc)) from None
     if isinstance(answer, CommandRejected):
+        why = answer.detail or answer.rejection
         raise _fail(
-            f"{answer.command} rejected at version {answer.current_version}: {answer.rejection}"
+            f"{answer.command} rejected ({answer.rejection}) at version "
+            f"{answer.current_version}: {why}"
         )
     typer.echo(f"{answer.flag} version {answer.version}: {answer.command} accepted")
     typer.echo(_values(answer))
@@ -150,21 +124,9 @@ def _user() -> str:
 
 
 def _values(event: FlagChanged) -> str:
-    def pct(bp: int) -> str:
-        return f"{bp / 100:.2f}%"
+    from ledger import flags
 
-    parts = [
-        f"v2_pool_enabled={str(event.v2_pool_enabled).lower()}",
-        f"v2_rollout_percentage={pct(event.v2_rollout_bp)}",
-        f"shadow_mode_enabled={str(event.shadow_mode_enabled).lower()}",
-        f"shadow_sample_percentage={pct(event.shadow_sample_bp)}",
-        f"frozen={str(event.frozen).lower()}",
-    ]
-    if event.session_overrides:
-        parts.append(f"session_overrides={len(event.session_overrides)}")
-    if event.environment_overrides:
-        parts.append(f"environment_overrides={event.environment_overrides}")
-    return "  ".join(parts)
+    return flags.FlagValues.of(event).describe()
 
 
 @flags_app.command("set")
@@ -180,27 +142,16 @@ def set_flag(
     topic_prefix: TopicPrefixOption = None,
 ) -> None:
     """Set one flag value, e.g. ``flags set v2_rollout_percentage 25 --reason "ramp"``."""
-    try:
-        if name is FlagName.v2_pool_enabled:
-            command, fields = ("enable" if parse_switch(value) else "disable"), {}
-        elif name is FlagName.shadow_mode_enabled:
-            command, fields = "set_shadow_mode", {"enabled": parse_switch(value)}
-        elif name is FlagName.v2_rollout_percentage:
-            command, fields = "set_percentage", {"percentage_bp": parse_percentage_bp(value)}
-        else:
-            command, fields = "set_shadow_sample", {"sample_bp": parse_percentage_bp(value)}
-    except ValueError as exc:
-        raise _fail(f"{name.value}: {exc}", code=2) from None
+    from ledger import flags
+
     settings = _settings(bootstrap_servers, topic_prefix, flag)
-    _send(
-        settings,
-        command,
-        fields,
-        reason=reason,
-        actor=actor,
-        expected_version=expected_version,
-        timeout=timeout,
-    )
+    try:
+        command = flags.setting_command(
+            name.value, value, **_common(settings, reason, actor, expected_version)
+        )
+    except LedgerError as exc:
+        raise _fail(str(exc), code=2) from None
+    _send(settings, command, timeout=timeout)
 
 
 @flags_app.command("override")
@@ -224,15 +175,9 @@ def override(
         command, fields = f"clear_{kind.value}_override", {field: key}
     else:
         command, fields = f"set_{kind.value}_override", {field: key, "pool": pool}
-    _send(
-        _settings(bootstrap_servers, topic_prefix, flag),
-        command,
-        fields,
-        reason=reason,
-        actor=actor,
-        expected_version=expected_version,
-        timeout=timeout,
-    )
+    settings = _settings(bootstrap_servers, topic_prefix, flag)
+    common = _common(settings, reason, actor, expected_version)
+    _send(settings, _build(command, common, fields), timeout=timeout)
 
 
 def _plain(command: str, doc: str) -> None:
@@ -245,15 +190,9 @@ def _plain(command: str, doc: str) -> None:
         bootstrap_servers: BootstrapOption = None,
         topic_prefix: TopicPrefixOption = None,
     ) -> None:
-        _send(
-            _settings(bootstrap_servers, topic_prefix, flag),
-            command,
-            {},
-            reason=reason,
-            actor=actor,
-            expected_version=expected_version,
-            timeout=timeout,
-        )
+        settings = _settings(bootstrap_servers, topic_prefix, flag)
+        common = _common(settings, reason, actor, expected_version)
+        _send(settings, _build(command, common, {}), timeout=timeout)
 
     run.__doc__ = doc
     flags_app.command(command)(run)
@@ -277,26 +216,31 @@ def show(
 
     settings = _settings(bootstrap_servers, topic_prefix, flag)
     try:
-        events = read_log(settings, flag=settings.flag)
-        flags.fold(events, settings.flag)  # raises ChainError on a broken log
-    except LedgerError as exc:
+        state = flags.fold(read_log(settings, flag=settings.flag), settings.flag)
+    except LedgerError as exc:  # a broken hash chain included
         raise _fail(str(exc)) from None
-    changes = [e for e in events if isinstance(e, FlagChanged)]
-    if not changes:
-        if as_json:
-            typer.echo(json.dumps({"flag": settings.flag, "version": 0}))
-        else:
-            typer.echo(f"{settings.flag}: no change recorded yet (version 0, defaults apply)")
-        return
-    last = changes[-1]
+    values = state.values
     if as_json:
-        typer.echo(last.model_dump_json(exclude={"type", "schema_version"}))
+        document = {
+            "flag": state.flag,
+            "version": state.version,
+            "hash": state.last_hash,
+            "changed_at": None if state.changed_at is None else state.changed_at.isoformat(),
+            "v2_pool_enabled": values.v2_pool_enabled,
+            "v2_rollout_bp": values.v2_rollout_bp,
+            "shadow_mode_enabled": values.shadow_mode_enabled,
+            "shadow_sample_bp": values.shadow_sample_bp,
+            "session_overrides": dict(values.session_overrides),
+            "environment_overrides": dict(values.environment_overrides),
+            "frozen": values.frozen,
+        }
+        typer.echo(json.dumps(document))
         return
-    typer.echo(f"{last.flag} version {last.version} (last: {last.command} by {last.actor})")
-    typer.echo(_values(last))
-    for session, pool in sorted(last.session_overrides.items()):
+    since = "" if state.changed_at is None else f" since {state.changed_at.isoformat()}"
+    typer.echo(f"{state.flag} version {state.version}{since}: {values.describe()}")
+    for session, pool in sorted(values.session_overrides.items()):
         typer.echo(f"  session {session} -> {pool}")
-    for environment, pool in sorted(last.environment_overrides.items()):
+    for environment, pool in sorted(values.environment_overrides.items()):
         typer.echo(f"  environment {environment} -> {pool}")
 
 
@@ -325,7 +269,8 @@ def history(
         if isinstance(event, FlagChanged):
             version, result = str(event.version), _values(event)
         else:
-            version, result = f"({event.current_version})", f"REJECTED: {event.rejection}"
+            version = f"({event.current_version})"
+            result = f"REJECTED {event.rejection}: {event.detail}"
         table.add_row(
             version,
             event.at.isoformat(timespec="seconds"),
