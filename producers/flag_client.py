@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from ledger import flags, rollout
-from ledger.errors import ConfigurationError, EventDecodeError
+from ledger.errors import ChainError, ConfigurationError, EventDecodeError
 from ledger.events import (
     CommandRejected,
     DecisionReason,
@@ -51,9 +51,6 @@ __all__ = ["FORCE_POOL_VARIABLE", "FlagClient", "forced_pools"]
 log = logging.getLogger(__name__)
 
 FORCE_POOL_VARIABLE = "MIGRATION_LEDGER_FORCE_POOL"
-#: Defaults of the shadow settings before the first FlagChanged (issue 3's flag defaults).
-DEFAULT_SHADOW_MODE = True
-DEFAULT_SHADOW_SAMPLE_BP = 10_000
 
 
 def _utc_now() -> datetime:
@@ -117,12 +114,12 @@ class FlagClient:
                 {k or "*": v for k, v in {None: self._forced_everywhere, **forced}.items() if v},
             )
 
-        self._state: Any = flags.initial_state(self.flag)
-        self._last_change: FlagChanged | None = None
+        self._state: flags.FlagState = flags.initial_state(self.flag)
         self._changed = threading.Condition()
         self._last_current = time.monotonic()  # when we last knew we were at the log's end
         self._messages = 0
         self._decode_errors = 0
+        self._chain_errors = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._connected = False
@@ -131,22 +128,32 @@ class FlagClient:
     # -- state --------------------------------------------------------------------------------
 
     @property
-    def state(self) -> Any:
-        """The current ``ledger.flags.FlagState`` (immutable: safe to keep)."""
+    def state(self) -> flags.FlagState:
+        """The current flag state (immutable: safe to keep)."""
         return self._state
 
     @property
     def version(self) -> int:
-        return int(self._state.version)
+        return self._state.version
 
     def ingest(self, event: FlagChanged | CommandRejected) -> None:
-        """Fold one flag event into the cached state (events of other flags are ignored)."""
+        """Fold one flag event into the cached state (events of other flags are ignored).
+
+        A ``FlagChanged`` the state already has (same or older version: a re-read) is
+        skipped; one that does not follow the chain is logged and counted, and the state
+        stays where it was (``migration-ledger check`` and the audit say why).
+        """
         if event.flag != self.flag:
             return
         with self._changed:
-            self._state = flags.apply(self._state, event)
-            if isinstance(event, FlagChanged):
-                self._last_change = event
+            if isinstance(event, FlagChanged) and event.version <= self._state.version:
+                return
+            try:
+                self._state = flags.apply(self._state, event)
+            except ChainError as exc:
+                self._chain_errors += 1
+                log.error("flag client: flag event %s does not follow: %s", event.event_id, exc)
+                return
             self._messages += 1
             self._last_current = time.monotonic()
             self._changed.notify_all()
@@ -172,13 +179,11 @@ class FlagClient:
 
     @property
     def shadow_mode_enabled(self) -> bool:
-        change = self._last_change
-        return DEFAULT_SHADOW_MODE if change is None else change.shadow_mode_enabled
+        return self._state.values.shadow_mode_enabled
 
     @property
     def shadow_sample_bp(self) -> int:
-        change = self._last_change
-        return DEFAULT_SHADOW_SAMPLE_BP if change is None else change.shadow_sample_bp
+        return self._state.values.shadow_sample_bp
 
     # -- deciding -------------------------------------------------------------------------------
 
@@ -208,10 +213,10 @@ class FlagClient:
         breaker_open: bool = False,
     ) -> Route:
         """The decision and whether to shadow it, from one snapshot (the runner's view)."""
-        state, change = self._state, self._last_change
+        state = self._state
         decision = self._decide(state, session_id, environment, correlation_id, breaker_open)
-        enabled = DEFAULT_SHADOW_MODE if change is None else change.shadow_mode_enabled
-        sample = DEFAULT_SHADOW_SAMPLE_BP if change is None else change.shadow_sample_bp
+        enabled = state.values.shadow_mode_enabled
+        sample = state.values.shadow_sample_bp
         shadow = enabled and (
             sample >= 10_000 or rollout.bucket(f"{self.flag}:shadow", correlation_id) < sample
         )
@@ -219,7 +224,7 @@ class FlagClient:
 
     def _decide(
         self,
-        state: Any,
+        state: flags.FlagState,
         session_id: str | None,
         environment: str | None,
         correlation_id: str,
@@ -236,7 +241,7 @@ class FlagClient:
                 environment=environment,
                 pool=forced,
                 reason=DecisionReason.ENVIRONMENT_OVERRIDE,
-                flag_version=int(state.version),
+                flag_version=state.version,
                 at=at,
             )
         context = rollout.DecisionContext(
@@ -245,8 +250,7 @@ class FlagClient:
             environment=environment,
             breaker_open=breaker_open,
         )
-        decision: RolloutDecided = rollout.decide(state, context, at=at, event_id=self._new_id())
-        return decision
+        return rollout.decide(state, context, at=at, event_id=self._new_id())
 
     def _forced(self, environment: str | None) -> Pool | None:
         if environment is not None and self._forced_by_environment:

@@ -15,31 +15,28 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from producer_fakes import ListSink
 
+from ledger import flags
 from ledger.errors import ConfigurationError
-from ledger.events import DecisionReason, FlagChanged
+from ledger.events import CommandRejected, DecisionReason, FlagChanged
 from ledger.settings import Settings
-
-# Until the ledger-core engineer's module lands, these tests wait rather than break collection.
-flags = pytest.importorskip("ledger.flags", reason="ledger.flags is not written yet")
-
-from producers.flag_client import FlagClient, forced_pools  # noqa: E402
-from producers.openfeature_provider import MigrationFlagProvider  # noqa: E402
+from producers.flag_client import FlagClient, forced_pools
+from producers.openfeature_provider import MigrationFlagProvider
 
 FLAG = "v2_migration"
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def changes(*commands: dict[str, Any]) -> list[FlagChanged]:
-    """The FlagChanged events the flag log writer would append for these commands."""
+def changes(*commands: dict[str, Any]) -> list[FlagChanged | CommandRejected]:
+    """The events the flag log writer would append for these commands (answers included)."""
     state = flags.initial_state(FLAG)
-    out: list[FlagChanged] = []
+    out: list[FlagChanged | CommandRejected] = []
     for index, fields in enumerate(commands):
         data = {"command_id": f"cmd-{index}", "flag": FLAG, "actor": "test", "reason": "test"}
         command = flags.decode_command(json.dumps({**data, **fields}).encode())
         event = flags.decide_command(
             state, command, at=T0 + timedelta(seconds=index), event_id=f"fe-{index}"
         )
-        assert isinstance(event, FlagChanged), event
+        assert event is not None
         state = flags.apply(state, event)
         out.append(event)
     return out
@@ -80,6 +77,22 @@ def test_a_session_override_from_the_log_wins_over_the_percentage(client: FlagCl
     )
     decision = client.decide("vip")
     assert (decision.pool, decision.reason) == ("v1", DecisionReason.SESSION_OVERRIDE)
+
+
+def test_a_flag_event_read_twice_is_folded_once(client: FlagClient) -> None:
+    events = changes({"command": "enable"}, {"command": "set_percentage", "percentage_bp": 500})
+    client.ingest_all(events + events)
+    assert client.version == 2
+
+
+def test_a_flag_event_that_breaks_the_chain_leaves_the_state_as_it_was(
+    client: FlagClient,
+) -> None:
+    events = changes({"command": "enable"}, {"command": "set_percentage", "percentage_bp": 500})
+    client.ingest(events[1])  # version 2 without version 1
+    assert client.version == 0
+    client.ingest(events[0])
+    assert client.version == 1
 
 
 def test_events_of_another_flag_are_ignored(client: FlagClient) -> None:
