@@ -32,6 +32,8 @@ AGENT_MODULES: tuple[str, ...] = (
     "streams.metrics",
     "streams.pairing",
     "streams.flag_writer",
+    "streams.health",
+    "streams.switchover",
 )
 
 DEFAULT_WEB_PORT = 6066
