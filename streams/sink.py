@@ -49,7 +49,7 @@ class SinkOptions:
     kafka_timeout_s: float = 10.0
     #: Rebuild the consumer after Kafka calls have failed for this long.
     stuck_after_s: float = 30.0
-    max_backoff_s: float = 30.0
+    max_backoff_s: float = 10.0
     fsync: bool = True
 
 
@@ -137,8 +137,7 @@ class LedgerSink:
                 self._lost(exc)
             finally:
                 if consumer is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(consumer.stop(), self.options.kafka_timeout_s)
+                    await self._close(consumer)
             if not self._stop.is_set():
                 self.stats.reconnects += 1
                 log.warning("reconnecting to Kafka in %.1f s", backoff)
@@ -172,11 +171,23 @@ class LedgerSink:
         try:
             await asyncio.wait_for(consumer.start(), self.options.kafka_timeout_s)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(consumer.stop(), self.options.kafka_timeout_s)
+            await self._close(consumer)
             raise
         log.info("connected to Kafka at %s", self.settings.bootstrap_servers)
         return consumer
+
+    async def _close(self, consumer: Any) -> None:
+        """Stop a consumer whatever state it is in; a broken one must not stop the sink."""
+        try:
+            await asyncio.wait_for(consumer.stop(), self.options.kafka_timeout_s)
+        except asyncio.CancelledError:
+            # aiokafka's fetcher lets the cancellation of its own task escape ``stop``;
+            # only a cancellation of this task is ours to pass on.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        except Exception as exc:
+            log.debug("closing the Kafka consumer failed: %s", exc)
 
     async def _assign(self, consumer: Any, known: set[Any]) -> set[Any]:
         """Assign every partition of the ledger topics and seek each to the stored offset.
@@ -251,7 +262,9 @@ class LedgerSink:
                     self.stats.lag = None
                     if now - last_ok > opts.stuck_after_s:
                         raise _Reconnect(f"no answer from Kafka for {now - last_ok:.0f} s") from exc
-                    log.warning("Kafka not answering (%s); still trying", exc or type(exc))
+                    log.warning(
+                        "Kafka not answering (%s); still trying", str(exc) or type(exc).__name__
+                    )
                 next_lag = now + opts.lag_every_s
                 self._progress()
             if assigned:
