@@ -150,7 +150,9 @@ class LedgerSink:
         self.stats.connected = False
         self.stats.lag = None
         log.warning(
-            "Kafka at %s unavailable: %s", self.settings.bootstrap_servers, exc or type(exc)
+            "Kafka at %s unavailable: %s",
+            self.settings.bootstrap_servers,
+            str(exc) or type(exc).__name__,
         )
         self._progress()
 
