@@ -23,21 +23,34 @@ from ledger.events import (
     decode_event,
     encode_event,
 )
+from ledger.flags import FlagCommand, FlagState, decide_command, decode_command, encode_command
+from ledger.replay import ChainReport, Explanation, chain_report, verify_chain
+from ledger.rollout import DecisionContext
 
 __all__ = [
     "ChainError",
+    "ChainReport",
     "CommandError",
     "CommandRejected",
     "ComparisonRecorded",
     "DeadLettered",
+    "DecisionContext",
     "DecisionReason",
     "EventDecodeError",
+    "Explanation",
     "FlagChanged",
+    "FlagCommand",
+    "FlagState",
     "HealthAssessed",
     "LedgerError",
     "OperationRecorded",
     "RolloutDecided",
     "RulesError",
+    "chain_report",
+    "decide_command",
+    "decode_command",
     "decode_event",
+    "encode_command",
     "encode_event",
+    "verify_chain",
 ]

@@ -94,10 +94,14 @@ from producers.simulate_cli import simulate  # noqa: E402
 
 app.command("simulate")(simulate)
 
-from reports.cli import reclassify, report  # noqa: E402
+from reports.cli import audit, reclassify, replay, report  # noqa: E402
 
-app.command("report")(report)
-app.command("reclassify")(reclassify)
+for _command in (report, replay, audit, reclassify):
+    app.command(_command.__name__)(_command)
+
+from ledger.schema_cli import schema  # noqa: E402
+
+app.command("schema")(schema)
 
 # --- end of sub-commands ---------------------------------------------------------------------
 
