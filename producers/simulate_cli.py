@@ -126,7 +126,6 @@ def _run(
         Progress,
         TextColumn,
         TimeElapsedColumn,
-        TimeRemainingColumn,
     )
 
     from producers.flag_client import FlagClient
@@ -157,9 +156,8 @@ def _run(
         TextColumn("[bold]simulate"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[line]}"),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        TextColumn("{task.fields[line]}"),
         console=console,
     )
     logging.getLogger("producers").addHandler(RichHandler(console=console, show_path=False))
@@ -194,9 +192,9 @@ def _run(
 def _line(runner: ShadowRunner, publisher: Publisher, client: FlagClient) -> str:
     shadow = runner.stats
     sent = publisher.stats
-    kafka = "[green]kafka ok[/green]" if sent.online else "[red]kafka away: journaling[/red]"
+    kafka = "[green]kafka ok[/green]" if sent.online else "[red]kafka away[/red]"
     return (
-        f"v1 {shadow.routed_v1} · v2 {shadow.routed_v2} · shadow drops {shadow.shadow_dropped}"
+        f"v1 {shadow.routed_v1} v2 {shadow.routed_v2} · drops {shadow.shadow_dropped}"
         f" · pending {sent.pending} · {kafka} · flag v{client.version}"
     )
 
