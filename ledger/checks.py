@@ -13,13 +13,15 @@ before moving traffic but that does not by itself make going live unsafe.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
-from ledger.errors import LedgerError
-from ledger.events import FlagChanged
+from ledger.events import CommandRejected, FlagChanged
+from ledger.flags import initial_state
+from ledger.replay import chain_report
 
 __all__ = [
     "MIN_KAFKA",
@@ -34,6 +36,7 @@ __all__ = [
     "TopicsObservation",
     "WorkerObservation",
     "describe_flag",
+    "describe_values",
     "judge_broker",
     "judge_flag_log",
     "judge_store",
@@ -254,9 +257,6 @@ def _is_fatal(difference: TopicDifference, flag_log: str | None) -> bool:
 
 # --- flag log ----------------------------------------------------------------------------
 
-#: Raises ``LedgerError`` (``ChainError``) naming the first bad version; ``ledger.replay``'s.
-ChainVerifier = Callable[[Sequence[FlagChanged]], object]
-
 
 @dataclass(frozen=True)
 class FlagLogObservation:
@@ -264,17 +264,25 @@ class FlagLogObservation:
 
     flag: str
     topic: str
-    changes: tuple[FlagChanged, ...] = ()
-    rejections: int = 0
+    #: This flag's FlagChanged and CommandRejected events, in log order.
+    events: tuple[FlagChanged | CommandRejected, ...] = ()
     #: Records that are not valid events at all: nothing but the writer should append here.
     undecodable: int = 0
     #: Records of other flags, which share the topic (keyed by flag name).
     other_flags: int = 0
     error: str | None = None
 
+    @property
+    def changes(self) -> tuple[FlagChanged, ...]:
+        return tuple(e for e in self.events if isinstance(e, FlagChanged))
 
-def judge_flag_log(seen: FlagLogObservation, verify: ChainVerifier | None) -> Finding:
-    """The chain verifies (``verify``, else links only) and the flag's current state."""
+    @property
+    def rejections(self) -> int:
+        return sum(1 for e in self.events if isinstance(e, CommandRejected))
+
+
+def judge_flag_log(seen: FlagLogObservation) -> Finding:
+    """The hash chain verifies (``ledger.replay``, as ``audit`` does) and the current state."""
     name = "flag log"
     if seen.error is not None:
         return Finding(
@@ -287,47 +295,34 @@ def judge_flag_log(seen: FlagLogObservation, verify: ChainVerifier | None) -> Fi
         return Finding(
             name,
             Status.FAIL,
-            f"{seen.undecodable} record(s) in {seen.topic} are not valid events",
+            f"{seen.undecodable} record(s) in {seen.topic} are not valid flag events",
             "only the flag log writer may append here: find who wrote them, then run "
             "`migration-ledger audit`",
         )
-    if not seen.changes:
+    chain = chain_report(seen.events, flag=seen.flag)
+    if not chain.ok:
+        return Finding(
+            name,
+            Status.FAIL,
+            f"hash chain broken: {chain.describe()}",
+            "do not change the rollout; keep the topic as it is and compare with an export "
+            "(docs/runbooks/audit.md)",
+        )
+    changes = seen.changes
+    if not changes:
         others = f" ({seen.other_flags} event(s) of other flags)" if seen.other_flags else ""
         return Finding(
             name,
             Status.WARN,
-            f"no FlagChanged for {seen.flag!r} yet: initial state (V2 off, 0 %){others}",
+            f"no FlagChanged for {seen.flag!r} yet: initial state, "
+            f"{describe_values(initial_state(seen.flag))}{others}",
             "is MIGRATION_LEDGER_FLAG right? Start the worker, then the shadow run "
             "(docs/runbooks/start-shadow.md)",
         )
-    broken = _broken_link(seen.changes)
-    if broken is None and verify is not None:
-        try:
-            verify(seen.changes)
-        except LedgerError as exc:
-            broken = str(exc)
-    if broken is not None:
-        return Finding(
-            name,
-            Status.FAIL,
-            f"hash chain broken: {broken}",
-            "do not change the rollout; `migration-ledger audit` names the version "
-            "(docs/runbooks/audit.md)",
-        )
-    state = describe_flag(seen.changes[-1])
-    how = "hash chain verified" if verify is not None else "links verified (hashes not recomputed)"
-    figure = f"{len(seen.changes)} change(s), {how}; now {state}"
+    figure = f"{len(changes)} change(s), hash chain verified; now {describe_flag(changes[-1])}"
     if seen.rejections:
         figure += f"; {seen.rejections} command(s) rejected"
-    if verify is None:
-        return Finding(
-            name,
-            Status.WARN,
-            figure,
-            "this build cannot recompute hashes (ledger.replay missing); "
-            "`migration-ledger audit` can",
-        )
-    if seen.changes[-1].frozen:
+    if changes[-1].frozen:
         return Finding(
             name,
             Status.WARN,
@@ -337,35 +332,44 @@ def judge_flag_log(seen: FlagLogObservation, verify: ChainVerifier | None) -> Fi
     return Finding(name, Status.PASS, figure)
 
 
-def _broken_link(changes: Sequence[FlagChanged]) -> str | None:
-    """The first version whose number or ``prev_hash`` does not follow its predecessor."""
-    previous: FlagChanged | None = None
-    for change in changes:
-        expected = 1 if previous is None else previous.version + 1
-        if change.version != expected:
-            return f"version {change.version} where {expected} was expected"
-        if previous is not None and change.prev_hash != previous.hash:
-            return f"version {change.version}'s prev_hash is not version {previous.version}'s hash"
-        previous = change
-    return None
+class _FlagValues(Protocol):
+    """What a FlagChanged and a FlagState both tell: the values routing depends on."""
+
+    @property
+    def v2_pool_enabled(self) -> bool: ...
+    @property
+    def v2_rollout_bp(self) -> int: ...
+    @property
+    def shadow_mode_enabled(self) -> bool: ...
+    @property
+    def shadow_sample_bp(self) -> int: ...
+    @property
+    def session_overrides(self) -> Mapping[str, str]: ...
+    @property
+    def environment_overrides(self) -> Mapping[str, str]: ...
+    @property
+    def frozen(self) -> bool: ...
+
+
+def describe_values(values: _FlagValues) -> str:
+    """The flag's routing values in a few words."""
+    parts = [
+        f"V2 {'on' if values.v2_pool_enabled else 'off'}",
+        f"rollout {_percent(values.v2_rollout_bp)}",
+        f"shadow {'on' if values.shadow_mode_enabled else 'off'}"
+        + (f" ({_percent(values.shadow_sample_bp)})" if values.shadow_mode_enabled else ""),
+    ]
+    overrides = len(values.session_overrides) + len(values.environment_overrides)
+    if overrides:
+        parts.append(f"{overrides} override(s)")
+    if values.frozen:
+        parts.append("FROZEN")
+    return ", ".join(parts)
 
 
 def describe_flag(change: FlagChanged) -> str:
     """The state a FlagChanged leaves the flag in, in one line (every event is a snapshot)."""
-    parts = [
-        f"v{change.version}",
-        f"V2 {'on' if change.v2_pool_enabled else 'off'}",
-        f"rollout {_percent(change.v2_rollout_bp)}",
-        f"shadow {'on' if change.shadow_mode_enabled else 'off'}"
-        + (f" ({_percent(change.shadow_sample_bp)})" if change.shadow_mode_enabled else ""),
-    ]
-    overrides = len(change.session_overrides) + len(change.environment_overrides)
-    if overrides:
-        parts.append(f"{overrides} override(s)")
-    if change.frozen:
-        parts.append("FROZEN")
-    parts.append(f"last: {change.command} by {change.actor}")
-    return ", ".join(parts)
+    return f"v{change.version}, {describe_values(change)}, last: {change.command} by {change.actor}"
 
 
 def _percent(basis_points: int) -> str:

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 from ledger.checks import (
     BrokerObservation,
-    ChainVerifier,
     CheckReport,
     Finding,
     FlagLogObservation,
@@ -46,7 +45,6 @@ from ledger.settings import Settings
 from streams.topics import CHECKED_CONFIG, TOPIC_SPECS, _compare, _topic_configs, topic_name
 
 __all__ = [
-    "chain_verifier",
     "observe_broker",
     "observe_flag_log",
     "observe_store",
@@ -91,9 +89,7 @@ def run_checks(
                 findings.append(
                     _guarded(
                         "flag log",
-                        lambda: judge_flag_log(
-                            observe_flag_log(settings, timeout_s=timeout_s), chain_verifier()
-                        ),
+                        lambda: judge_flag_log(observe_flag_log(settings, timeout_s=timeout_s)),
                     )
                 )
         if worker_url is None:
@@ -249,8 +245,8 @@ def observe_flag_log(settings: Settings, *, timeout_s: float) -> FlagLogObservat
     from kafka.errors import KafkaError
 
     topic = settings.topic("flag_events")
-    changes: list[FlagChanged] = []
-    rejections = undecodable = other = 0
+    events: list[FlagChanged | CommandRejected] = []
+    undecodable = other = 0
     # The whole log is read; it grows by one event per flag change, so a few seconds go far.
     budget_s = max(3 * timeout_s, 5.0)
     deadline = time.monotonic() + budget_s
@@ -290,10 +286,8 @@ def observe_flag_log(settings: Settings, *, timeout_s: float) -> FlagLogObservat
                         continue
                     if getattr(event, "flag", None) != settings.flag:
                         other += 1
-                    elif isinstance(event, FlagChanged):
-                        changes.append(event)
-                    elif isinstance(event, CommandRejected):
-                        rejections += 1
+                    elif isinstance(event, FlagChanged | CommandRejected):
+                        events.append(event)
                     else:
                         undecodable += 1  # a valid event of a type that has no place here
     except KafkaError as exc:
@@ -303,21 +297,10 @@ def observe_flag_log(settings: Settings, *, timeout_s: float) -> FlagLogObservat
     return FlagLogObservation(
         settings.flag,
         topic,
-        changes=tuple(changes),
-        rejections=rejections,
+        events=tuple(events),
         undecodable=undecodable,
         other_flags=other,
     )
-
-
-def chain_verifier() -> ChainVerifier | None:
-    """``ledger.replay.verify_chain`` when this build has it (it recomputes every hash)."""
-    try:
-        from ledger.replay import verify_chain  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return None
-    verifier: ChainVerifier = verify_chain
-    return verifier
 
 
 # --- worker ------------------------------------------------------------------------------

@@ -196,3 +196,60 @@ def test_sink_line_shows_rows_last_commit_and_lag_against_the_topics(settings: S
     code, lines = run_check(settings, "--max-sink-lag", "1")
     assert lines["sink"]["status"] == "WARN"
     assert code == 0
+
+
+def test_flag_log_written_by_the_rules_passes_and_a_tampered_event_fails(
+    settings: Settings,
+) -> None:
+    from datetime import UTC, datetime
+
+    from kafka import KafkaProducer
+
+    from ledger.events import encode_event
+    from ledger.flags import Enable, SetPercentage, apply, decide_command, initial_state
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings)
+    state = initial_state(settings.flag)
+    events = []
+    for command in (
+        Enable(command_id="c1", flag=settings.flag, actor="ops", reason="go"),
+        SetPercentage(
+            command_id="c2", flag=settings.flag, actor="ops", reason="stage 1", percentage_bp=500
+        ),
+    ):
+        event = decide_command(state, command, at=datetime.now(UTC))
+        assert event is not None
+        events.append(event)
+        state = apply(state, event)
+    topic = settings.topic("flag_events")
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        for event in events:
+            producer.send(topic, key=settings.flag.encode(), value=encode_event(event))
+        producer.flush(timeout=10)
+
+        code, lines = run_check(settings)
+        assert code == 0, lines
+        assert lines["flag log"]["status"] == "PASS", lines["flag log"]
+        assert "v2, V2 on, rollout 5 %" in lines["flag log"]["figure"]
+
+        # Someone appends a version 3 by hand: linked to version 2, but it cannot carry the
+        # hash of its own content without the writer's rules, so it keeps a copied one.
+        forged = events[-1].model_copy(
+            update={
+                "event_id": "forged",
+                "version": 3,
+                "prev_hash": events[-1].hash,
+                "v2_rollout_bp": 10000,
+            }
+        )
+        producer.send(topic, key=settings.flag.encode(), value=encode_event(forged))
+        producer.flush(timeout=10)
+    finally:
+        producer.close()
+
+    code, lines = run_check(settings)
+    assert code == 1
+    assert lines["flag log"]["status"] == "FAIL"
+    assert "version 3" in lines["flag log"]["figure"]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.checks import (
@@ -28,48 +28,25 @@ from ledger.checks import (
     judge_worker,
     skipped,
 )
-from ledger.errors import ChainError
-from ledger.events import FlagChanged
+from ledger.events import CommandRejected, FlagChanged
+from ledger.flags import (
+    AnyCommand,
+    Enable,
+    Freeze,
+    Rollback,
+    SetEnvironmentOverride,
+    SetPercentage,
+    SetSessionOverride,
+    SetShadowSample,
+    Unfreeze,
+    apply,
+    decide_command,
+    initial_state,
+)
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+FLAG = "v2_migration"
 TOPICS = ("p.pool.operations", "p.ledger.flag-events", "p.ledger.decisions")
-
-
-def change(version: int, *, prev: str | None = None, **values: object) -> FlagChanged:
-    """A FlagChanged whose hash is a stand-in: these tests check links, not SHA-256."""
-    fields: dict[str, object] = {
-        "event_id": f"e{version}",
-        "flag": "v2_migration",
-        "version": version,
-        "command": "set_percentage",
-        "command_id": f"c{version}",
-        "v2_pool_enabled": True,
-        "v2_rollout_bp": 2500,
-        "shadow_mode_enabled": True,
-        "shadow_sample_bp": 10000,
-        "session_overrides": {},
-        "environment_overrides": {},
-        "frozen": False,
-        "actor": "alice",
-        "reason": "ramp",
-        "at": NOW,
-        "prev_hash": f"h{version - 1}" if prev is None else prev,
-        "hash": f"h{version}",
-    }
-    fields.update(values)
-    return FlagChanged.model_validate(fields)
-
-
-def chain(length: int) -> tuple[FlagChanged, ...]:
-    return tuple(change(v) for v in range(1, length + 1))
-
-
-def accept_all(_changes: Sequence[FlagChanged]) -> None:
-    return None
-
-
-def refuse_version_2(_changes: Sequence[FlagChanged]) -> None:
-    raise ChainError("version 2: hash does not match its content")
 
 
 # --- report ------------------------------------------------------------------------------
@@ -194,124 +171,147 @@ def test_other_retention_mismatches_only_warn() -> None:
 # --- flag log ----------------------------------------------------------------------------
 
 
+def decided(*commands: AnyCommand) -> tuple[FlagChanged | CommandRejected, ...]:
+    """The real flag log those commands produce, as the flag log writer would append it."""
+    state = initial_state(FLAG)
+    log: list[FlagChanged | CommandRejected] = []
+    for i, command in enumerate(commands):
+        event = decide_command(state, command, at=NOW + timedelta(seconds=i))
+        assert event is not None
+        log.append(event)
+        state = apply(state, event)
+    return tuple(log)
+
+
+def command(kind: type[AnyCommand], n: int, actor: str = "alice", **values: object) -> AnyCommand:
+    return kind.model_validate(
+        {"command_id": f"c{n}", "flag": FLAG, "actor": actor, "reason": "ramp", **values}
+    )
+
+
+def ramp(*percentages: int) -> tuple[FlagChanged | CommandRejected, ...]:
+    return decided(
+        command(Enable, 0),
+        *(command(SetPercentage, i + 1, percentage_bp=bp) for i, bp in enumerate(percentages)),
+    )
+
+
 def flag_log(
-    changes: tuple[FlagChanged, ...],
+    events: Sequence[FlagChanged | CommandRejected],
     *,
-    rejections: int = 0,
     undecodable: int = 0,
+    other_flags: int = 0,
     error: str | None = None,
 ) -> FlagLogObservation:
     return FlagLogObservation(
-        "v2_migration",
+        FLAG,
         "p.ledger.flag-events",
-        changes=changes,
-        rejections=rejections,
+        events=tuple(events),
         undecodable=undecodable,
+        other_flags=other_flags,
         error=error,
     )
 
 
 def test_verified_chain_passes_and_shows_the_current_state() -> None:
-    changes = (*chain(2), change(3, v2_rollout_bp=5000, command="set_percentage", actor="bob"))
-    finding = judge_flag_log(flag_log(changes), accept_all)
+    events = decided(
+        command(Enable, 0),
+        command(SetPercentage, 1, percentage_bp=500),
+        command(SetPercentage, 2, percentage_bp=5000, actor="bob"),
+    )
+    finding = judge_flag_log(flag_log(events))
     assert finding.status is Status.PASS
     assert "3 change(s), hash chain verified" in finding.figure
-    assert "v3" in finding.figure
-    assert "rollout 50 %" in finding.figure
-    assert "by bob" in finding.figure
+    assert "v3, V2 on, rollout 50 %" in finding.figure
+    assert "last: set_percentage by bob" in finding.figure
 
 
-def test_empty_flag_log_warns_that_the_flag_is_at_its_initial_state() -> None:
-    finding = judge_flag_log(flag_log(()), accept_all)
+def test_empty_flag_log_warns_with_the_initial_state_of_the_flag() -> None:
+    finding = judge_flag_log(flag_log(()))
     assert finding.status is Status.WARN
-    assert "initial state" in finding.figure
-    assert "'v2_migration'" in finding.figure
+    assert "initial state, V2 off, rollout 0 %, shadow on (100 %)" in finding.figure
+    assert f"{FLAG!r}" in finding.figure
 
 
 def test_flag_log_holding_only_other_flags_says_so_beside_the_warning() -> None:
-    seen = FlagLogObservation("v2_migration", "p.ledger.flag-events", other_flags=3)
-    finding = judge_flag_log(seen, accept_all)
+    finding = judge_flag_log(flag_log((), other_flags=3))
     assert finding.status is Status.WARN
     assert "3 event(s) of other flags" in finding.figure
     assert "MIGRATION_LEDGER_FLAG" in finding.action
 
 
-def test_chain_refused_by_the_verifier_fails_with_its_message_and_points_at_audit() -> None:
-    finding = judge_flag_log(flag_log(chain(3)), refuse_version_2)
-    assert finding.status is Status.FAIL
-    assert "version 2" in finding.figure
-    assert "audit" in finding.action
-
-
-@given(st.integers(min_value=2, max_value=12), st.data())
-def test_any_missing_version_fails_even_without_a_verifier(
-    length: int, data: st.DataObject
-) -> None:
-    changes = list(chain(length))
-    gone = data.draw(st.integers(min_value=0, max_value=length - 2))
-    del changes[gone]
-    finding = judge_flag_log(flag_log(tuple(changes)), None)
+@settings(max_examples=30)
+@given(st.integers(min_value=1, max_value=6), st.data())
+def test_a_tampered_reason_fails_naming_its_version(length: int, data: st.DataObject) -> None:
+    events = list(ramp(*range(100, 100 * length + 1, 100)))
+    victim = data.draw(st.integers(min_value=0, max_value=len(events) - 1))
+    changed = events[victim]
+    assert isinstance(changed, FlagChanged)
+    events[victim] = changed.model_copy(update={"reason": "nothing to see here"})
+    finding = judge_flag_log(flag_log(events))
     assert finding.status is Status.FAIL
     assert "hash chain broken" in finding.figure
+    assert f"version {changed.version}" in finding.figure
+    assert "audit.md" in finding.action
 
 
-@given(st.integers(min_value=2, max_value=12), st.data())
-def test_any_broken_prev_hash_link_fails_naming_its_version(
-    length: int, data: st.DataObject
-) -> None:
-    changes = list(chain(length))
-    bad = data.draw(st.integers(min_value=2, max_value=length))
-    changes[bad - 1] = change(bad, prev="forged")
-    finding = judge_flag_log(flag_log(tuple(changes)), None)
+@settings(max_examples=30)
+@given(st.integers(min_value=2, max_value=6), st.data())
+def test_any_missing_version_fails(length: int, data: st.DataObject) -> None:
+    events = list(ramp(*range(100, 100 * length + 1, 100)))
+    gone = data.draw(st.integers(min_value=0, max_value=len(events) - 2))
+    del events[gone]
+    finding = judge_flag_log(flag_log(events))
     assert finding.status is Status.FAIL
-    assert f"version {bad}'s prev_hash" in finding.figure
-
-
-def test_without_a_verifier_intact_links_only_warn_that_hashes_were_not_recomputed() -> None:
-    finding = judge_flag_log(flag_log(chain(2)), None)
-    assert finding.status is Status.WARN
-    assert "hashes not recomputed" in finding.figure
+    assert f"version {gone + 1}" in finding.figure
 
 
 def test_frozen_flag_warns_that_ramp_commands_will_be_refused() -> None:
-    changes = (*chain(1), change(2, frozen=True, command="freeze"))
-    finding = judge_flag_log(flag_log(changes), accept_all)
+    events = decided(command(Enable, 0), command(Freeze, 1))
+    finding = judge_flag_log(flag_log(events))
     assert finding.status is Status.WARN
     assert "FROZEN" in finding.figure
     assert "unfreeze" in finding.action
 
 
+def test_rejected_commands_are_counted_beside_the_state() -> None:
+    events = decided(
+        command(Enable, 0),
+        command(Freeze, 1),
+        command(SetPercentage, 2, percentage_bp=1000),  # refused: frozen
+        command(Unfreeze, 3),
+    )
+    assert isinstance(events[2], CommandRejected)
+    finding = judge_flag_log(flag_log(events))
+    assert finding.status is Status.PASS
+    assert "1 command(s) rejected" in finding.figure
+    assert "3 change(s)" in finding.figure
+
+
 def test_records_that_are_not_events_fail_the_flag_log() -> None:
-    finding = judge_flag_log(flag_log(chain(1), undecodable=2), accept_all)
+    finding = judge_flag_log(flag_log(ramp(100), undecodable=2))
     assert finding.status is Status.FAIL
     assert "2 record(s)" in finding.figure
 
 
 def test_unreadable_flag_log_fails() -> None:
-    finding = judge_flag_log(flag_log((), error="timed out"), accept_all)
+    finding = judge_flag_log(flag_log((), error="timed out"))
     assert finding.status is Status.FAIL
     assert "timed out" in finding.figure
 
 
-def test_rejected_commands_are_counted_beside_the_state() -> None:
-    finding = judge_flag_log(flag_log(chain(1), rejections=4), accept_all)
-    assert finding.status is Status.PASS
-    assert "4 command(s) rejected" in finding.figure
-
-
-def test_flag_description_names_overrides_and_shadow_sample() -> None:
-    text = describe_flag(
-        change(
-            7,
-            v2_pool_enabled=False,
-            v2_rollout_bp=0,
-            shadow_sample_bp=2550,
-            session_overrides={"s1": "v2"},
-            environment_overrides={"staging": "v2"},
-            command="rollback",
-        )
+def test_flag_description_names_overrides_and_shadow_sample_after_a_rollback() -> None:
+    events = decided(
+        command(Enable, 0),
+        command(SetShadowSample, 1, sample_bp=2550),
+        command(SetSessionOverride, 2, session_id="s1", pool="v1"),
+        command(SetEnvironmentOverride, 3, environment="staging", pool="v1"),
+        command(Rollback, 4),
     )
-    assert text.startswith("v7, V2 off, rollout 0 %, shadow on (25.5 %)")
+    last = events[-1]
+    assert isinstance(last, FlagChanged)
+    text = describe_flag(last)
+    assert text.startswith("v5, V2 off, rollout 0 %, shadow on (25.5 %)")
     assert "2 override(s)" in text
     assert "last: rollback by alice" in text
 
