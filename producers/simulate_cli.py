@@ -136,7 +136,7 @@ def _run(
 
     _quiet_kafka()
     with console.status(f"Checking the topics on {settings.bootstrap_servers}"):
-        ensure_topics(settings)
+        ensure_topics(settings, connect_timeout_s=5.0)
     journal_path = journal or (
         settings.cache_dir / "journal" / f"simulate-{settings.topic_prefix or 'default'}.jsonl"
     )

@@ -38,3 +38,13 @@ def test_counts_and_rates_below_their_minimum_are_refused(option: list[str]) -> 
     result = cli.invoke(app, ["simulate", *option])
     assert result.exit_code == 2
     assert "Invalid value" in result.output
+
+
+def test_an_unreachable_broker_exits_1_saying_where_it_looked() -> None:
+    result = cli.invoke(
+        app,
+        ["simulate", "-n", "5", "--bootstrap-servers", "127.0.0.1:1", "--journal", "unused"],
+    )
+    assert result.exit_code == 1
+    assert "cannot reach Kafka at 127.0.0.1:1" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
