@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -401,3 +402,24 @@ def test_started_at_of_the_shadow_is_when_it_started() -> None:
     runner.close()
     times = sorted(e.started_at for e in sink.operations())
     assert len(set(times)) == 2
+
+
+def test_arun_works_with_the_simulators_async_pools() -> None:
+    from producers.simulator import Simulator, Workload
+
+    sim = Simulator(seed=12).with_profiles(error_rates={})
+    sink = ListSink()
+    runner = ShadowRunner(sim.v1.acall, sim.v2.acall, FixedRouter("v1"), sink)
+    calls = [c for c in Workload(seed=12).calls(20) if c.operation != "execute_program"]
+
+    async def main() -> list[Any]:
+        answers = [await runner.arun(c.operation, c.args, c.session_id) for c in calls]
+        await runner.aclose()
+        return answers
+
+    answers = asyncio.run(main())
+    assert [a["status"] for a in answers] == ["ok"] * len(calls)  # V1's wrapped answers
+    assert Counter(e.role for e in sink.operations()) == {
+        "primary": len(calls),
+        "shadow": len(calls),
+    }
