@@ -96,8 +96,8 @@ app.command("simulate")(simulate)
 
 from reports.cli import audit, reclassify, replay, report  # noqa: E402
 
-for _command in (report, replay, audit, reclassify):
-    app.command(_command.__name__)(_command)
+for _reader in (report, replay, audit, reclassify):
+    app.command(_reader.__name__)(_reader)
 
 from ledger.schema_cli import schema  # noqa: E402
 

@@ -8,9 +8,10 @@ Three independent checks, any of which fails the audit:
    ``ledger.rollout.decide`` and the same bucket (``ledger.rollout``'s DuckDB expression, bit
    for bit equal to the Python function). Overrides are unnested into (version, key, pool)
    rows and joined, so a long override list costs a hash join, not a JSON scan per decision.
-2. **Sample (Python).** A random sample of decisions goes through ``ledger.replay.replay``
-   over the flag log read back from its wire form; the SQL verdict on the same decisions
-   must be the same (the two implementations check each other).
+2. **Sample (Python).** A random sample of decisions is decided again by
+   ``ledger.rollout.decide`` on the flag state folded (chain checked) from the log's wire
+   form up to each one's version; a sound decision comes back as the identical event. The
+   SQL verdict on the same decisions must be the same (the implementations check each other).
 3. **Chain.** ``ledger.replay.verify_chain`` over the flag log twice: as decoded from the
    stored wire JSON and as rebuilt from the typed columns, so a change made to either copy
    (a Parquet cell, or an exported line re-ingested) breaks the chain at its version. Rows
@@ -26,8 +27,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.errors import EventDecodeError, LedgerError
-from ledger.events import FlagChanged, RolloutDecided, decode_event, decode_event_object
+from ledger.errors import EventDecodeError
+from ledger.events import (
+    CommandRejected,
+    FlagChanged,
+    RolloutDecided,
+    decode_event,
+    decode_event_object,
+)
 
 __all__ = [
     "AuditResult",
@@ -203,35 +210,41 @@ def flag_changes(
     return out
 
 
-def _bad_version(message: str) -> int | None:
-    """The version a ``ChainError`` names ("version 4: ...")."""
-    import re
-
-    match = re.search(r"version (\d+)", message)
-    return int(match.group(1)) if match else None
+_REJECTIONS_SQL = """
+SELECT wire FROM flag_events WHERE type = 'CommandRejected'
+ORDER BY flag, _topic, _partition, _offset
+"""
 
 
 def check_chains(con: Any) -> tuple[list[ChainFinding], list[str]]:
-    """Verify every flag's chain read from the wire and from the columns; name mismatches."""
-    from ledger.replay import verify_chain
+    """Verify every flag's chain read from the wire and from the columns; name mismatches.
 
-    findings: list[ChainFinding] = []
+    Rejections go along (read from the wire): one recorded at a version beyond the end of
+    the log shows that the last changes were removed, which no chain shows on its own.
+    """
+    from ledger.replay import chain_report
+
     rows = con.execute(_CHANGES_SQL.format(where="")).fetchall()
-    by_flag: dict[str, dict[str, list[FlagChanged]]] = {}
+    by_flag: dict[str, dict[str, list[Any]]] = {}
     mismatches: list[str] = []
     for row in rows:
         flag, version = row[3], row[4]
+        reads = by_flag.setdefault(flag, {"wire": [], "columns": []})
         try:
             wire_event = _from_wire(row[-1])
         except EventDecodeError as exc:
             mismatches.append(f"{flag} v{version}: stored wire is not a FlagChanged ({exc})")
-            continue
+            wire_event = None
         try:
             column_event = _from_columns(row)
         except EventDecodeError as exc:
             mismatches.append(f"{flag} v{version}: stored columns are not valid ({exc})")
-            continue
-        if wire_event != column_event:
+            column_event = None
+        if wire_event is not None:
+            reads["wire"].append(wire_event)
+        if column_event is not None:
+            reads["columns"].append(column_event)
+        if wire_event is not None and column_event is not None and wire_event != column_event:
             changed = sorted(
                 name
                 for name in FlagChanged.model_fields
@@ -240,23 +253,30 @@ def check_chains(con: Any) -> tuple[list[ChainFinding], list[str]]:
             mismatches.append(
                 f"{flag} v{version}: columns differ from the wire form in {', '.join(changed)}"
             )
-        by_flag.setdefault(flag, {"wire": [], "columns": []})
-        by_flag[flag]["wire"].append(wire_event)
-        by_flag[flag]["columns"].append(column_event)
+    for (wire,) in con.execute(_REJECTIONS_SQL).fetchall():
+        try:
+            rejection = decode_event(wire, CommandRejected)
+        except EventDecodeError as exc:
+            mismatches.append(f"a stored CommandRejected is not valid ({exc})")
+            continue
+        assert isinstance(rejection, CommandRejected)
+        reads = by_flag.setdefault(rejection.flag, {"wire": [], "columns": []})
+        reads["wire"].append(rejection)
+        reads["columns"].append(rejection)
+    findings: list[ChainFinding] = []
     for flag, reads in sorted(by_flag.items()):
         for read_from, events in reads.items():
-            try:
-                verify_chain(events)
-            except LedgerError as exc:
-                findings.append(
-                    ChainFinding(
-                        flag, read_from, len(events), False, str(exc), _bad_version(str(exc))
-                    )
+            report = chain_report(events, flag=flag)
+            findings.append(
+                ChainFinding(
+                    flag,
+                    read_from,
+                    report.versions,
+                    report.ok,
+                    report.describe(),
+                    report.first_bad_version,
                 )
-            else:
-                findings.append(
-                    ChainFinding(flag, read_from, len(events), True, f"{len(events)} verified")
-                )
+            )
     return findings, mismatches
 
 
@@ -405,9 +425,14 @@ def bulk(con: Any, result: AuditResult) -> None:
 
 
 def replay_sample(con: Any, result: AuditResult, size: int, seed: int | None) -> None:
-    """Replay ``size`` random decisions in Python; compare with the record and with SQL."""
-    from ledger.replay import replay
+    """Re-decide ``size`` random decisions in Python; compare with the record and with SQL.
 
+    Each is decided again by ``ledger.rollout.decide`` on the flag state folded (hash chain
+    checked) up to its ``flag_version``, with its own context and time: a sound decision
+    comes back as the very same event, field for field. Where Python could recompute, its
+    verdict must equal the SQL one for the same decision: the implementations check each
+    other.
+    """
     if size <= 0 or result.decisions == 0:
         return
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
@@ -415,7 +440,7 @@ def replay_sample(con: Any, result: AuditResult, size: int, seed: int | None) ->
         f"SELECT event_id, wire FROM decisions USING SAMPLE reservoir({int(size)} ROWS) "
         f"REPEATABLE ({int(seed)})"
     ).fetchall()
-    chains = flag_changes(con, read_from="wire")
+    states = _States(flag_changes(con, read_from="wire"))
     ids = [event_id for event_id, _ in rows]
     sql_rows = {
         row[0]: row
@@ -428,25 +453,71 @@ def replay_sample(con: Any, result: AuditResult, size: int, seed: int | None) ->
     for event_id, wire in rows:
         decision = decode_event(wire, RolloutDecided)
         assert isinstance(decision, RolloutDecided)
-        outcome = replay(chains.get(decision.flag, []), decision)
-        matches = bool(outcome.matches)
+        again, problem = states.redecide(decision)
+        matches = again == decision
         if not matches:
             result.sample_disagreeing += 1
             if len(result.sample_examples) < EXAMPLES:
-                result.sample_examples.append(_python_disagreement(decision, outcome))
+                result.sample_examples.append(_python_disagreement(decision, again, problem))
         sql_row = sql_rows.get(event_id)
-        if sql_row is not None and bool(sql_row[-1]) == matches:
-            # SQL says "disagrees" exactly when Python says "does not match": consistent.
-            continue
-        if sql_row is not None:
+        if problem is None and sql_row is not None and bool(sql_row[-1]) == matches:
             result.implementations_disagree.append(event_id)
 
 
-def _python_disagreement(decision: RolloutDecided, outcome: Any) -> Disagreement:
-    recomputed = getattr(outcome, "recomputed", None)
+class _States:
+    """Flag states per (flag, version), folded once each (the chain checked on the way)."""
+
+    def __init__(self, changes: dict[str, list[FlagChanged]]) -> None:
+        self._changes = changes
+        self._cache: dict[tuple[str, int], Any] = {}
+
+    def state(self, flag: str, version: int) -> Any:
+        from ledger.flags import state_at
+
+        key = (flag, version)
+        if key not in self._cache:
+            self._cache[key] = state_at(self._changes.get(flag, []), version=version, flag=flag)
+        return self._cache[key]
+
+    def redecide(self, decision: RolloutDecided) -> tuple[RolloutDecided | None, str | None]:
+        """The decision made again, or None and why it cannot be."""
+        from ledger.errors import ChainError
+        from ledger.events import DecisionReason
+        from ledger.rollout import HASH_VERSION, DecisionContext, decide
+
+        if decision.hash_version != HASH_VERSION:
+            return (
+                None,
+                f"hash version {decision.hash_version} unknown (this build: {HASH_VERSION})",
+            )
+        try:
+            state = self.state(decision.flag, decision.flag_version)
+        except (ChainError, ValueError) as exc:
+            return None, str(exc)
+        context = DecisionContext(
+            decision.session_id,
+            decision.correlation_id,
+            decision.environment,
+            # Not in the flag log: the record says the caller's breaker was open.
+            breaker_open=decision.reason == DecisionReason.CIRCUIT_OPEN,
+        )
+        return decide(state, context, at=decision.at, event_id=decision.event_id), None
+
+
+def _python_disagreement(
+    decision: RolloutDecided, again: RolloutDecided | None, problem: str | None
+) -> Disagreement:
     recorded = {k: getattr(decision, k) for k in _RECORD}
-    again = {k: getattr(recomputed, k, None) for k in _RECORD} if recomputed else {}
-    fields = tuple(k for k in _RECORD if recorded.get(k) != again.get(k)) or ("explanation",)
+    redone = {k: getattr(again, k) if again else None for k in _RECORD}
+    fields = tuple(k for k in _RECORD if recorded[k] != redone[k])
+    if problem is not None:
+        fields = (problem,)
+    elif again is not None and not fields:
+        fields = tuple(
+            name
+            for name in RolloutDecided.model_fields
+            if getattr(decision, name) != getattr(again, name)
+        )
     return Disagreement(
         decision.event_id,
         decision.flag,
@@ -454,8 +525,8 @@ def _python_disagreement(decision: RolloutDecided, outcome: Any) -> Disagreement
         decision.session_id,
         decision.correlation_id,
         fields,
-        {k: str(v) if v is not None else None for k, v in recorded.items()},
-        {k: str(v) if v is not None else None for k, v in again.items()},
+        {k: None if v is None else str(v) for k, v in recorded.items()},
+        {k: None if v is None else str(v) for k, v in redone.items()},
         "python",
     )
 

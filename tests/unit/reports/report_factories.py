@@ -147,3 +147,24 @@ def write(path: Path, ledger: Ledger) -> Path:
     with LedgerWriter(path, fsync=False) as writer:
         writer.write_batch(records(ledger.events(), ledger.garbage))
     return path
+
+
+def rewrite(ledger: Path, table: str, select: str) -> int:
+    """Tamper with storage: rewrite every segment file of ``table`` through ``select``.
+
+    ``select`` is a SELECT over ``t`` (the file's rows), e.g.
+    ``"SELECT * REPLACE (3000 AS v2_rollout_bp) FROM t"``; the file keeps its name, so
+    readers see the changed rows as if the sink had written them. Returns files rewritten.
+    """
+    import duckdb
+
+    files = sorted(ledger.glob(f"segments/*+*/{table}.parquet"))
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for path in files:
+        changed = path.with_name(path.name + ".tampered")
+        con.execute(f"CREATE OR REPLACE VIEW t AS SELECT * FROM read_parquet('{path}')")
+        con.execute(f"COPY ({select}) TO '{changed}' (FORMAT parquet)")
+        changed.replace(path)
+    con.close()
+    return len(files)

@@ -1,0 +1,189 @@
+"""``replay``: find one recorded decision in the ledger and explain it from the flag log.
+
+The decision is looked up by session (the one in effect at ``--at``, or the latest), or by
+correlation id; the flag log is read back from its stored wire form and handed, with the
+decision, to ``ledger.replay.replay`` — the same code the routers decide with. The answer
+adds what the ledger knows around it: which change made that flag version (who, why, when)
+and whether the log's hash chain verifies.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ledger.errors import LedgerError
+from ledger.events import CommandRejected, FlagChanged, RolloutDecided, decode_event
+
+__all__ = ["DecisionNotFoundError", "Explained", "explain", "find_decision", "render_explanation"]
+
+
+class DecisionNotFoundError(LedgerError, LookupError):
+    """No recorded decision fits what was asked."""
+
+
+@dataclass(frozen=True)
+class Explained:
+    """``ledger.replay``'s explanation with its ledger context."""
+
+    decision: RolloutDecided
+    #: ``ledger.replay.Explanation``.
+    explanation: Any
+    #: The FlagChanged that created the decision's flag version (None for version 0).
+    change: FlagChanged | None
+    chain: str
+    chain_ok: bool
+    seconds: float
+
+    @property
+    def matches(self) -> bool:
+        return bool(self.explanation.matches)
+
+
+_BY_CORRELATION = """
+SELECT wire FROM decisions WHERE correlation_id = $correlation_id {session}
+ORDER BY "at" DESC, event_id LIMIT 1
+"""
+_BY_SESSION = """
+SELECT wire FROM decisions WHERE session_id = $session_id {before}
+ORDER BY "at" DESC, event_id DESC LIMIT 1
+"""
+_FLAG_LOG = """
+SELECT wire FROM flag_events WHERE flag = $flag ORDER BY _topic, _partition, _offset
+"""
+
+
+def find_decision(
+    con: Any,
+    *,
+    session_id: str | None = None,
+    at: datetime | None = None,
+    correlation_id: str | None = None,
+) -> RolloutDecided:
+    """The decision asked for: by correlation id, else the session's at ``at`` (or latest)."""
+    if correlation_id is not None:
+        params: dict[str, Any] = {"correlation_id": correlation_id}
+        session = ""
+        if session_id is not None:
+            session, params["session_id"] = "AND session_id = $session_id", session_id
+        rows = con.execute(_BY_CORRELATION.format(session=session), params).fetchall()
+        wanted = f"correlation id {correlation_id!r}" + (
+            f" of session {session_id!r}" if session_id is not None else ""
+        )
+    elif session_id is not None:
+        params = {"session_id": session_id}
+        before = ""
+        if at is not None:
+            before, params["at"] = 'AND "at" <= $at', at
+        rows = con.execute(_BY_SESSION.format(before=before), params).fetchall()
+        wanted = f"session {session_id!r}" + (f" at or before {at.isoformat()}" if at else "")
+    else:
+        raise ValueError("find_decision needs a session id or a correlation id")
+    if not rows:
+        raise DecisionNotFoundError(f"no recorded decision for {wanted}")
+    decision = decode_event(rows[0][0], RolloutDecided)
+    assert isinstance(decision, RolloutDecided)
+    return decision
+
+
+def flag_log(con: Any, flag: str) -> list[FlagChanged | CommandRejected]:
+    """One flag's events in log order, decoded from their stored wire form."""
+    events: list[FlagChanged | CommandRejected] = []
+    for (wire,) in con.execute(_FLAG_LOG, {"flag": flag}).fetchall():
+        event = decode_event(wire)
+        if isinstance(event, FlagChanged | CommandRejected):
+            events.append(event)
+    return events
+
+
+def explain(
+    con: Any,
+    *,
+    session_id: str | None = None,
+    at: datetime | None = None,
+    correlation_id: str | None = None,
+) -> Explained:
+    """Find the decision and replay it against the flag log stored in the ledger."""
+    from ledger.replay import chain_report, replay
+
+    started = time.perf_counter()
+    decision = find_decision(con, session_id=session_id, at=at, correlation_id=correlation_id)
+    events = flag_log(con, decision.flag)
+    explanation = replay(events, decision)
+    report = chain_report(events, flag=decision.flag)
+    change = next(
+        (e for e in events if isinstance(e, FlagChanged) and e.version == decision.flag_version),
+        None,
+    )
+    return Explained(
+        decision,
+        explanation,
+        change,
+        report.describe(),
+        report.ok,
+        time.perf_counter() - started,
+    )
+
+
+def _as_json(explained: Explained) -> dict[str, Any]:
+    e = explained.explanation
+    change = explained.change
+    return {
+        "matches": explained.matches,
+        "decision": json.loads(explained.decision.model_dump_json()),
+        "flag_version": e.flag_version,
+        "state": e.state,
+        "changed_by": None
+        if change is None
+        else {
+            "command": change.command,
+            "actor": change.actor,
+            "reason": change.reason,
+            "at": change.at.isoformat(),
+            "cause_id": change.cause_id,
+        },
+        "rule": None if e.rule is None else str(e.rule),
+        "breaker_open": e.breaker_open,
+        "sticky_key": e.sticky_key,
+        "bucket": e.bucket,
+        "threshold_bp": e.threshold_bp,
+        "recomputed": {"pool": e.pool, "reason": None if e.reason is None else str(e.reason)},
+        "recorded": {
+            "pool": e.recorded_pool,
+            "reason": str(e.recorded_reason),
+            "bucket": e.recorded_bucket,
+            "threshold_bp": e.recorded_threshold_bp,
+        },
+        "differences": list(e.differences),
+        "problem": e.problem,
+        "chain": explained.chain,
+        "chain_ok": explained.chain_ok,
+        "milliseconds": round(explained.seconds * 1000, 3),
+    }
+
+
+def render_explanation(explained: Explained, fmt: str = "table") -> str:
+    if fmt == "json":
+        return json.dumps(_as_json(explained), indent=2, ensure_ascii=False)
+    d = explained.decision
+    lines = [
+        f"{d.at.isoformat()}: session {d.session_id or '(anonymous)'}, correlation id "
+        f"{d.correlation_id}"
+        + (f", environment {d.environment}" if d.environment else "")
+        + f" -> {d.pool}",
+        explained.explanation.describe(),
+    ]
+    change = explained.change
+    if change is not None:
+        lines.append(
+            f"  version {change.version} was made by {change.command} from {change.actor} "
+            f"at {change.at.isoformat()}: {change.reason}"
+            + (f" (cause {change.cause_id})" if change.cause_id else "")
+        )
+    elif d.flag_version == 0:
+        lines.append("  version 0 is the initial state (no change recorded yet)")
+    lines.append(f"  chain: {explained.chain}")
+    return "\n".join(lines)
