@@ -332,3 +332,31 @@ def test_simulate_drives_traffic_to_the_topics_and_prints_a_summary(
     events = [decode_event(r.value, OperationRecorded) for r in records]
     assert len({e.event_id for e in events}) == len(events) == 400
     assert Counter(e.role for e in events) == {"primary": 200, "shadow": 200}
+
+
+def test_events_journaled_by_a_process_that_never_reached_kafka_are_sent_by_the_next_one(
+    settings: Settings, create_topics: CreateTopics, tmp_path: Path
+) -> None:
+    create_topics({settings.topic("operations"): 4, settings.topic("decisions"): 4})
+    journal = tmp_path / "journal.jsonl"
+    offline = Settings(bootstrap_servers="127.0.0.1:1", topic_prefix=settings.topic_prefix)
+    first = Publisher(offline, journal_path=journal).start()
+    sim = Simulator(seed=5)
+    runner = ShadowRunner(sim.v1, sim.v2, V1Router(), first)
+    for call in Workload(seed=5).calls(50):
+        with contextlib.suppress(PoolError):
+            runner.run(call.operation, call.args, call.session_id)
+    runner.close()
+    left = first.close(timeout=1)
+    assert left.pending == 150  # 50 decisions + 100 executions, all in the journal
+
+    with Publisher(settings, journal_path=journal) as second:
+        assert second.flush(60)
+        assert second.stats.replayed == 150
+
+    records = _read_all(
+        settings.bootstrap_servers, settings.topic("operations"), expect=100, timeout=30
+    )
+    ids = Counter(decode_event(r.value, OperationRecorded).event_id for r in records)
+    assert len(ids) == 100
+    assert set(ids.values()) == {1}
