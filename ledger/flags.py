@@ -464,7 +464,7 @@ def initial_state(flag: str) -> FlagState:
 
 def _utc_text(at: datetime) -> str:
     """Timestamps in the canonical form: UTC, microseconds, ``Z`` (one text per instant)."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _plain(value: Any) -> Any:
@@ -486,9 +486,7 @@ def canonical_json(event: BaseModel, *, exclude: frozenset[str] = frozenset({"ha
     Any language can rebuild it: take the event's JSON, drop ``hash``, rewrite ``at`` in that
     form, serialise with sorted keys and ``,``/``:`` separators, non-ASCII left as UTF-8.
     """
-    data = {name: _plain(getattr(event, name)) for name in type(event).model_fields}
-    for name in exclude:
-        data.pop(name, None)
+    data = _plain(event.model_dump(exclude=set(exclude)))
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text.encode()
 
