@@ -8,6 +8,7 @@ whether or not the list is updated.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from dataclasses import dataclass
@@ -21,20 +22,7 @@ from ledger.cli import app
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "docs" / "runbooks"
 #: Top-level commands the runbooks use that other issues are still building.
-NOT_BUILT_YET = frozenset(
-    {
-        "flags",
-        "sink",
-        "sql",
-        "report",
-        "replay",
-        "audit",
-        "export",
-        "ingest",
-        "reclassify",
-        "simulate",
-    }
-)
+NOT_BUILT_YET: frozenset[str] = frozenset()
 _SHELL_OPERATORS = {"|", "||", "&&", ";", ">", ">>", "<", ")", "&"}
 _BLOCK = re.compile(r"```sh\n(.*?)```", re.DOTALL)
 
@@ -85,7 +73,7 @@ def invocations() -> list[Invocation]:
 def _resolve(tokens: tuple[str, ...]) -> tuple[Any, list[str]]:
     """The click command the tokens name (None if a name is unknown) and the path to it."""
     # typer vendors its own click, so groups are recognised by their ``commands``.
-    command: Any = typer.main.get_command(app)
+    command: Any = _cli()
     path: list[str] = []
     for token in tokens:
         if not hasattr(command, "commands") or token.startswith("-"):
@@ -98,9 +86,14 @@ def _resolve(tokens: tuple[str, ...]) -> tuple[Any, list[str]]:
     return command, path
 
 
+@functools.cache
+def _cli() -> Any:
+    """The click command tree, built once (typer rebuilds it on every call)."""
+    return typer.main.get_command(app)
+
+
 def _top_level() -> set[str]:
-    group: Any = typer.main.get_command(app)
-    return set(group.commands)
+    return set(_cli().commands)
 
 
 ALL = invocations()
