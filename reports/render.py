@@ -65,11 +65,10 @@ def display(column: str, value: Any) -> str:
 
 def _rich_table(section: Section) -> Table:
     table = Table(title=section.title, title_justify="left", caption=section.note or None)
-    for column in section.columns:
+    for index, column in enumerate(section.columns):
         numeric = any(
-            isinstance(row[i], int | float | Decimal) and not isinstance(row[i], bool)
+            isinstance(row[index], int | float | Decimal) and not isinstance(row[index], bool)
             for row in section.rows
-            for i in (section.columns.index(column),)
         )
         table.add_column(column, justify="right" if numeric else "left", overflow="fold")
     for row in section.rows:

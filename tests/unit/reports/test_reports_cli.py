@@ -1,0 +1,229 @@
+"""``migration-ledger report | replay | audit | reclassify`` through the real command line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from report_factories import Ledger, rewrite
+from typer.testing import CliRunner
+
+from ledger.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_report_json_prints_every_section_as_row_objects(ledger_path: Path, built: Ledger) -> None:
+    code, out, _ = run("report", "summary", "--format", "json", "--duckdb", str(ledger_path))
+    assert code == 0
+    document = json.loads(out)
+    assert document["report"] == "summary"
+    categories = {r["category"]: r["comparisons"] for r in document["sections"]["categories"]}
+    assert categories == dict(Counter(c.category for c in built.comparisons))
+
+
+def test_report_csv_of_one_section_is_plain_csv(ledger_path: Path, built: Ledger) -> None:
+    code, out, _ = run(
+        "report", "performance", "-f", "csv", "--section", "pools", "--duckdb", str(ledger_path)
+    )
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert sum(int(r["count"]) for r in rows) == len(built.operations)
+
+
+def test_report_csv_of_every_section_names_each_one(ledger_path: Path) -> None:
+    code, out, _ = run("report", "summary", "-f", "csv", "--duckdb", str(ledger_path))
+    assert code == 0
+    names = [line[2:] for line in out.splitlines() if line.startswith("# ")]
+    assert names == ["overview", "pools", "categories", "fingerprints", "dead_letters"]
+
+
+def test_report_html_writes_one_file_with_the_charts(ledger_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site" / "rollout.html"
+    code, _, err = run(
+        "report", "rollout", "-f", "html", "--out", str(out), "--duckdb", str(ledger_path)
+    )
+    assert code == 0
+    assert f"wrote {out}" in err
+    html = out.read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert 'data-chart="rollout"' in html
+
+
+def test_report_table_shows_the_titles(ledger_path: Path) -> None:
+    code, out, _ = run("report", "daily", "--duckdb", str(ledger_path))
+    assert code == 0
+    assert "Day by day (UTC)" in out
+
+
+def test_report_window_options_are_checked(ledger_path: Path) -> None:
+    code, _, err = run("report", "summary", "--since", "yesterday", "--duckdb", str(ledger_path))
+    assert code == 2
+    assert "--since" in err
+    assert "RFC 3339" in err
+    code, _, err = run(
+        "report", "summary", "--since", "2025-03-01T10:00", "--duckdb", str(ledger_path)
+    )
+    assert code == 2
+    assert "no UTC offset" in err
+
+
+def test_an_unknown_report_is_refused_with_the_known_names(ledger_path: Path) -> None:
+    code, _, err = run("report", "weekly", "--duckdb", str(ledger_path))
+    assert code == 2
+    assert "summary, performance, rollout, go-no-go, daily" in err
+    assert "Traceback" not in err
+
+
+def test_a_missing_ledger_is_a_clear_error(tmp_path: Path) -> None:
+    for args in (["report", "summary"], ["audit"], ["replay", "--session", "s1"]):
+        code, _, err = run(*args, "--duckdb", str(tmp_path / "nowhere"))
+        assert code == 2, args
+        assert "no ledger at" in err
+
+
+def test_go_no_go_exits_one_on_no_go_and_zero_when_the_thresholds_allow(
+    ledger_path: Path, tmp_path: Path
+) -> None:
+    code, out, _ = run("report", "go-no-go", "--duckdb", str(ledger_path))
+    assert code == 1
+    assert "NO-GO" in out
+    lenient = tmp_path / "gates.toml"
+    lenient.write_text(
+        "[go_no_go]\nmin_comparisons = 10\nmax_mismatch_rate = 0.5\nmax_missing_rate = 0.5\n"
+        "max_v2_error_ratio = 10.0\nmax_p99_ratio = 10.0\nmax_dead_letter_rate = 0.5\n"
+        "max_rollbacks = 5\n"
+    )
+    code, out, _ = run(
+        "report",
+        "go-no-go",
+        "-f",
+        "json",
+        "--thresholds",
+        str(lenient),
+        "--duckdb",
+        str(ledger_path),
+    )
+    assert code == 0
+    document = json.loads(out)
+    assert document["passed"] is True
+    assert {r["status"] for r in document["sections"]["checklist"]} == {"PASS"}
+
+
+def test_go_no_go_refuses_a_thresholds_file_it_cannot_use(
+    ledger_path: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "gates.toml"
+    bad.write_text("[go_no_go]\nmax_mismatch = 1\n")
+    code, _, err = run("report", "go-no-go", "--thresholds", str(bad), "--duckdb", str(ledger_path))
+    assert code == 2
+    assert "unknown threshold(s) max_mismatch" in err
+
+
+def test_replay_by_session_and_time_explains_the_decision(ledger_path: Path, built: Ledger) -> None:
+    decision = built.decisions[100]
+    assert decision.session_id is not None
+    code, out, _ = run(
+        "replay",
+        "--session",
+        decision.session_id,
+        "--at",
+        decision.at.isoformat(),
+        "--duckdb",
+        str(ledger_path),
+    )
+    assert code == 0
+    assert "MATCHES" in out
+    assert f"flag v2_migration at version {decision.flag_version}" in out
+
+
+def test_replay_by_correlation_id_in_json(ledger_path: Path, built: Ledger) -> None:
+    decision = built.decisions[5]
+    code, out, _ = run(
+        "replay",
+        "--correlation-id",
+        decision.correlation_id,
+        "-f",
+        "json",
+        "--duckdb",
+        str(ledger_path),
+    )
+    assert code == 0
+    assert json.loads(out)["decision"]["event_id"] == decision.event_id
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give --session"),
+        (
+            ["--session", "s1", "--at", "2025-03-01T10:00:00+00:00", "--correlation-id", "c"],
+            "not both",
+        ),
+        (["--session", "nobody"], "no recorded decision for session 'nobody'"),
+    ],
+)
+def test_replay_refuses_what_it_cannot_answer(
+    ledger_path: Path, args: list[str], message: str
+) -> None:
+    code, _, err = run("replay", *args, "--duckdb", str(ledger_path))
+    assert code == 2
+    assert message in err
+
+
+def test_audit_of_a_clean_ledger_exits_zero(ledger_path: Path, built: Ledger) -> None:
+    code, out, _ = run("audit", "--sample", "50", "--duckdb", str(ledger_path))
+    assert code == 0
+    assert "AUDIT CLEAN" in out
+    assert f"{len(built.decisions)} recomputed" in out
+
+
+def test_audit_of_a_tampered_ledger_exits_one_naming_the_version(
+    ledger_path: Path, built: Ledger, tmp_path: Path
+) -> None:
+    copy = Path(shutil.copytree(ledger_path, tmp_path / "ledger"))
+    target = built.flag_changes[1]
+    rewrite(
+        copy,
+        "flag_events",
+        f"SELECT * REPLACE (CASE WHEN version = {target.version} THEN 'nobody asked' "
+        "ELSE reason END AS reason) FROM t",
+    )
+    code, out, _ = run("audit", "--duckdb", str(copy))
+    assert code == 1
+    assert f"AUDIT FAILED at v2_migration version {target.version}" in out
+    code, out, _ = run("audit", "-f", "json", "--duckdb", str(copy))
+    assert code == 1
+    assert json.loads(out)["bad_versions"][0]["version"] == target.version
+
+
+def test_reclassify_prints_the_matrix(ledger_path: Path, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('version = "loose"\n[compare]\nignore = ["value", "name"]\n')
+    code, out, _ = run(
+        "reclassify", "--rules", str(rules), "-f", "json", "--duckdb", str(ledger_path)
+    )
+    assert code == 0
+    document = json.loads(out)
+    assert document["rules_version"] == "loose"
+    assert document["changed"] > 0
+    assert document["matrix"]["value_mismatch"]["match"] > 0
+
+
+def test_reclassify_names_the_line_of_a_bad_rules_file(ledger_path: Path, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('version = "x"\n[compare]\nabs_tolerance = "wide"\n')
+    code, _, err = run("reclassify", "--rules", str(rules), "--duckdb", str(ledger_path))
+    assert code == 2
+    assert "line 3" in err
