@@ -16,10 +16,21 @@ topics get a fresh prefix, so nothing else is disturbed).
    p50 and p99.
 
 Everything runs in this one process on a shared 2-core machine: read the figures as orders
-of magnitude, and the three latency rows side by side.
+of magnitude, and the three latency rows side by side. The p99 rows are dominated by CPython's
+GIL hand-over (the publisher's and kafka-python's threads, the shadow thread) and, on an
+oversubscribed machine, by the OS preempting a thread that holds it: compare the load average
+printed with the figures.
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as `python bench/publish.py`, this folder comes first on sys.path, and a script here
+# named like a package (bench/ledger.py) would shadow the package itself.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
 
 import argparse
 import contextlib
@@ -30,7 +41,6 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from ledger.events import OperationRecorded
@@ -167,9 +177,11 @@ def main() -> None:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     settings = Settings(bootstrap_servers=options.bootstrap_servers, topic_prefix=prefix)
     _ensure_topics(settings)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     with tempfile.TemporaryDirectory() as tmp:
         throughput(settings, options.events, Path(tmp) / "throughput.jsonl")
         callers_path(settings, options.calls, options.rate, Path(tmp) / "callers.jsonl")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 def _ensure_topics(settings: Settings) -> None:
