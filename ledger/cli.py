@@ -103,6 +103,10 @@ from ledger.schema_cli import schema  # noqa: E402
 
 app.command("schema")(schema)
 
+from ledger.demo_cli import demo  # noqa: E402
+
+app.command("demo")(demo)
+
 # --- end of sub-commands ---------------------------------------------------------------------
 
 

@@ -1,0 +1,5 @@
+"""``python -m ledger``: the same CLI as ``migration-ledger``, for child processes."""
+
+from ledger.cli import main
+
+main()
