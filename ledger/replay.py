@@ -289,7 +289,8 @@ def _first_problem(flag: str | None, changes: Sequence[FlagChanged]) -> ChainRep
                     f"event {event.event_id} is not part of the chain: version "
                     f"{changes[i + 1].version} links past it to version {expected - 1}",
                 )
-            if i >= 2 and event.prev_hash == changes[i - 2].hash:
+            before_previous = changes[i - 2].hash if i >= 2 else GENESIS_HASH
+            if i >= 1 and event.prev_hash == before_previous:
                 inserted = changes[i - 1]
                 return bad(
                     i - 1,
