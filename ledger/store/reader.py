@@ -71,12 +71,22 @@ def _sql_list(paths: tuple[str, ...]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
-def _table_sql(layout: Layout, table: Table, files: tuple[str, ...]) -> str:
-    select = ", ".join(
-        f'CAST("{c.name}" AS JSON) AS "{c.name}"' if c.type == "JSON" else f'"{c.name}"'
-        for c in table.columns
-    )
-    sources = (str(layout.schema_file(table.name)), *files)
+def _table_sql(
+    con: duckdb.DuckDBPyConnection, layout: Layout, table: Table, files: tuple[str, ...]
+) -> str:
+    schema_file = str(layout.schema_file(table.name))
+    # A column this code knows but the ledger's last writer did not (older code) reads NULL.
+    stored = set(con.sql(f"SELECT * FROM read_parquet({_sql_list((schema_file,))})").columns)
+
+    def column(name: str, type_: str) -> str:
+        if name not in stored:
+            return f'CAST(NULL AS {type_}) AS "{name}"'
+        if type_ == "JSON":
+            return f'CAST("{name}" AS JSON) AS "{name}"'
+        return f'"{name}"'
+
+    select = ", ".join(column(c.name, c.type) for c in table.columns)
+    sources = (schema_file, *files)
     return (
         f"SELECT {select} FROM read_parquet({_sql_list(sources)}, "
         "union_by_name = true, hive_partitioning = false)"
@@ -91,7 +101,7 @@ def refresh_reader(con: duckdb.DuckDBPyConnection, path: Path | str) -> Snapshot
         for name, table in TABLES.items():
             con.execute(
                 f'CREATE OR REPLACE VIEW "{name}" AS '
-                f"{_table_sql(layout, table, snapshot.files[name])}"
+                f"{_table_sql(con, layout, table, snapshot.files[name])}"
             )
         con.execute(
             "CREATE OR REPLACE TABLE segments (topic VARCHAR, partition INTEGER, "

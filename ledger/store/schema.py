@@ -150,7 +150,8 @@ FLAG_EVENTS = Table(
         _c("prev_hash", "VARCHAR"),
         _c("hash", "VARCHAR"),
         _c("current_version", "BIGINT", "CommandRejected: the flag version it was refused at"),
-        _c("rejection", "VARCHAR", "CommandRejected: why"),
+        _c("rejection", "VARCHAR", "CommandRejected: why (a code)"),
+        _c("detail", "VARCHAR", "CommandRejected: the rejection explained"),
     ),
     "FlagChanged and CommandRejected (the flag log), told apart by `type`",
 )
@@ -353,12 +354,13 @@ VIEWS: dict[str, str] = {
     """,
     # The flag log proper: accepted changes in version order per flag.
     "flag_changes": """
-        SELECT * EXCLUDE (current_version, rejection) FROM flag_events
+        SELECT * EXCLUDE (current_version, rejection, detail) FROM flag_events
         WHERE type = 'FlagChanged'
     """,
     "flag_rejections": """
         SELECT event_id, schema_version, type, flag, command, command_id, current_version,
-               actor, reason, cause_id, rejection, "at", _topic, _partition, _offset, _key, wire
+               actor, reason, cause_id, rejection, detail, "at",
+               _topic, _partition, _offset, _key, wire
         FROM flag_events WHERE type = 'CommandRejected'
     """,
     # Every event of every table on one timeline (wire form), e.g. for export or a time line.

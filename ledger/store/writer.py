@@ -23,6 +23,7 @@ import re
 import shutil
 import time
 import uuid
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ledger.errors import EventDecodeError, StoreError
-from ledger.events import DeadLettered, Event, decode_event, encode_event
+from ledger.events import DeadLettered, Event, decode_event
 from ledger.store.layout import Layout, Segment, fsync_dir, fsync_file, live_segments
 from ledger.store.schema import EVENT_TABLE, TABLES, Table
 
@@ -96,31 +97,32 @@ class CompactionResult:
     purged: int = 0
 
 
-@dataclass
-class _Pending:
-    """Rows of one table waiting to be written, in (partition, offset) order."""
+class _Batch:
+    """The decoded rows of one ``write_batch``, by position (``tables[i] is None``: dropped)."""
 
-    canonical: list[str] = field(default_factory=list)
-    wire: list[str] = field(default_factory=list)
-    topic: list[str] = field(default_factory=list)
-    partition: list[int] = field(default_factory=list)
-    offset: list[int] = field(default_factory=list)
-    key: list[str | None] = field(default_factory=list)
-    event_ids: list[str] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-
-    def add(self, record: SourceRecord, event: Event, wire: str, canonical: str) -> None:
-        self.canonical.append(canonical)
-        self.wire.append(wire)
-        self.topic.append(record.topic)
-        self.partition.append(record.partition)
-        self.offset.append(record.offset)
-        self.key.append(None if record.key is None else record.key.decode("utf-8", "replace"))
-        self.event_ids.append(event.event_id)
-        self.events.append(event)
+    def __init__(self) -> None:
+        self.records: list[SourceRecord] = []
+        self.tables: list[str | None] = []
+        self.events: list[Event] = []
+        self.wires: list[str] = []
+        self.rejected: list[bool] = []
+        self.duplicate: list[bool] = []
 
     def __len__(self) -> int:
-        return len(self.canonical)
+        return len(self.records)
+
+    def append(
+        self, record: SourceRecord, table: str, event: Event, wire: str, rejected: bool
+    ) -> None:
+        self.records.append(record)
+        self.tables.append(table)
+        self.events.append(event)
+        self.wires.append(wire)
+        self.rejected.append(rejected)
+        self.duplicate.append(False)
+
+    def replace(self, i: int, row: tuple[SourceRecord, str, Event, str, bool]) -> None:
+        _, self.tables[i], self.events[i], self.wires[i], self.rejected[i] = row
 
 
 class _IdIndex:
@@ -278,7 +280,7 @@ class LedgerWriter:
     def _write_schema_files(self) -> None:
         """Zero-row files holding each table's current column types (readers union them in)."""
         for name in TABLES:
-            empty = self._typed(name, _Pending())
+            empty = self._typed(name, _Batch(), [])
             target = self.layout.schema_file(name)
             if target.exists() and pq.read_schema(target).equals(empty.schema):
                 continue
@@ -376,73 +378,73 @@ class LedgerWriter:
         if not by_partition:
             return result
 
-        pending = {name: _Pending() for name in TABLES}
-        # Per (topic, partition): rows per table, in the order they were appended.
-        counts: dict[tuple[str, int], dict[str, int]] = {}
-        extra: dict[tuple[str, int], dict[str, int]] = {}
+        # One row per record, in (topic, partition, offset) order; each partition a run.
+        batch = _Batch()
+        runs: list[tuple[Segment, int, int]] = []
         for key in sorted(by_partition):
-            part_counts = counts.setdefault(key, dict.fromkeys(TABLES, 0))
-            part_extra = extra.setdefault(key, {"dead_lettered": 0, "duplicates": 0})
-            for offset in sorted(by_partition[key]):
-                record = by_partition[key][offset]
-                result.records += 1
-                table, event, wire, rejected = self._decode(record)
-                pending[table].add(record, event, wire, encode_event(event).decode())
-                part_counts[table] += 1
-                part_extra["dead_lettered"] += rejected
+            offsets = by_partition[key]
+            start = len(batch.records)
+            for offset in sorted(offsets):
+                batch.append(*self._decode(offsets[offset]))
+            runs.append((Segment(key[0], key[1], min(offsets), max(offsets)), start, len(batch)))
+        result.records = len(batch)
 
-        kept_by_table = self._dedupe(pending, counts, extra)
+        self._dedupe(batch)
 
-        # Typed Arrow tables, then one slice per (topic, partition) per table.
-        typed = {name: self._typed(name, kept) for name, kept in kept_by_table.items() if kept}
-        cursor = dict.fromkeys(typed, 0)
+        by_table: dict[str, list[int]] = {}
+        for i, table in enumerate(batch.tables):
+            if table is not None:
+                by_table.setdefault(table, []).append(i)
+        typed = {name: self._typed(name, batch, rows) for name, rows in by_table.items()}
+
         staged: list[tuple[Segment, Path]] = []
         try:
-            for key in sorted(by_partition):
-                offsets = by_partition[key]
-                segment = Segment(key[0], key[1], min(offsets), max(offsets))
+            for segment, start, end in runs:
                 slices: dict[str, pa.Table] = {}
-                for name, table in typed.items():
-                    n = counts[key][name]
-                    if n:
-                        slices[name] = table.slice(cursor[name], n)
-                        cursor[name] += n
-                staged.append((segment, self._stage(segment, slices, extra[key])))
+                for name, rows in by_table.items():
+                    first, last = bisect_left(rows, start), bisect_left(rows, end)
+                    if last > first:
+                        slices[name] = typed[name].slice(first, last - first)
+                extra = {
+                    "dead_lettered": sum(batch.rejected[start:end]),
+                    "duplicates": sum(batch.duplicate[start:end]),
+                }
+                staged.append((segment, self._stage(segment, slices, extra)))
             self._commit(staged)
         except BaseException:
             for _, tmp in staged:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
 
-        for name, kept in kept_by_table.items():
-            if kept:
-                self._indexes[name].add(self._hashes(kept.event_ids))
-                result.stored[name] = len(kept)
-        for part_extra in extra.values():
-            result.dead_lettered += part_extra["dead_lettered"]
-            result.duplicates += part_extra["duplicates"]
+        for name, rows in by_table.items():
+            self._indexes[name].add(self._hashes([batch.events[i].event_id for i in rows]))
+            result.stored[name] = len(rows)
+        result.dead_lettered = sum(batch.rejected)
+        result.duplicates = sum(batch.duplicate)
         result.segments = len(staged)
         return result
 
-    def _decode(self, record: SourceRecord) -> tuple[str, Event, str, bool]:
-        """(table, event, wire text, rejected) of one record; a bad one yields its dead letter."""
-        if not record.value:
+    def _decode(self, record: SourceRecord) -> tuple[SourceRecord, str, Event, str, bool]:
+        """(record, table, event, wire text, rejected); a bad record yields its dead letter."""
+        value = record.value
+        if not value:
             return self._dead("empty message value", record)
         try:
-            wire = record.value.decode("utf-8")
+            wire = value.decode("utf-8")
         except UnicodeDecodeError as exc:
             return self._dead(f"not UTF-8 text: {exc}", record)
         try:
-            event = decode_event(record.value)
+            event = decode_event(value)
         except EventDecodeError as exc:
             return self._dead(f"not a valid event: {exc}", record)
-        event_type = str(getattr(event, "type", ""))
-        table = EVENT_TABLE.get(event_type)
+        table = EVENT_TABLE.get(getattr(event, "type", ""))
         if table is None:
-            return self._dead(f"no ledger table stores events of type {event_type!r}", record)
-        return table, event, wire, False
+            return self._dead(f"no ledger table stores events of type {event!r}", record)
+        return record, table, event, wire, False
 
-    def _dead(self, reason: str, record: SourceRecord) -> tuple[str, Event, str, bool]:
+    def _dead(
+        self, reason: str, record: SourceRecord
+    ) -> tuple[SourceRecord, str, Event, str, bool]:
         if record.timestamp_ms is not None and record.timestamp_ms >= 0:
             at = datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
         else:
@@ -450,89 +452,60 @@ class LedgerWriter:
         if record.origin:
             reason = f"{reason} [{record.origin}]"
         letter = dead_letter_for(record, reason, at)
-        return "dead_letters", letter, encode_event(letter).decode(), True
+        return record, "dead_letters", letter, letter.model_dump_json(), True
 
-    def _dedupe(
-        self,
-        pending: dict[str, _Pending],
-        counts: dict[tuple[str, int], dict[str, int]],
-        extra: dict[tuple[str, int], dict[str, int]],
-    ) -> dict[str, _Pending]:
-        """Drop repeated event ids (in the batch, then against the store); keep counts right.
+    def _dedupe(self, batch: _Batch) -> None:
+        """Drop repeated event ids (in the batch, then against the store), in place.
 
-        A repeat with different content is not dropped silently: it becomes a dead letter
-        naming the event id (so an auditor sees that someone re-used an id).
+        A repeat with different content is not dropped silently: its row becomes a dead
+        letter naming the event id (so an auditor sees that someone re-used an id).
         """
-        kept_by_table = {name: _Pending() for name in TABLES}
-        conflicts: list[tuple[SourceRecord, str]] = []
-        for name, rows in pending.items():
-            if not rows:
-                continue
-            hashes = self._hashes(rows.event_ids)
-            candidates = self._indexes[name].contains(hashes)
-            suspects = [rows.event_ids[i] for i in np.flatnonzero(candidates)]
+        by_table: dict[str, list[int]] = {}
+        for i, table in enumerate(batch.tables):
+            if table is not None:
+                by_table.setdefault(table, []).append(i)
+        for name, rows in by_table.items():
+            ids = [batch.events[i].event_id for i in rows]
+            candidates = self._indexes[name].contains(self._hashes(ids))
+            if not candidates.any() and len(set(ids)) == len(ids):
+                continue  # the usual case: nothing seen before
+            suspects = [ids[k] for k in np.flatnonzero(candidates)]
             stored = self._stored_wires(name, suspects)
             seen: dict[str, Event] = {}
-            kept = kept_by_table[name]
-            for i in range(len(rows)):
-                event_id = rows.event_ids[i]
-                event = rows.events[i]
-                record = SourceRecord(rows.topic[i], rows.partition[i], rows.offset[i], None, None)
-                key = (record.topic, record.partition)
-                first: Event | None = seen.get(event_id)
+            for i, event_id in zip(rows, ids, strict=True):
+                event = batch.events[i]
+                first = seen.get(event_id)
                 if first is None and event_id in stored:
                     first = decode_event(stored[event_id])
                 if first is None:
                     seen[event_id] = event
-                    kept.canonical.append(rows.canonical[i])
-                    kept.wire.append(rows.wire[i])
-                    kept.topic.append(rows.topic[i])
-                    kept.partition.append(rows.partition[i])
-                    kept.offset.append(rows.offset[i])
-                    kept.key.append(rows.key[i])
-                    kept.event_ids.append(event_id)
-                    kept.events.append(event)
-                    continue
-                counts[key][name] -= 1
-                if first == event:
-                    extra[key]["duplicates"] += 1
+                elif first == event:
+                    batch.tables[i] = None
+                    batch.duplicate[i] = True
                 else:
-                    text_key = rows.key[i]
-                    original = SourceRecord(
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        None if text_key is None else text_key.encode(),
-                        rows.wire[i].encode(),
-                    )
+                    original = batch.records[i]
                     reason = f"event_id {event_id!r} already stored in {name} with other content"
-                    conflicts.append((original, reason))
-        if conflicts:
-            # Dead letters of conflicts go after the partition's other dead letters; the
-            # per-partition slices stay in order because rows are re-sorted below.
-            letters = kept_by_table["dead_letters"]
-            for record, reason in conflicts:
-                _, letter, wire, _ = self._dead(reason, record)
-                letters.add(record, letter, wire, wire)
-                key = (record.topic, record.partition)
-                counts[key]["dead_letters"] += 1
-                extra[key]["dead_lettered"] += 1
-            _sort_pending(letters)
-        return kept_by_table
+                    letter = self._dead(reason, original._replace(value=batch.wires[i].encode()))
+                    batch.replace(i, letter)
 
-    def _typed(self, table: str, rows: _Pending) -> pa.Table:
-        batch = pa.Table.from_arrays(
+    def _typed(self, table: str, batch: _Batch, rows: Sequence[int]) -> pa.Table:
+        """The table's typed columns for some rows of the batch (DuckDB parses the JSON)."""
+        records = [batch.records[i] for i in rows]
+        source = pa.Table.from_arrays(
             [
-                pa.array(rows.canonical, type=pa.string()),
-                pa.array(rows.wire, type=pa.string()),
-                pa.array(rows.topic, type=pa.string()),
-                pa.array(rows.partition, type=pa.int32()),
-                pa.array(rows.offset, type=pa.int64()),
-                pa.array(rows.key, type=pa.string()),
+                pa.array([batch.events[i].model_dump_json() for i in rows], type=pa.string()),
+                pa.array([batch.wires[i] for i in rows], type=pa.string()),
+                pa.array([r.topic for r in records], type=pa.string()),
+                pa.array([r.partition for r in records], type=pa.int32()),
+                pa.array([r.offset for r in records], type=pa.int64()),
+                pa.array(
+                    [None if r.key is None else r.key.decode("utf-8", "replace") for r in records],
+                    type=pa.string(),
+                ),
             ],
             schema=_BATCH_SCHEMA,
         )
-        self._con.register("batch", batch)
+        self._con.register("batch", source)
         try:
             typed = self._con.sql(self._transforms[table]).to_arrow_table()
         except duckdb.Error as exc:
@@ -715,13 +688,3 @@ class LedgerWriter:
             shutil.rmtree(doomed)
             purged += 1
         return purged
-
-
-def _sort_pending(rows: _Pending) -> None:
-    """Re-sort rows by (topic, partition, offset) so per-partition slices stay contiguous."""
-    order = sorted(
-        range(len(rows)), key=lambda i: (rows.topic[i], rows.partition[i], rows.offset[i])
-    )
-    for name in ("canonical", "wire", "topic", "partition", "offset", "key", "event_ids", "events"):
-        values = getattr(rows, name)
-        setattr(rows, name, [values[i] for i in order])

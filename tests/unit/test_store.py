@@ -79,6 +79,18 @@ def test_every_event_type_has_a_table() -> None:
     assert set(EVENT_TYPES) == set(EVENT_TABLE)
 
 
+def test_a_column_added_since_the_ledger_was_written_reads_as_null(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    with writer(tmp_path / "l") as w:
+        w.write_batch(records(every_type(1)))
+    # As an older writer left it: flag_events files without the newer `detail` column.
+    for path in (tmp_path / "l" / "segments").rglob("flag_events.parquet"):
+        pq.write_table(pq.read_table(path).drop_columns(["detail"]), path)
+    con = open_reader(tmp_path / "l")
+    assert con.sql("SELECT count(*), count(detail) FROM flag_events").fetchall() == [(2, 0)]
+
+
 # --- batches ----------------------------------------------------------------------------------
 
 

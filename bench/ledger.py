@@ -1,0 +1,331 @@
+"""Build a big ledger through the real writer and time what building and querying it costs.
+
+Usage: ``python bench/ledger.py [--events N] [--ledger DIR] [--batch B] [--keep] [--reuse]``
+
+Generates N events (default 10,000,000) as a sink would receive them: per correlation id a
+``RolloutDecided``, the V1 and V2 ``OperationRecorded`` and their ``ComparisonRecorded``
+(~400 bytes of wire JSON each), plus health windows, flag changes and a few bad records,
+spread over a week and over the ledger topics' partitions. They go through
+``LedgerWriter.write_batch`` in batches of B records (the sink's path: validation, dedupe,
+Arrow, Parquet, atomic rename), then one full compaction. Printed: ingest rows per second
+(writer time only; generating the bytes is timed apart), compaction seconds, the ledger's
+size and file count, and the seconds of representative queries through ``open_reader``.
+
+Extension point: functions appended to ``MEASUREMENTS`` run after the queries with the ledger
+path and print their own figures (report, replay and audit timings belong there; see
+``bench/reports.py --ledger DIR`` for those on a ledger kept with ``--keep``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and its name would hide the
+# ``ledger`` package it measures.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+from ledger.settings import Settings
+from ledger.store import TABLES, LedgerWriter, SourceRecord, open_reader
+
+T0 = datetime(2025, 3, 1, 0, 0, tzinfo=UTC)
+WEEK_MS = 7 * 24 * 3600 * 1000
+SESSIONS = 100_000
+OPERATIONS = ("execute_program", "quote", "lookup", "render")
+CATEGORIES = (
+    ("match", 0.90),
+    ("value_mismatch", 0.95),
+    ("shadow_error", 0.97),
+    ("primary_error", 0.98),
+    ("shadow_missing", 1.01),
+)
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    value: float
+    unit: str
+
+
+#: Further measurements on the built ledger: ``f(ledger_path) -> figures`` (reports, replay,
+#: audit...). Each runs after the query timings below; keep each bounded.
+MEASUREMENTS: list[Callable[[Path], list[Figure]]] = []
+
+
+def _iso(ms: int) -> str:
+    return (T0 + timedelta(milliseconds=ms)).isoformat().replace("+00:00", "Z")
+
+
+class Generator:
+    """Wire bytes of a realistic event mix, deterministic for one seed."""
+
+    def __init__(self, settings: Settings, partitions: int, seed: int = 1) -> None:
+        self.rng = random.Random(seed)
+        self.partitions = partitions
+        self.topics = {name: settings.topic(name) for name in TABLES if name in _TOPIC_NAMES}
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.flag_version = 0
+
+    def _record(self, logical: str, key: str, value: bytes) -> SourceRecord:
+        topic = self.topics[logical]
+        partition = 0 if logical == "flag_events" else hash(key) % self.partitions
+        offset = self.offsets.get((topic, partition), 0)
+        self.offsets[(topic, partition)] = offset + 1
+        return SourceRecord(topic, partition, offset, key.encode(), value)
+
+    def correlation(self, i: int, total: int) -> list[SourceRecord]:
+        rng = self.rng
+        ms = i * WEEK_MS // max(total, 1)
+        cid = f"corr-{i:09d}"
+        session = f"s{rng.randrange(SESSIONS)}"
+        op = OPERATIONS[i % len(OPERATIONS)]
+        bucket = rng.randrange(10_000)
+        pool = "v2" if bucket < 2_500 else "v1"
+        at = _iso(ms)
+        decision = (
+            f'{{"event_id":"dec-{i}","schema_version":1,"type":"RolloutDecided",'
+            f'"flag":"v2_migration","session_id":"{session}","correlation_id":"{cid}",'
+            f'"environment":"prod","pool":"{pool}","reason":"SPLIT","bucket":{bucket},'
+            f'"threshold_bp":2500,"flag_version":{max(self.flag_version, 1)},'
+            f'"hash_version":1,"at":"{at}"}}'
+        )
+        draw = rng.random()
+        category = next(name for name, upto in CATEGORIES if draw < upto)
+        records = [self._record("decisions", session, decision.encode())]
+        durations = {}
+        for pool_name, role in (("v1", "primary"), ("v2", "shadow")):
+            if category == "shadow_missing" and pool_name == "v2":
+                continue
+            failed = (category == "shadow_error" and pool_name == "v2") or (
+                category == "primary_error" and pool_name == "v1"
+            )
+            duration = round(rng.lognormvariate(3.0 if pool_name == "v1" else 2.9, 0.5), 3)
+            durations[pool_name] = duration
+            price = round(rng.uniform(1, 500), 2)
+            if category == "value_mismatch" and pool_name == "v2":
+                price += 0.5
+            if failed:
+                outcome = (
+                    '"outcome":"error","result":null,'
+                    '"error":{"type":"Timeout","message":"deadline exceeded"}'
+                )
+            else:
+                outcome = (
+                    f'"outcome":"ok","result":{{"price":{price},"currency":"EUR",'
+                    f'"items":[{{"sku":"k{i % 977}","qty":{i % 5}}},{{"sku":"k{i % 13}",'
+                    f'"qty":1}}],"status":"done"}},"error":null'
+                )
+            value = (
+                f'{{"event_id":"op-{i}-{pool_name}","schema_version":1,'
+                f'"type":"OperationRecorded","correlation_id":"{cid}","session_id":"{session}",'
+                f'"pool":"{pool_name}","role":"{role}","operation":"{op}",{outcome},'
+                f'"started_at":"{at}","duration_ms":{duration},"environment":"prod",'
+                f'"args_digest":"d{i % 10007}","resources":{{"cpu_ms":{duration / 2:.3f},'
+                f'"memory_bytes":{rng.randrange(1 << 20, 1 << 26)},'
+                f'"worker_id":"{pool_name}-w{i % 16}"}}}}'
+            )
+            records.append(self._record("operations", cid, value.encode()))
+        differences = (
+            '[{"path":"$.price","kind":"value","v1":1.0,"v2":1.5}]'
+            if category == "value_mismatch"
+            else "[]"
+        )
+        v2 = durations.get("v2")
+        comparison = (
+            f'{{"event_id":"cmp-{cid}","schema_version":1,"type":"ComparisonRecorded",'
+            f'"comparison_id":"cmp-{cid}","correlation_id":"{cid}","session_id":"{session}",'
+            f'"operation":"{op}","environment":"prod","category":"{category}",'
+            f'"differences":{differences},"differences_truncated":false,'
+            f'"difference_count":{1 if category == "value_mismatch" else 0},'
+            f'"fingerprint":"{category}:{op}","rules_version":"r1","primary_pool":"v1",'
+            f'"v1_event_id":"op-{i}-v1","v2_event_id":'
+            f"{'null' if v2 is None else f'{chr(34)}op-{i}-v2{chr(34)}'},"
+            f'"v1_duration_ms":{durations["v1"]},"v2_duration_ms":'
+            f'{"null" if v2 is None else v2},"latency_ratio":'
+            f"{'null' if v2 is None else round(v2 / durations['v1'], 4)},"
+            f'"v1_error_type":null,"v2_error_type":null,"late":false,"at":"{at}"}}'
+        )
+        records.append(self._record("comparisons", cid, comparison.encode()))
+        return records
+
+    def health(self, i: int, total: int) -> list[SourceRecord]:
+        ms = i * WEEK_MS // max(total, 1)
+        out = []
+        for pool in ("v1", "v2"):
+            value = (
+                f'{{"event_id":"health-{i}-{pool}","type":"HealthAssessed","pool":"{pool}",'
+                f'"operation":"*","window_start":"{_iso(ms - 60_000)}",'
+                f'"window_end":"{_iso(ms)}","count":1000,"error_count":{i % 7},'
+                f'"p50_ms":20.1,"p95_ms":40.2,"p99_ms":61.0,"mean_ms":22.0,'
+                f'"verdict":"ok","at":"{_iso(ms)}"}}'
+            )
+            out.append(self._record("health", pool, value.encode()))
+        return out
+
+    def flag_change(self, i: int, total: int) -> SourceRecord:
+        self.flag_version += 1
+        v = self.flag_version
+        ms = i * WEEK_MS // max(total, 1)
+        value = (
+            f'{{"event_id":"flag-{v}","type":"FlagChanged","flag":"v2_migration","version":{v},'
+            f'"command":"set_percentage","command_id":"cmd-{v}","v2_pool_enabled":true,'
+            f'"v2_rollout_bp":{min(v * 500, 10_000)},"shadow_mode_enabled":true,'
+            f'"shadow_sample_bp":10000,"session_overrides":{{}},"environment_overrides":{{}},'
+            f'"frozen":false,"actor":"bench","reason":"ramp","at":"{_iso(ms)}",'
+            f'"prev_hash":"h{v - 1}","hash":"h{v}"}}'
+        )
+        return self._record("flag_events", "v2_migration", value.encode())
+
+    def batches(self, events: int, batch: int) -> Iterator[list[SourceRecord]]:
+        correlations = max(events // 4, 1)
+        pending: list[SourceRecord] = []
+        for i in range(correlations):
+            pending += self.correlation(i, correlations)
+            if i % 5_000 == 0:
+                pending += self.health(i, correlations)
+            if i % max(correlations // 20, 1) == 0:
+                pending.append(self.flag_change(i, correlations))
+            if i % 100_000 == 7:
+                pending.append(self._record("operations", "bad", b'{"type":"OperationRecorded"}'))
+            if len(pending) >= batch:
+                yield pending
+                pending = []
+        if pending:
+            yield pending
+
+
+_TOPIC_NAMES = {"operations", "comparisons", "flag_events", "decisions", "health"}
+
+QUERIES: dict[str, str] = {
+    "count every table": " UNION ALL ".join(
+        f"SELECT '{name}', count(*) FROM {name}" for name in TABLES
+    ),
+    "operations per pool and outcome": (
+        "SELECT pool, outcome, count(*) FROM operations GROUP BY ALL"
+    ),
+    "latency p50/p95/p99 per pool and operation": (
+        "SELECT pool, operation, count(*), "
+        "quantile_cont(duration_ms, [0.5, 0.95, 0.99]) FROM operations GROUP BY ALL"
+    ),
+    "comparisons per category": "SELECT category, count(*) FROM comparisons GROUP BY ALL",
+    "top difference fingerprints": (
+        "SELECT fingerprint, count(*) AS n, any_value(correlation_id) FROM comparisons "
+        "WHERE category <> 'match' GROUP BY fingerprint ORDER BY n DESC LIMIT 10"
+    ),
+    "decisions by pool and reason per hour": (
+        "SELECT date_trunc('hour', \"at\") AS hour, pool, reason, count(*) FROM decisions "
+        "GROUP BY ALL ORDER BY hour"
+    ),
+    "operation_pairs by category": (
+        "SELECT category, count(*), avg(v2_duration_ms / v1_duration_ms) FROM operation_pairs "
+        "GROUP BY ALL"
+    ),
+    "one correlation id (point lookup)": (
+        "SELECT * FROM operation_pairs WHERE correlation_id = 'corr-000123457'"
+    ),
+    "one session's decisions": "SELECT * FROM decisions WHERE session_id = 's4242'",
+    "flag history": 'SELECT version, v2_rollout_bp, "at" FROM flag_changes ORDER BY version',
+}
+
+
+def build(path: Path, events: int, batch: int, partitions: int, fsync: bool) -> None:
+    settings = Settings(topic_prefix="bench.")
+    generator = Generator(settings, partitions)
+    generate_s = write_s = 0.0
+    records = rows = dead = 0
+    with LedgerWriter(path, fsync=fsync) as writer:
+        batches = generator.batches(events, batch)
+        while True:
+            started = time.perf_counter()
+            chunk = next(batches, None)
+            generate_s += time.perf_counter() - started
+            if chunk is None:
+                break
+            started = time.perf_counter()
+            result = writer.write_batch(chunk)
+            write_s += time.perf_counter() - started
+            records += result.records
+            rows += result.rows
+            dead += result.dead_lettered
+            print(
+                f"\r  {records:>12,} records  {records / write_s:>9,.0f} rows/s (writer)",
+                end="",
+                flush=True,
+            )
+        print()
+        started = time.perf_counter()
+        compaction = writer.compact(full=True, target_rows=2_000_000)
+        compact_s = time.perf_counter() - started
+        segments = len(writer.live_segments())
+    size = sum(f.stat().st_size for f in path.rglob("*.parquet"))
+    files = sum(1 for _ in path.rglob("*.parquet"))
+    print(f"events generated      {records:,} ({generate_s:.1f} s to generate the bytes)")
+    print(f"rows stored           {rows:,} ({dead} dead-lettered)")
+    print(f"ingest (writer)       {records / write_s:,.0f} rows/s over {write_s:.1f} s")
+    print(
+        f"full compaction       {compact_s:.1f} s ({compaction.merged_segments} segments "
+        f"into {compaction.new_segments}; {segments} live)"
+    )
+    print(f"ledger size           {size / 1e6:,.0f} MB in {files} Parquet files")
+
+
+def time_queries(path: Path, rounds: int) -> list[Figure]:
+    started = time.perf_counter()
+    con = open_reader(path)
+    figures = [Figure("open_reader", time.perf_counter() - started, "s")]
+    for name, sql in QUERIES.items():
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            con.sql(sql).fetchall()
+            best = min(best, time.perf_counter() - started)
+        figures.append(Figure(name, best, "s"))
+    con.close()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--batch", type=int, default=100_000, help="records per write_batch")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--ledger", type=Path, help="where to build (default: a temp folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the ledger afterwards")
+    parser.add_argument("--reuse", action="store_true", help="query an existing --ledger")
+    parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="best of R for each query")
+    args = parser.parse_args()
+
+    temporary = args.ledger is None
+    path = args.ledger or Path(tempfile.mkdtemp(prefix="ledger-bench-")) / "ledger"
+    try:
+        if not args.reuse:
+            if path.exists():
+                shutil.rmtree(path)
+            print(f"building {args.events:,} events into {path}")
+            build(path, args.events, args.batch, args.partitions, not args.no_fsync)
+        print(f"queries (best of {args.rounds}):")
+        figures = time_queries(path, args.rounds)
+        for measure in MEASUREMENTS:
+            figures += measure(path)
+        for figure in figures:
+            print(f"  {figure.name:<45} {figure.value:>9.3f} {figure.unit}")
+    finally:
+        if temporary and not args.keep:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        elif args.keep or not temporary:
+            print(f"ledger kept at {path}")
+
+
+if __name__ == "__main__":
+    main()
