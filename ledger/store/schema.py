@@ -377,7 +377,8 @@ def describe_schema() -> str:
         lines.append("| column | type | note |")
         lines.append("|---|---|---|")
         for column in table.event_columns:
-            lines.append(f"| `{column.name}` | {column.type} | {column.doc} |")
+            note = column.doc.replace("|", "\\|")  # a bare pipe would end the cell
+            lines.append(f"| `{column.name}` | {column.type} | {note} |")
         lines.append(
             "| `_topic`, `_partition`, `_offset`, `_key`, `wire` | provenance | "
             "where the record sat in Kafka, and its exact JSON |"
