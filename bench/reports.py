@@ -24,12 +24,18 @@ import json
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+# Run as a script, this file's folder comes first on sys.path and bench/ledger.py would hide
+# the ``ledger`` package.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
 
 T0 = datetime(2025, 3, 1, 0, 0, tzinfo=UTC)
 DAYS = 7
@@ -91,13 +97,13 @@ def _select(table: str, body: str) -> str:
 OPERATIONS = """
 WITH base AS (
     SELECT i, (i // 2) AS pair, CASE WHEN i % 2 = 0 THEN 'v1' ELSE 'v2' END AS pool,
-           hash(i // 2) AS h, random() AS u1, random() AS u2, random() AS u3
+           CAST(hash(i // 2) % 1000000007 AS BIGINT) AS h, random() AS u1, random() AS u2, random() AS u3
     FROM range($first, $last + 1) t(i)
 )
 SELECT 'op-' || i AS event_id, 1 AS schema_version, 'OperationRecorded' AS type,
        'c' || pair AS correlation_id, 's' || (h % $sessions) AS session_id, pool,
        CASE WHEN pool = 'v1' THEN 'primary' ELSE 'shadow' END AS role,
-       ['execute_program', 'list_sessions', 'upload_file', 'get_status', 'cancel'][1 + h % 5]
+       ['execute_program', 'list_sessions', 'upload_file', 'get_status', 'cancel'][CAST(1 + h % 5 AS BIGINT)]
            AS operation,
        CASE WHEN u3 < (CASE WHEN pool = 'v1' THEN 0.010 ELSE 0.013 END) THEN 'error'
             ELSE 'ok' END AS outcome,
@@ -120,7 +126,7 @@ FROM base
 
 COMPARISONS = """
 WITH base AS (
-    SELECT i, hash(i) AS h, random() AS u FROM range($first, $last + 1) t(i)
+    SELECT i, CAST(hash(i) % 1000000007 AS BIGINT) AS h, random() AS u FROM range($first, $last + 1) t(i)
 ), classified AS (
     SELECT *, CASE WHEN u < 0.95 THEN 'match' WHEN u < 0.975 THEN 'value_mismatch'
                    WHEN u < 0.985 THEN 'shape_mismatch' WHEN u < 0.99 THEN 'v2_error'
@@ -130,7 +136,7 @@ WITH base AS (
 SELECT 'cmp-' || i AS event_id, 1 AS schema_version, 'ComparisonRecorded' AS type,
        'cmp-' || i AS comparison_id, 'c' || i AS correlation_id,
        's' || (hash(i) % $sessions) AS session_id,
-       ['execute_program', 'list_sessions', 'upload_file', 'get_status', 'cancel'][1 + h % 5]
+       ['execute_program', 'list_sessions', 'upload_file', 'get_status', 'cancel'][CAST(1 + h % 5 AS BIGINT)]
            AS operation, NULL AS environment, category,
        CASE WHEN category IN ('value_mismatch', 'shape_mismatch')
             THEN '[{"path": "items[].f' || (h % 40) || '", "kind": "value", "v1": 1, "v2": 2}]'

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ledger.errors import LedgerError
-from ledger.events import CommandRejected, FlagChanged, RolloutDecided, decode_event
+from ledger.events import (
+    CommandRejected,
+    FlagChanged,
+    RolloutDecided,
+    decode_event,
+    decode_event_object,
+)
 
 __all__ = ["DecisionNotFoundError", "Explained", "explain", "find_decision", "render_explanation"]
 
@@ -43,17 +50,58 @@ class Explained:
         return bool(self.explanation.matches)
 
 
-_BY_CORRELATION = """
-SELECT wire FROM decisions WHERE correlation_id = $correlation_id {session}
-ORDER BY "at" DESC, event_id LIMIT 1
-"""
-_BY_SESSION = """
-SELECT wire FROM decisions WHERE session_id = $session_id {before}
+#: The decision's own columns: small, unlike ``wire`` (whose pages are large to decompress
+#: for one row); the writer stores both from the same event, and ``audit`` checks that.
+_COLUMNS = (
+    "event_id",
+    "schema_version",
+    "type",
+    "flag",
+    "session_id",
+    "correlation_id",
+    "environment",
+    "pool",
+    "reason",
+    "bucket",
+    "threshold_bp",
+    "flag_version",
+    "hash_version",
+    "at",
+)
+_SELECT = "SELECT " + ", ".join(f'"{c}"' for c in _COLUMNS) + " FROM decisions"
+_BY_CORRELATION = (
+    _SELECT
+    + """
+WHERE correlation_id = $correlation_id {session}
 ORDER BY "at" DESC, event_id DESC LIMIT 1
 """
+)
+_BY_SESSION = (
+    _SELECT
+    + """
+WHERE session_id = $session_id AND "at" <= $until {since}
+ORDER BY "at" DESC, event_id DESC LIMIT 1
+"""
+)
+_LAST_AT = 'SELECT max("at") FROM decisions'
 _FLAG_LOG = """
 SELECT wire FROM flag_events WHERE flag = $flag ORDER BY _topic, _partition, _offset
 """
+#: Look-behind windows tried in turn for a session's decision: segments are in time order,
+#: so a narrow window lets DuckDB skip every row group outside it (min/max statistics);
+#: ``None`` is the whole history.
+WINDOWS: tuple[timedelta | None, ...] = (
+    timedelta(minutes=10),
+    timedelta(hours=6),
+    timedelta(days=7),
+    None,
+)
+
+
+def _decision(row: Sequence[Any]) -> RolloutDecided:
+    event = decode_event_object(dict(zip(_COLUMNS, row, strict=True)), RolloutDecided)
+    assert isinstance(event, RolloutDecided)
+    return event
 
 
 def find_decision(
@@ -74,19 +122,23 @@ def find_decision(
             f" of session {session_id!r}" if session_id is not None else ""
         )
     elif session_id is not None:
-        params = {"session_id": session_id}
-        before = ""
-        if at is not None:
-            before, params["at"] = 'AND "at" <= $at', at
-        rows = con.execute(_BY_SESSION.format(before=before), params).fetchall()
+        until = at if at is not None else con.execute(_LAST_AT).fetchall()[0][0]
+        rows = []
+        if until is not None:
+            for window in WINDOWS:
+                params = {"session_id": session_id, "until": until}
+                since = ""
+                if window is not None:
+                    since, params["since"] = 'AND "at" >= $since', until - window
+                rows = con.execute(_BY_SESSION.format(since=since), params).fetchall()
+                if rows:
+                    break
         wanted = f"session {session_id!r}" + (f" at or before {at.isoformat()}" if at else "")
     else:
         raise ValueError("find_decision needs a session id or a correlation id")
     if not rows:
         raise DecisionNotFoundError(f"no recorded decision for {wanted}")
-    decision = decode_event(rows[0][0], RolloutDecided)
-    assert isinstance(decision, RolloutDecided)
-    return decision
+    return _decision(rows[0])
 
 
 def flag_log(con: Any, flag: str) -> list[FlagChanged | CommandRejected]:

@@ -58,9 +58,8 @@ def test_a_decision_changed_in_storage_replays_to_a_difference(
     rewrite(
         copy,
         "decisions",
-        "SELECT * REPLACE (CASE WHEN event_id = "
-        f"'{victim.event_id}' THEN CAST(json_merge_patch(wire, '{{\"pool\": \"{flipped}\"}}') "
-        "AS VARCHAR) ELSE wire END AS wire) FROM t",
+        f"SELECT * REPLACE (CASE WHEN event_id = '{victim.event_id}' THEN '{flipped}' "
+        "ELSE pool END AS pool) FROM t",
     )
     con = open_reader(copy)
     try:
