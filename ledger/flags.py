@@ -467,16 +467,11 @@ def _utc_text(at: datetime) -> str:
     return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def _plain(value: Any) -> Any:
+def _json_default(value: Any) -> Any:
+    """What ``json`` cannot write by itself: timestamps (in the canonical form)."""
     if isinstance(value, datetime):
         return _utc_text(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, StrEnum):
-        return value.value
-    return value
+    raise TypeError(f"{type(value).__name__} has no canonical JSON form")
 
 
 def canonical_json(event: BaseModel, *, exclude: frozenset[str] = frozenset({"hash"})) -> bytes:
@@ -486,8 +481,13 @@ def canonical_json(event: BaseModel, *, exclude: frozenset[str] = frozenset({"ha
     Any language can rebuild it: take the event's JSON, drop ``hash``, rewrite ``at`` in that
     form, serialise with sorted keys and ``,``/``:`` separators, non-ASCII left as UTF-8.
     """
-    data = _plain(event.model_dump(exclude=set(exclude)))
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(
+        event.model_dump(exclude=set(exclude)),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=_json_default,
+    )
     return text.encode()
 
 
