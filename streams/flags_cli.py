@@ -21,7 +21,7 @@ from ledger.events import CommandRejected, FlagChanged
 
 __all__ = ["flags_app"]
 
-flags_app = typer.Typer(
+flags_app: typer.Typer = typer.Typer(
     name="flags",
     help="Change the migration flag through the flag log, and read it.",
     no_args_is_help=True,

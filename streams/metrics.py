@@ -82,7 +82,6 @@ def install(ledger: LedgerApp) -> None:
     async def liveness(web: Any, request: Any) -> Any:
         return web.json({"status": "alive", "app": app.conf.id})
 
-    @app.timer(LAG_INTERVAL_S)
     async def refresh_lag() -> None:
         consumer = app.consumer
         for tp in consumer.assignment():
@@ -91,3 +90,5 @@ def install(ledger: LedgerApp) -> None:
             if highwater is None or position is None:
                 continue
             metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+    app.timer(LAG_INTERVAL_S)(refresh_lag)

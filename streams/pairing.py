@@ -399,11 +399,12 @@ def install(ledger: LedgerApp) -> None:
             await agent_state.handle(event.message)
             yield None
 
-    @app.timer(min(1.0, timeout / 4))
     async def pairing_timeouts() -> None:
         if app.rebalancing or app.in_recovery:
             return
         await agent_state.sweep()
+
+    app.timer(min(1.0, timeout / 4))(pairing_timeouts)
 
     ledger.agents["pairing"] = pairing
     ledger.parts["pairing"] = agent_state

@@ -6,7 +6,7 @@ Heavy imports (faust, kafka) stay inside the command functions so ``--help`` sta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["run_worker", "topics_app", "worker"]
 
-topics_app = typer.Typer(
+topics_app: typer.Typer = typer.Typer(
     name="topics",
     help="Create and check the ledger's Kafka topics.",
     no_args_is_help=True,
@@ -148,7 +148,7 @@ def _create(
     )
 
 
-def run_worker(app: object, *, loglevel: str = "info") -> None:
+def run_worker(app: Any, *, loglevel: str = "info") -> None:
     """Run a faust app until SIGTERM/SIGINT; faust's worker stops agents and commits first."""
     from faust.worker import Worker
 

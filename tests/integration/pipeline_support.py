@@ -197,6 +197,19 @@ def messy_stream(
     return stream
 
 
+def percentage_command(flag: str, command_id: str, percentage_bp: int) -> bytes:
+    from ledger import flags
+
+    command = flags.SetPercentage(
+        command_id=command_id,
+        flag=flag,
+        actor="test",
+        reason="ramp while the worker is killed",
+        percentage_bp=percentage_bp,
+    )
+    return flags.encode_command(command)
+
+
 def publish(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
     from kafka import KafkaProducer
 

@@ -6,9 +6,12 @@ import base64
 from collections import Counter
 from pathlib import Path
 
-from pipeline_support import TopicReader, Worker, messy_stream, publish
+from pipeline_support import TopicReader, Worker, messy_stream, percentage_command, publish
 
+from ledger import flags
+from ledger.events import FlagChanged
 from ledger.settings import Settings
+from streams.flag_client import read_log
 from streams.topics import ensure_topics
 
 PAIRS = 10_000
@@ -26,7 +29,7 @@ def test_messy_stream_gives_exactly_one_comparison_per_correlation_id(
     worker.start()
     try:
         publish(settings.bootstrap_servers, settings.topic("operations"), stream.messages)
-        comparisons.until(lambda: len(comparisons.values) >= PAIRS, timeout=120, worker=worker)
+        comparisons.until(lambda: len(comparisons.values) >= PAIRS, timeout=300, worker=worker)
         dead.until(lambda: len(dead.values) >= len(stream.malformed), timeout=30, worker=worker)
         comparisons.poll(2 * PAIRING_TIMEOUT)  # nothing more may follow
         dead.poll(0.5)
@@ -44,6 +47,11 @@ def test_messy_stream_gives_exactly_one_comparison_per_correlation_id(
     assert all(value["comparison_id"].startswith("cmp-") for value in comparisons.values)
     originals = {base64.b64decode(value["original_b64"]) for value in dead.values}
     assert originals == stream.malformed
+
+    log = read_log(settings)  # every command answered once, versions 1..20 without a gap
+    assert sorted(e.command_id for e in log) == sorted(f"ramp-{n}" for n in range(20))
+    assert [e.version for e in log if isinstance(e, FlagChanged)] == list(range(1, 21))
+    assert flags.fold(log, settings.flag).v2_rollout_bp == 2_000
     assert all(value["reason"] for value in dead.values)
 
 
@@ -52,21 +60,30 @@ def test_worker_killed_mid_stream_and_restarted_still_gives_one_comparison_each(
 ) -> None:
     ensure_topics(settings)
     stream = messy_stream(PAIRS, seed=11)
+    commands = [
+        (settings.flag.encode(), percentage_command(settings.flag, f"ramp-{n}", 100 * (n + 1)))
+        for n in range(20)
+    ]
     worker = Worker(settings, tmp_path, pairing_timeout=PAIRING_TIMEOUT)
     comparisons = TopicReader(settings.bootstrap_servers, settings.topic("comparisons"))
     dead = TopicReader(settings.bootstrap_servers, settings.topic("dead_letters"))
     worker.start()
     try:
+        publish(settings.bootstrap_servers, settings.topic("flag_commands"), commands[:10])
         publish(settings.bootstrap_servers, settings.topic("operations"), stream.messages)
-        comparisons.until(lambda: len(comparisons.values) >= PAIRS // 4, timeout=90, worker=worker)
+        comparisons.until(lambda: len(comparisons.values) >= PAIRS // 4, timeout=240, worker=worker)
         worker.kill()
         killed_at = len(comparisons.values)
         worker.start()
+        publish(settings.bootstrap_servers, settings.topic("flag_commands"), commands[10:])
 
         def distinct() -> int:
             return len({value["comparison_id"] for value in comparisons.values})
 
-        comparisons.until(lambda: distinct() >= PAIRS, timeout=120, worker=worker)
+        comparisons.until(lambda: distinct() >= PAIRS, timeout=300, worker=worker)
+        answered = TopicReader(settings.bootstrap_servers, settings.topic("flag_events"))
+        answered.until(lambda: len(answered.values) >= len(commands), timeout=30, worker=worker)
+        answered.close()
         dead.until(
             lambda: len({v["event_id"] for v in dead.values}) >= len(stream.malformed),
             timeout=30,
@@ -90,3 +107,8 @@ def test_worker_killed_mid_stream_and_restarted_still_gives_one_comparison_each(
     assert got == stream.expected
     originals = {base64.b64decode(value["original_b64"]) for value in dead.values}
     assert originals == stream.malformed
+
+    log = read_log(settings)  # every command answered once, versions 1..20 without a gap
+    assert sorted(e.command_id for e in log) == sorted(f"ramp-{n}" for n in range(20))
+    assert [e.version for e in log if isinstance(e, FlagChanged)] == list(range(1, 21))
+    assert flags.fold(log, settings.flag).v2_rollout_bp == 2_000
