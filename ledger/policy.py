@@ -125,8 +125,11 @@ class HealthPolicy(_Frozen):
     worker_failure_rate: float = Field(default=0.10, gt=0, le=1)
     #: Roll back when more than this share of compared pairs mismatch...
     mismatch_rate: float = Field(default=0.05, gt=0, le=1)
-    #: ...out of at least this many comparisons.
+    #: ...out of at least this many comparisons...
     min_comparisons: int = Field(default=10, ge=1)
+    #: ...with at least this many mismatches (2 of 13 is chance at a 1 % base rate, not a
+    #: regression: short per-operation windows would otherwise roll back a healthy V2).
+    min_mismatch_count: int = Field(default=4, ge=1)
     warn_error_rate: float = Field(default=0.05, gt=0, le=1)
     warn_p99_ms: float = Field(default=200.0, gt=0)
     #: An alert is announced again only after this long (a flapping metric does not spam).
@@ -458,7 +461,7 @@ def _triggers(
                         ),
                     )
                 )
-    if v2.comparisons >= policy.min_comparisons:
+    if v2.comparisons >= policy.min_comparisons and v2.mismatches >= policy.min_mismatch_count:
         mismatch_rate = _rate(v2.mismatches, v2.comparisons)
         figures["threshold.mismatch_rate"] = policy.mismatch_rate
         if mismatch_rate > policy.mismatch_rate:
