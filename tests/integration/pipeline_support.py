@@ -25,10 +25,18 @@ T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 class Worker:
     """``migration-ledger worker`` as a subprocess with its own app id and data dir."""
 
-    def __init__(self, settings: Settings, workdir: Path, *, pairing_timeout: float) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        workdir: Path,
+        *,
+        pairing_timeout: float,
+        web_port: int | None = None,
+    ) -> None:
         self.settings = settings
         self.workdir = workdir
         self.pairing_timeout = pairing_timeout
+        self.web_port = web_port
         self.process: subprocess.Popen[bytes] | None = None
         self.log = workdir / "worker.log"
 
@@ -45,7 +53,7 @@ class Worker:
             "worker",
             "--pairing-timeout",
             str(self.pairing_timeout),
-            "--without-web",
+            *(["--without-web"] if self.web_port is None else ["--web-port", str(self.web_port)]),
             "--loglevel",
             "warning",
         ]

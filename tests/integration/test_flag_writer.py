@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import urllib.request
 from pathlib import Path
 
 from pipeline_support import Worker
@@ -17,11 +20,23 @@ from streams.topics import ensure_topics
 runner = CliRunner()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return str(response.read().decode())
+
+
 def test_flags_commands_are_answered_by_the_writer_and_survive_a_restart(
     settings: Settings, tmp_path: Path
 ) -> None:
     ensure_topics(settings)
-    worker = Worker(settings, tmp_path, pairing_timeout=5)
+    port = free_port()
+    worker = Worker(settings, tmp_path, pairing_timeout=5, web_port=port)
 
     def flags_cli(*args: str) -> tuple[int, str]:
         common = ["--bootstrap-servers", settings.bootstrap_servers]
@@ -63,6 +78,10 @@ def test_flags_commands_are_answered_by_the_writer_and_survive_a_restart(
         assert code == 0
         assert "REJECTED frozen" in out
         assert "start ramp" in out
+        liveness = json.loads(http_get(port, "/healthz"))
+        assert liveness["status"] == "alive"
+        metrics = http_get(port, "/metrics")
+        assert 'ledger_flag_commands_total{result="accepted"} 1.0' in metrics  # since restart
     finally:
         worker.stop()
 
