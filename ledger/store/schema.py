@@ -324,34 +324,65 @@ def _events_view() -> str:
     return "\nUNION ALL\n".join(parts)
 
 
+#: Columns of each half in ``operation_pairs`` (prefixed ``v1_`` / ``v2_``).
+PAIR_HALF_COLUMNS = (
+    "event_id",
+    "role",
+    "outcome",
+    "started_at",
+    "duration_ms",
+    "result",
+    "error",
+    "resources",
+)
+#: Columns of the comparison in ``operation_pairs``.
+PAIR_COMPARISON_COLUMNS = (
+    "comparison_event_id",
+    "category",
+    "fingerprint",
+    "difference_count",
+    "differences",
+    "primary_pool",
+    "late",
+    "compared_at",
+)
+
+
+def _pairs_view() -> str:
+    """A pivot (group by correlation id), not outer joins: a filter on ``correlation_id``
+    reaches the Parquet scans (row groups skipped), and only the columns a query uses are read.
+    """
+    halves = ",\n".join(
+        f"any_value({c}) FILTER (WHERE pool = '{pool}') AS {pool}_{c}"
+        for pool in ("v1", "v2")
+        for c in PAIR_HALF_COLUMNS
+    )
+    compared = ",\n".join(f"any_value({c}) AS {c}" for c in PAIR_COMPARISON_COLUMNS)
+    return f"""
+        SELECT correlation_id,
+               any_value(session_id) AS session_id,
+               any_value(operation) AS operation,
+               any_value(environment) AS environment,
+               {halves},
+               {compared}
+        FROM (
+            SELECT correlation_id, session_id, operation, environment, pool,
+                   {", ".join(PAIR_HALF_COLUMNS)}
+            FROM operations
+            UNION ALL BY NAME
+            SELECT correlation_id, session_id, operation, environment, 'comparison' AS pool,
+                   event_id AS comparison_event_id, category, fingerprint, difference_count,
+                   differences, primary_pool, late, "at" AS compared_at
+            FROM comparisons
+        )
+        GROUP BY correlation_id
+    """
+
+
 #: View name -> its SQL (defined after the tables, in this order).
 VIEWS: dict[str, str] = {
     # One row per correlation id: the V1 and V2 halves side by side with their comparison.
-    "operation_pairs": """
-        WITH v1 AS (SELECT * FROM operations WHERE pool = 'v1'),
-             v2 AS (SELECT * FROM operations WHERE pool = 'v2'),
-             halves AS (
-                SELECT coalesce(v1.correlation_id, v2.correlation_id) AS correlation_id,
-                       v1, v2
-                FROM v1 FULL OUTER JOIN v2 ON v1.correlation_id = v2.correlation_id
-             )
-        SELECT coalesce(h.correlation_id, c.correlation_id) AS correlation_id,
-               coalesce(h.v1.session_id, h.v2.session_id, c.session_id) AS session_id,
-               coalesce(h.v1.operation, h.v2.operation, c.operation) AS operation,
-               coalesce(h.v1.environment, h.v2.environment, c.environment) AS environment,
-               h.v1.event_id AS v1_event_id, h.v1.role AS v1_role,
-               h.v1.outcome AS v1_outcome, h.v1.started_at AS v1_started_at,
-               h.v1.duration_ms AS v1_duration_ms, h.v1.result AS v1_result,
-               h.v1.error AS v1_error, h.v1.resources AS v1_resources,
-               h.v2.event_id AS v2_event_id, h.v2.role AS v2_role,
-               h.v2.outcome AS v2_outcome, h.v2.started_at AS v2_started_at,
-               h.v2.duration_ms AS v2_duration_ms, h.v2.result AS v2_result,
-               h.v2.error AS v2_error, h.v2.resources AS v2_resources,
-               c.event_id AS comparison_event_id, c.category, c.fingerprint,
-               c.difference_count, c.differences, c.primary_pool, c.late,
-               c.at AS compared_at
-        FROM halves h FULL OUTER JOIN comparisons c ON h.correlation_id = c.correlation_id
-    """,
+    "operation_pairs": _pairs_view(),
     # The flag log proper: accepted changes in version order per flag.
     "flag_changes": """
         SELECT * EXCLUDE (current_version, rejection, detail) FROM flag_events
