@@ -27,6 +27,7 @@ cursor are sent again; every consumer deduplicates on ``event_id``).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import threading
@@ -249,7 +250,12 @@ class Publisher:
                 log.info("publisher: %d events left by an earlier run will be sent first", pending)
             self._writer.start()
             self._sender.start()
+            # A process that forgets close() still gets its buffer into the journal.
+            atexit.register(self._close_at_exit)
         return self
+
+    def _close_at_exit(self) -> None:
+        self.close(timeout=2.0)
 
     def __enter__(self) -> Publisher:
         return self.start()
@@ -316,6 +322,7 @@ class Publisher:
         if self._closed:
             return self.stats
         if self._started:
+            atexit.unregister(self._close_at_exit)
             self.flush(timeout)
         with self._lock:
             self._closed = True
