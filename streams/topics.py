@@ -97,7 +97,7 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         "health",
-        key="pool",
+        key="pool (switchover records: flag name)",
         purpose="HealthAssessed windows, breaker and switchover events",
         retention_ms=7 * DAY_MS,
     ),
