@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from streams.app import LedgerApp
 
 __all__ = ["DEFAULT_KEEP_FOR_TIMEOUTS", "Message", "PairingAgent", "RuleClassifier", "install"]
+
+log = logging.getLogger(__name__)
 
 #: A decided correlation id is remembered this many pairing timeouts (duplicates, late halves).
 DEFAULT_KEEP_FOR_TIMEOUTS = 20
@@ -213,20 +216,27 @@ class PairingAgent:
             await self._dead_letter(message, rejected.reason)
         else:
             old = self._slot(key)
-            step = receive(
-                old,
-                half,
-                partition=partition,
-                position=position,
-                arrived=arrived,
-                at=self._now(),
-                timeout=self.timeout,
-                keep_for=self.keep_for,
-                classifier=self.classifier,
-            )
-            if step.outcome is Outcome.CONFLICT:
-                await self._dead_letter(message, step.reason)
-            await self._apply(key, old, step)
+            try:
+                step = receive(
+                    old,
+                    half,
+                    partition=partition,
+                    position=position,
+                    arrived=arrived,
+                    at=self._now(),
+                    timeout=self.timeout,
+                    keep_for=self.keep_for,
+                    classifier=self.classifier,
+                )
+            except Exception as exc:
+                # A pair the comparison engine cannot handle must not stop the stream: the
+                # half is dead-lettered with why, the other one times out as missing.
+                log.exception("comparing %s failed", half.correlation_id)
+                await self._dead_letter(message, f"comparison failed: {exc!r}")
+            else:
+                if step.outcome is Outcome.CONFLICT:
+                    await self._dead_letter(message, step.reason)
+                await self._apply(key, old, step)
         await self._expire_due(partition, position)
 
     async def _tick(self, message: Message, position: Position) -> None:

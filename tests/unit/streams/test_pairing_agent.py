@@ -110,6 +110,23 @@ def test_wrongly_keyed_operation_is_dead_lettered_naming_the_key(classifier: Any
     assert h.table == {}
 
 
+def test_a_pair_the_engine_cannot_compare_is_dead_lettered_not_fatal(classifier: Any) -> None:
+    class Exploding:
+        def compare(self, v1: Any, v2: Any, *, at: Any) -> Any:
+            raise ValueError("cannot compare these")
+
+        def missing(self, present: Any, *, at: Any, late: bool = False) -> Any:
+            return classifier.missing(present, at=at, late=late)
+
+    h = Harness(Exploding())
+    h.feed(operation(0, "a", "v1"), operation(1, "a", "v2"), operation(2, "b", "v1"))
+    (letter,) = h.dead
+    assert "cannot compare these" in letter.reason
+    assert letter.source_offset == 1
+    h.feed(operation(3, "z", "v1", ts=1_000.0 + 10 * TIMEOUT))
+    assert sorted(c.correlation_id for c in h.comparisons) == ["a", "b"]  # both timed out
+
+
 def test_stream_time_passing_the_deadline_times_out_the_half(classifier: Any) -> None:
     h = Harness(classifier)
     h.feed(operation(0, "a", "v1", ts=1_000.0), operation(1, "b", "v1", ts=1_000.0 + TIMEOUT))
