@@ -101,7 +101,7 @@ def demo(
     out: Annotated[
         Path, typer.Option("--out", help="Folder for this run's ledger, logs and HTML report")
     ] = Path("demo-out"),
-    rate: Annotated[float, typer.Option("--rate", min=5, help="Operations per second")] = 80.0,
+    rate: Annotated[float, typer.Option("--rate", min=5, help="Operations per second")] = 40.0,
     sessions: Annotated[int, typer.Option("--sessions", min=1)] = 400,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same traffic")] = 7,
     bootstrap_servers: BootstrapOption = None,
@@ -196,12 +196,25 @@ def _start_pipeline(console: Console, settings: Settings, children: _Children) -
     with console.status("Creating the topics"):
         ensure_topics(settings, connect_timeout_s=10.0)
     env = _child_env(settings)
-    children.start("worker", ["worker", "--without-web", "--loglevel", "warning"], env)
+    children.start("worker", ["worker", "--without-web", "--loglevel", "info"], env)
     children.start("sink", ["sink", "--quiet"], env)
+    with console.status("Waiting for the worker to join its topics"):
+        _wait_for_worker(children)
     console.print(
         f"Worker and sink started (topics prefixed {settings.topic_prefix!r}, "
         f"ledger at {settings.duckdb}; logs beside it)"
     )
+
+
+def _wait_for_worker(children: _Children, timeout: float = 90.0) -> None:
+    """Faust logs ``[^Worker]: Ready`` once its agents run and partitions are assigned."""
+    log = children.logs / "worker.log"
+    deadline = time.monotonic() + timeout
+    while b"]: Ready" not in log.read_bytes():
+        children.check_alive()
+        if time.monotonic() > deadline:
+            raise _DemoError(f"the worker was not ready within {timeout:.0f} s; see {log}")
+        time.sleep(0.5)
 
 
 def _command(settings: Settings, *argv: str) -> None:
@@ -281,6 +294,8 @@ def _migrate(
         TextColumn("{task.fields[line]}"),
         console=console,
     )
+    run: _Run | None = None
+    runner: ShadowRunner | None = None
     try:
         with progress:
             run = _Run(progress, progress.add_task("", line=""), client, publisher, children)
@@ -331,6 +346,10 @@ def _migrate(
             if not publisher.flush(30):
                 raise _DemoError("events are still waiting in the publisher's journal")
     finally:
+        if run is not None and run.traffic is not None:
+            run.traffic.close()
+        if runner is not None:
+            runner.close()
         publisher.close(timeout=5)
         client.close()
 
