@@ -17,7 +17,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,7 +107,9 @@ class LedgerSink:
         options: SinkOptions | None = None,
         *,
         on_progress: Callable[[SinkStats], None] | None = None,
+        connect: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
+        """``connect`` makes a started consumer (default: aiokafka's); tests pass a fake."""
         self.settings = settings
         self.writer = writer
         self.options = options or SinkOptions()
@@ -115,6 +117,7 @@ class LedgerSink:
         self._on_progress = on_progress
         self._stop = asyncio.Event()
         self._topics = [settings.topic(logical) for logical in LEDGER_TOPICS]
+        self._make_consumer = connect or self._connect
 
     def stop(self) -> None:
         """Finish the batch in hand, store it, and return from :meth:`run`."""
@@ -125,7 +128,7 @@ class LedgerSink:
         while not self._stop.is_set():
             consumer = None
             try:
-                consumer = await self._connect()
+                consumer = await self._make_consumer()
                 self.stats.connected = True
                 backoff = 0.5
                 await self._consume(consumer)
