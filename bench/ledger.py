@@ -274,9 +274,12 @@ def build(path: Path, events: int, batch: int, partitions: int, fsync: bool) -> 
         with LedgerWriter(path, fsync=fsync) as reopened:
             reopened.committed_offsets()
         reopen_s = time.perf_counter() - started
-        segments = len(writer.live_segments())
-    size = sum(f.stat().st_size for f in path.rglob("*.parquet"))
-    files = sum(1 for _ in path.rglob("*.parquet"))
+        live = [writer.layout.segment_dir(s) for s in writer.live_segments()]
+    segments = len(live)
+    # Live segments only: the parts compaction replaced wait out their grace period on disk.
+    parquet = [f for folder in live for f in folder.glob("*.parquet")]
+    size = sum(f.stat().st_size for f in parquet)
+    files = len(parquet)
     print(f"events generated      {records:,} ({generate_s:.1f} s to generate the bytes)")
     print(f"rows stored           {rows:,} ({dead} dead-lettered)")
     print(f"ingest (writer)       {records / write_s:,.0f} rows/s over {write_s:.1f} s")
