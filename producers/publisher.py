@@ -183,6 +183,7 @@ class Publisher:
         retry_backoff: tuple[float, float] = (0.2, 2.0),
         max_retries: int = 5,
         compact_bytes: int = 4 << 20,
+        linger: float = 0.005,
     ) -> None:
         self.settings = settings
         self._operations_topic = settings.topic("operations")
@@ -198,6 +199,7 @@ class Publisher:
         self._backoff_min, self._backoff_max = retry_backoff
         self._max_retries = max_retries
         self._compact_bytes = compact_bytes
+        self._linger = linger
 
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
@@ -420,6 +422,10 @@ class Publisher:
                     if not self._buffer:
                         break  # woke for the periodic fsync
                 stop = self._stopping and not self._buffer
+            if self._buffer and self._linger > 0 and not stop:
+                # Let a few more events come: one wake-up and one write for many, so the
+                # caller's threads meet this one less often at the GIL.
+                self._stop_signal.wait(self._linger)
             if self._buffer:
                 self._move_to_journal()
             try:
