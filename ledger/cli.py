@@ -7,12 +7,18 @@ common ``--bootstrap-servers`` / ``--topic-prefix`` / ``--duckdb`` flags.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
-
 import typer
 
-from ledger.settings import Settings
+from ledger.cli_options import BootstrapOption, DuckdbOption, TopicPrefixOption, build_settings
+
+__all__ = [
+    "BootstrapOption",
+    "DuckdbOption",
+    "TopicPrefixOption",
+    "app",
+    "build_settings",
+    "main",
+]
 
 app = typer.Typer(
     name="migration-ledger",
@@ -20,42 +26,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-BootstrapOption = Annotated[
-    str | None,
-    typer.Option(
-        "--bootstrap-servers",
-        help="Kafka bootstrap servers [env MIGRATION_LEDGER_BOOTSTRAP_SERVERS]",
-    ),
-]
-TopicPrefixOption = Annotated[
-    str | None,
-    typer.Option(
-        "--topic-prefix",
-        help="Prefix put before every topic name [env MIGRATION_LEDGER_TOPIC_PREFIX]",
-    ),
-]
-DuckdbOption = Annotated[
-    Path | None,
-    typer.Option("--duckdb", help="Location of the DuckDB ledger [env MIGRATION_LEDGER_DUCKDB]"),
-]
-
-
-def build_settings(
-    bootstrap_servers: str | None = None,
-    topic_prefix: str | None = None,
-    duckdb: Path | None = None,
-    **other: Any,
-) -> Settings:
-    """Settings from the environment, overridden by whichever flags were given."""
-    given: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers,
-        "topic_prefix": topic_prefix,
-        "duckdb": duckdb,
-        **other,
-    }
-    return Settings(**{k: v for k, v in given.items() if v is not None})
-
 
 # --- sub-commands: each area registers itself here (one or two lines each) ---------------
 from ledger.kafka_cli import app as kafka_app  # noqa: E402

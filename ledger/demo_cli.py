@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ledger.cli import BootstrapOption, TopicPrefixOption, build_settings
+from ledger.cli_options import BootstrapOption, TopicPrefixOption, build_settings
 
 if TYPE_CHECKING:
     from rich.console import Console

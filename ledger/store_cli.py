@@ -221,4 +221,4 @@ def compact(
 # Imported last on purpose: ledger.cli (the composition root) imports this module from its
 # registration section, and this module needs ledger.cli's option type and build_settings;
 # typer resolves the string annotations only when the command line is parsed.
-from ledger.cli import DuckdbOption, build_settings  # noqa: E402
+from ledger.cli_options import DuckdbOption, build_settings  # noqa: E402

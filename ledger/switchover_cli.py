@@ -210,7 +210,7 @@ def _report_answers(
 def _settings(
     bootstrap_servers: str | None, topic_prefix: str | None, duckdb: Path | None
 ) -> Settings:
-    from ledger.cli import build_settings
+    from ledger.cli_options import build_settings
 
     return build_settings(bootstrap_servers, topic_prefix, duckdb)
 
@@ -463,4 +463,4 @@ def rollback(
 # Imported last on purpose (as in streams.worker_cli): ledger.cli imports this module from its
 # registration section, and the option types used above are defined before that section;
 # typer resolves the string annotations only when the command line is parsed.
-from ledger.cli import BootstrapOption, DuckdbOption, TopicPrefixOption  # noqa: E402
+from ledger.cli_options import BootstrapOption, DuckdbOption, TopicPrefixOption  # noqa: E402

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ledger.cli import BootstrapOption, DuckdbOption, TopicPrefixOption, build_settings
+from ledger.cli_options import BootstrapOption, DuckdbOption, TopicPrefixOption, build_settings
 
 if TYPE_CHECKING:
     from rich.console import Console

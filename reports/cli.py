@@ -152,6 +152,7 @@ def report(
         interval=interval,
         top=top,
         thresholds=thresholds,
+        charts=fmt is Format.html,
     )
     con, path = _open(duckdb)
     try:
@@ -256,4 +257,4 @@ def reclassify(
 
 # Imported last on purpose: ledger.cli (the composition root) imports this module from its
 # registration section, and the commands above need its option type and build_settings.
-from ledger.cli import DuckdbOption, build_settings  # noqa: E402
+from ledger.cli_options import DuckdbOption, build_settings  # noqa: E402

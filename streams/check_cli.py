@@ -123,7 +123,7 @@ def render_table(result: CheckReport) -> None:
 
 # Imported last on purpose (as in streams.worker_cli): ledger.cli imports this module from
 # its registration section, and this module needs ledger.cli's option types.
-from ledger.cli import (  # noqa: E402
+from ledger.cli_options import (  # noqa: E402
     BootstrapOption,
     DuckdbOption,
     TopicPrefixOption,

@@ -70,7 +70,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _settings(bootstrap: str | None, prefix: str | None, flag: str | None) -> Any:
-    from ledger.cli import build_settings
+    from ledger.cli_options import build_settings
 
     return build_settings(bootstrap, prefix, None, **({"flag": flag} if flag else {}))
 
@@ -283,4 +283,4 @@ def history(
 
 
 # Imported last on purpose, as in streams.worker_cli: ledger.cli registers this module.
-from ledger.cli import BootstrapOption, TopicPrefixOption  # noqa: E402
+from ledger.cli_options import BootstrapOption, TopicPrefixOption  # noqa: E402

@@ -68,7 +68,7 @@ def sink(
 
 # Imported last on purpose (see streams/worker_cli.py): ledger.cli imports this module from
 # its registration section; typer resolves the string annotations when the line is parsed.
-from ledger.cli import (  # noqa: E402
+from ledger.cli_options import (  # noqa: E402
     BootstrapOption,
     DuckdbOption,
     TopicPrefixOption,

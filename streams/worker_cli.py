@@ -163,7 +163,7 @@ def run_worker(app: Any, *, loglevel: str = "info") -> None:
 # registration section, and this module needs ledger.cli's option types and build_settings.
 # Whichever of the two is imported first, each finds the other's names defined in time;
 # typer resolves the string annotations only when the command line is parsed.
-from ledger.cli import (  # noqa: E402
+from ledger.cli_options import (  # noqa: E402
     BootstrapOption,
     DuckdbOption,
     TopicPrefixOption,

@@ -1,0 +1,51 @@
+"""Options and settings shared by every sub-command, kept apart from ``ledger.cli``.
+
+Sub-command modules import these names from here, not from ``ledger.cli``: the composition
+root imports every sub-command module, so importing back from it would be circular.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ledger.settings import Settings
+
+__all__ = ["BootstrapOption", "DuckdbOption", "TopicPrefixOption", "build_settings"]
+
+BootstrapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-servers",
+        help="Kafka bootstrap servers [env MIGRATION_LEDGER_BOOTSTRAP_SERVERS]",
+    ),
+]
+TopicPrefixOption = Annotated[
+    str | None,
+    typer.Option(
+        "--topic-prefix",
+        help="Prefix put before every topic name [env MIGRATION_LEDGER_TOPIC_PREFIX]",
+    ),
+]
+DuckdbOption = Annotated[
+    Path | None,
+    typer.Option("--duckdb", help="Location of the DuckDB ledger [env MIGRATION_LEDGER_DUCKDB]"),
+]
+
+
+def build_settings(
+    bootstrap_servers: str | None = None,
+    topic_prefix: str | None = None,
+    duckdb: Path | None = None,
+    **other: Any,
+) -> Settings:
+    """Settings from the environment, overridden by whichever flags were given."""
+    given: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers,
+        "topic_prefix": topic_prefix,
+        "duckdb": duckdb,
+        **other,
+    }
+    return Settings(**{k: v for k, v in given.items() if v is not None})
