@@ -41,7 +41,7 @@ class SinkOptions:
     batch_size: int = 5_000
     batch_seconds: float = 1.0
     #: Merge small segments this often (0 = never).
-    compact_every_s: float = 60.0
+    compact_every_s: float = 15.0
     #: Exit after being caught up (nothing to read, nothing pending) this long.
     until_idle_s: float | None = None
     metadata_every_s: float = 5.0

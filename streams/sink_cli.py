@@ -27,7 +27,7 @@ def sink(
     compact_every: Annotated[
         float,
         typer.Option("--compact-every", min=0, help="Seconds between compactions (0: never)."),
-    ] = 60.0,
+    ] = 15.0,
     until_idle: Annotated[
         float | None,
         typer.Option(
