@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import click
 import typer.main
 import yaml
 
@@ -20,14 +20,16 @@ def _services() -> dict[str, dict[str, object]]:
     return services
 
 
-def _resolve(argv: list[str]) -> click.Command:
+def _resolve(argv: list[str]) -> Any:
     """Follow sub-command names through the real CLI, as the shell would."""
-    command: click.Command = typer.main.get_command(app)
+    command = typer.main.get_command(app)
     for word in argv:
         if word.startswith("-"):
             break
-        assert isinstance(command, click.Group), f"{command.name} has no sub-command {word!r}"
-        found = command.commands.get(word)
+        # typer may bring its own click: look for sub-commands rather than a class.
+        commands = getattr(command, "commands", None)
+        assert commands is not None, f"{command.name} has no sub-command {word!r}"
+        found = commands.get(word)
         assert found is not None, f"the CLI has no command {word!r} (compose.yaml names it)"
         command = found
     return command

@@ -27,7 +27,11 @@ MODULES = sorted(
     for info in pkgutil.walk_packages(ledger.__path__, prefix="ledger.")
     if info.name not in ADAPTERS and not info.name.startswith("ledger.store.")
 )
-PURE_MODULES = [name for name in MODULES if name != "ledger.cli" and not name.endswith("_cli")]
+PURE_MODULES = [
+    name
+    for name in MODULES
+    if name not in {"ledger.cli", "ledger.__main__"} and not name.endswith("_cli")
+]
 CLI_MODULES = [name for name in MODULES if name not in PURE_MODULES]
 
 
