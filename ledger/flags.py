@@ -52,6 +52,7 @@ from ledger.events import CommandRejected, FlagChanged, Pool
 
 __all__ = [
     "GENESIS_HASH",
+    "AnyCommand",
     "ClearEnvironmentOverride",
     "ClearSessionOverride",
     "Disable",
@@ -79,6 +80,7 @@ __all__ = [
     "format_bp",
     "initial_state",
     "parse_percentage",
+    "ramp_changes",
     "rejection_event_id",
     "setting_command",
     "state_at",
