@@ -16,6 +16,7 @@ can be checked against a direct DuckDB count of the same ledger. Whatever it sta
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -284,6 +285,8 @@ def _migrate(
     from producers.shadow import ShadowRunner
     from producers.simulator import Simulator, Traffic, Workload, parse_incidents
 
+    # kafka-python logs every reconnect; the publisher says once what matters.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     client = FlagClient(settings).start()
     publisher = Publisher(settings, journal_path=settings.duckdb.parent / "journal.jsonl").start()
     workload = Workload(seed=seed, sessions=sessions, rate=rate)
