@@ -51,6 +51,8 @@ class ReportOptions:
     #: go-no-go: decisions re-decided in Python besides the SQL audit.
     audit_sample: int = 200
     histogram_bins: int = 24
+    #: Build the charts (only the HTML form shows them; they cost extra scans).
+    charts: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,12 +95,18 @@ def choose_interval(first: datetime | None, last: datetime | None, buckets: int 
     return _INTERVALS[-1][0]
 
 
+def _spans(con: Any) -> tuple[datetime | None, datetime | None]:
+    """First and last event time in the window, computed once per window (``scope``)."""
+    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS scoped_spans AS {queries.SPANS}")
+    _, rows = fetch(con, "SELECT first_at, last_at FROM scoped_spans")
+    first, last = rows[0]
+    return first, last
+
+
 def _interval(con: Any, options: ReportOptions) -> str:
     if options.interval is not None:
         return options.interval
-    _, rows = fetch(con, queries.SPANS)
-    first, last = rows[0]
-    return choose_interval(first, last)
+    return choose_interval(*_spans(con))
 
 
 # --- summary ----------------------------------------------------------------------------------
@@ -125,6 +133,8 @@ def summary(con: Any, options: ReportOptions) -> Report:
             limit=options.top,
         ),
     )
+    if not options.charts:
+        return Report("summary", "Summary", sections)
     interval = _interval(con, options)
     return Report(
         "summary",
@@ -192,7 +202,7 @@ def performance(con: Any, options: ReportOptions) -> Report:
         "performance",
         "Performance",
         (per_pool, versus),
-        charts=(latency_chart(con, options.histogram_bins),),
+        charts=(latency_chart(con, options.histogram_bins),) if options.charts else (),
     )
 
 
@@ -254,7 +264,7 @@ def rollout(con: Any, options: ReportOptions) -> Report:
         "rollout",
         "Rollout",
         sections,
-        charts=(rollout_chart(con, flag, interval),),
+        charts=(rollout_chart(con, flag, interval),) if options.charts else (),
         meta={"interval": interval, "flag": flag},
     )
 
@@ -263,7 +273,6 @@ def rollout(con: Any, options: ReportOptions) -> Report:
 
 
 def daily(con: Any, options: ReportOptions) -> Report:
-    interval = _interval(con, options)
     day = _section(
         con,
         "days",
@@ -272,6 +281,9 @@ def daily(con: Any, options: ReportOptions) -> Report:
         note="mismatch_rate counts value/shape/error mismatches and V2-only errors",
         flag=options.flag,
     )
+    if not options.charts:
+        return Report("daily", "Daily", (day,))
+    interval = _interval(con, options)
     return Report(
         "daily",
         "Daily",
@@ -288,8 +300,7 @@ def rollout_chart(con: Any, flag: str, interval: str) -> LineChart:
     """Configured V2 percentage as a step line, the observed V2 share, rollbacks marked."""
     _, steps = fetch(con, queries.CHART_FLAG_STEPS, flag=flag)
     configured = [(at, float(pct)) for at, pct, *_ in steps]
-    _, spans = fetch(con, queries.SPANS)
-    last = spans[0][1]
+    last = _spans(con)[1]
     if configured and last is not None and last > configured[-1][0]:
         configured.append((last, configured[-1][1]))  # hold the last value to the end
     markers = tuple(

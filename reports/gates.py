@@ -251,7 +251,7 @@ def go_no_go(con: Any, options: ReportOptions) -> Report:
         "go-no-go",
         "Go / no-go",
         (section,),
-        charts=charts(con, options),
+        charts=charts(con, options) if options.charts else (),
         passed=passed,
         meta={"flag": options.flag},
     )

@@ -48,6 +48,7 @@ MISSING_IN = _in(MISSING_CATEGORIES)
 def scope(con: Any, since: datetime | None = None, until: datetime | None = None) -> None:
     """Define ``scoped_<table>`` views restricted to ``[since, until)`` on ``con``."""
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("DROP TABLE IF EXISTS scoped_spans")  # the window's first/last times
     for table, column in SCOPED_TABLES.items():
         clauses = []
         if since is not None:
