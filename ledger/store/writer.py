@@ -479,7 +479,10 @@ class LedgerWriter:
                     first = decode_event(stored[event_id])
                 if first is None:
                     seen[event_id] = event
-                elif first == event:
+                elif first == event or name == "dead_letters":
+                    # A dead letter's id is the position of the bad input: the worker and
+                    # the sink both dead-letter a bad operation under the same id, in other
+                    # words (reason, time). One bad input, one row.
                     batch.tables[i] = None
                     batch.duplicate[i] = True
                 else:

@@ -203,6 +203,20 @@ def test_a_repeated_event_id_with_other_content_is_dead_lettered_not_dropped(
     assert count(tmp_path / "l", "SELECT duration_ms FROM operations") == op.duration_ms
 
 
+def test_a_bad_record_dead_lettered_by_the_worker_and_by_the_sink_is_one_row(
+    tmp_path: Path,
+) -> None:
+    from ledger.store.writer import dead_letter_for
+
+    bad = SourceRecord("p.ops", 0, 7, b"k", b"{oops")
+    from_worker = dead_letter_for(bad, "worker: not JSON", at=operation(1).started_at)
+    with writer(tmp_path / "l") as w:
+        own = w.write_batch([bad])  # the sink reads pool.operations too
+        worker = w.write_batch([SourceRecord("p.dead", 0, 0, None, encode_event(from_worker))])
+    assert (own.dead_lettered, worker.duplicates, worker.dead_lettered) == (1, 1, 0)
+    assert count(tmp_path / "l", "SELECT count(*) FROM dead_letters") == 1
+
+
 # --- offsets ----------------------------------------------------------------------------------
 
 
