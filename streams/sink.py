@@ -340,10 +340,16 @@ def run_sink(settings: Settings, options: SinkOptions, *, quiet: bool = False) -
     from rich.text import Text
 
     console = Console(stderr=True)
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.WARNING if quiet else logging.INFO
+    if console.is_terminal:
+        from rich.logging import RichHandler
+
+        # Log lines go through the console, above the live progress line, not across it.
+        logging.basicConfig(
+            level=level, format="%(message)s", handlers=[RichHandler(console=console)]
+        )
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiokafka logs every refused connection during a broker restart; our own lines say it.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
