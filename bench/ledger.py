@@ -12,8 +12,9 @@ Arrow, Parquet, atomic rename), then one full compaction. Printed: ingest rows p
 size and file count, and the seconds of representative queries through ``open_reader``.
 
 Extension point: functions appended to ``MEASUREMENTS`` run after the queries with the ledger
-path and print their own figures (report, replay and audit timings belong there; see
-``bench/reports.py --ledger DIR`` for those on a ledger kept with ``--keep``).
+path and return their own figures. ``--reports`` appends ``bench/reports.py``'s (each report,
+one replay, the bulk audit) measured on this ledger; ``--reuse --ledger DIR`` measures a
+ledger kept by an earlier ``--keep`` run without building it again.
 """
 
 from __future__ import annotations
@@ -311,6 +312,26 @@ def time_queries(path: Path, rounds: int) -> list[Figure]:
     return figures
 
 
+def _reports_figures() -> Callable[[Path], list[Figure]]:
+    """``bench/reports.py``'s ``figures`` (report, replay, audit timings), loaded by path: a
+    module named ``reports`` would be the package of that name."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_reports", Path(__file__).with_name("reports.py")
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+    def measure(path: Path) -> list[Figure]:
+        return [Figure(f.name, f.value, f.unit) for f in module.figures(path)]
+
+    return measure
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -321,7 +342,12 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="query an existing --ledger")
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--rounds", type=int, default=3, help="best of R for each query")
+    parser.add_argument(
+        "--reports", action="store_true", help="also bench/reports.py's figures on this ledger"
+    )
     args = parser.parse_args()
+    if args.reports:
+        MEASUREMENTS.append(_reports_figures())
 
     temporary = args.ledger is None
     path = args.ledger or Path(tempfile.mkdtemp(prefix="ledger-bench-")) / "ledger"
