@@ -317,8 +317,8 @@ def _prepare(con: Any) -> None:
         )
 
 
-def recompute_sql(where: str = "") -> str:
-    """One row per decision: recorded and recomputed pool, reason, bucket, threshold."""
+def recompute_sql(where: str = "", source: str = "decisions") -> str:
+    """One row per decision of ``source``: recorded and recomputed pool, reason, bucket..."""
     from ledger import rollout
 
     key = "coalesce(d.session_id, d.correlation_id)"
@@ -334,7 +334,7 @@ def recompute_sql(where: str = "") -> str:
                    eo.pool AS environment_pool,
                    so.pool AS session_pool,
                    {bucket} AS computed_bucket
-            FROM decisions d
+            FROM {source} d
             LEFT JOIN audit_states s
                    ON s.flag = d.flag AND s.version = d.flag_version
             LEFT JOIN audit_environment_overrides eo
@@ -397,11 +397,14 @@ def _disagreement(row: Sequence[Any], source: str = "sql") -> Disagreement:
     )  # fmt: skip
 
 
-def bulk(con: Any, result: AuditResult) -> None:
-    """Recompute every decision in SQL; counts per flag version, a few examples."""
+def bulk(con: Any, result: AuditResult, source: str = "decisions") -> None:
+    """Recompute every decision of ``source`` in SQL; counts per flag version, a few examples.
+
+    ``source`` is a table or view of decisions (a report window's ``scoped_decisions``).
+    """
     started = time.perf_counter()
     _prepare(con)
-    body = recompute_sql()
+    body = recompute_sql(source=source)
     rows = con.execute(
         f"""
         SELECT flag, flag_version, count(*) AS n, count(*) FILTER (WHERE disagrees) AS bad
@@ -424,7 +427,9 @@ def bulk(con: Any, result: AuditResult) -> None:
 # --- the Python sample ------------------------------------------------------------------------
 
 
-def replay_sample(con: Any, result: AuditResult, size: int, seed: int | None) -> None:
+def replay_sample(
+    con: Any, result: AuditResult, size: int, seed: int | None, source: str = "decisions"
+) -> None:
     """Re-decide ``size`` random decisions in Python; compare with the record and with SQL.
 
     Each is decided again by ``ledger.rollout.decide`` on the flag state folded (hash chain
@@ -437,7 +442,7 @@ def replay_sample(con: Any, result: AuditResult, size: int, seed: int | None) ->
         return
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
     rows = con.execute(
-        f"SELECT event_id, wire FROM decisions USING SAMPLE reservoir({int(size)} ROWS) "
+        f"SELECT event_id, wire FROM {source} USING SAMPLE reservoir({int(size)} ROWS) "
         f"REPEATABLE ({int(seed)})"
     ).fetchall()
     states = _States(flag_changes(con, read_from="wire"))
@@ -445,7 +450,9 @@ def replay_sample(con: Any, result: AuditResult, size: int, seed: int | None) ->
     sql_rows = {
         row[0]: row
         for row in con.execute(
-            f"SELECT * FROM ({recompute_sql('WHERE d.event_id IN (SELECT unnest($ids))')})",
+            "SELECT * FROM ("
+            + recompute_sql("WHERE d.event_id IN (SELECT unnest($ids))", source)
+            + ")",
             {"ids": ids},
         ).fetchall()
     }
@@ -534,12 +541,14 @@ def _python_disagreement(
 # --- all of it --------------------------------------------------------------------------------
 
 
-def audit(con: Any, *, sample: int = 1000, seed: int | None = None) -> AuditResult:
-    """Run the three checks over the ledger behind ``con``."""
+def audit(
+    con: Any, *, sample: int = 1000, seed: int | None = None, source: str = "decisions"
+) -> AuditResult:
+    """Run the three checks over the ledger behind ``con`` (decisions of ``source``)."""
     result = AuditResult()
     result.chains, result.column_wire_mismatches = check_chains(con)
-    bulk(con, result)
-    replay_sample(con, result, sample, seed)
+    bulk(con, result, source)
+    replay_sample(con, result, sample, seed, source)
     return result
 
 

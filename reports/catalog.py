@@ -103,6 +103,22 @@ def _spans(con: Any) -> tuple[datetime | None, datetime | None]:
     return first, last
 
 
+def step_us(con: Any, interval: str) -> int:
+    """An interval's length in microseconds (DuckDB parses the text: '15 minutes', '1 day')."""
+    import duckdb
+
+    try:
+        rows = con.execute(
+            "SELECT CAST(epoch(CAST($text AS INTERVAL)) * 1000000 AS BIGINT)", {"text": interval}
+        ).fetchall()
+    except duckdb.Error:
+        raise ValueError(f"interval {interval!r} is not a DuckDB interval ('15 minutes')") from None
+    step = int(rows[0][0])
+    if step < 1_000_000:
+        raise ValueError(f"interval {interval!r} is shorter than one second")
+    return step
+
+
 def _interval(con: Any, options: ReportOptions) -> str:
     if options.interval is not None:
         return options.interval
@@ -210,7 +226,7 @@ def performance(con: Any, options: ReportOptions) -> Report:
 
 
 def _decisions_over_time(con: Any, interval: str) -> Section:
-    _, rows = fetch(con, queries.DECISIONS_OVER_TIME, interval=interval)
+    _, rows = fetch(con, queries.DECISIONS_OVER_TIME, step_us=step_us(con, interval))
     reasons = sorted({reason for _, _, reason, _ in rows})
     table: dict[datetime, dict[str, int]] = {}
     for bucket, pool, reason, n in rows:
@@ -308,7 +324,7 @@ def rollout_chart(con: Any, flag: str, interval: str) -> LineChart:
         for at, _, command, version, actor, reason in steps
         if command == "rollback"
     )
-    _, share = fetch(con, queries.CHART_V2_SHARE, interval=interval)
+    _, share = fetch(con, queries.CHART_V2_SHARE, step_us=step_us(con, interval))
     series = [Series("configured rollout %", tuple(configured))]
     if share:
         series.append(Series("observed V2 share %", tuple((at, float(pct)) for at, pct in share)))
@@ -345,7 +361,7 @@ def latency_chart(con: Any, bins: int) -> HistogramChart:
 
 def categories_chart(con: Any, interval: str) -> BarChart:
     """Comparison categories per time bucket, stacked (matches at the bottom)."""
-    _, rows = fetch(con, queries.CHART_CATEGORIES, interval=interval)
+    _, rows = fetch(con, queries.CHART_CATEGORIES, step_us=step_us(con, interval))
     by_bucket: dict[datetime, dict[str, int]] = {}
     for bucket, category, n in rows:
         by_bucket.setdefault(bucket, {})[category] = n

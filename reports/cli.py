@@ -157,7 +157,7 @@ def report(
     con, path = _open(duckdb)
     try:
         built = build_report(con, name, options)
-    except LedgerError as exc:
+    except (LedgerError, ValueError) as exc:
         raise _fail(str(exc)) from None
     except duck.Error as exc:
         raise _fail(f"report {name} failed: {exc}") from None

@@ -211,7 +211,8 @@ def collect(con: Any, options: ReportOptions, limits: Thresholds) -> Figures:
     _, rollback_rows = fetch(
         con, queries.GATE_ROLLBACKS, flag=options.flag, since=options.since, until=options.until
     )
-    result = audit(con, sample=limits.audit_sample, seed=0)
+    # The decisions of the window (all of them without --since/--until); the chain in full.
+    result = audit(con, sample=limits.audit_sample, seed=0, source="scoped_decisions")
     return Figures(
         comparisons=int(comparisons),
         mismatches=int(mismatches),

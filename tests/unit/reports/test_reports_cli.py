@@ -227,3 +227,27 @@ def test_reclassify_names_the_line_of_a_bad_rules_file(ledger_path: Path, tmp_pa
     code, _, err = run("reclassify", "--rules", str(rules), "--duckdb", str(ledger_path))
     assert code == 2
     assert "line 3" in err
+
+
+def test_a_bad_interval_is_refused(ledger_path: Path) -> None:
+    code, _, err = run("report", "rollout", "--interval", "fortnight", "--duckdb", str(ledger_path))
+    assert code == 2
+    assert "not a DuckDB interval" in err
+
+
+def test_go_no_go_audits_the_decisions_of_its_window(ledger_path: Path, built: Ledger) -> None:
+    since = built.decisions[len(built.decisions) // 2].at
+    inside = sum(d.at >= since for d in built.decisions)
+    code, out, _ = run(
+        "report",
+        "go-no-go",
+        "-f",
+        "json",
+        "--since",
+        since.isoformat(),
+        "--duckdb",
+        str(ledger_path),
+    )
+    assert code in (0, 1)
+    lines = {r["check"]: r for r in json.loads(out)["sections"]["checklist"]}
+    assert f"0 of {inside} decisions disagree" in lines["decision audit"]["figure"]
