@@ -288,6 +288,7 @@ def measure(path: Path, rounds: int = 3, replays: int = 20) -> list[Figure]:
     from reports.audit import AuditResult, bulk
     from reports.catalog import REPORTS, ReportOptions, build_report
     from reports.explain import explain
+    from reports.html import render_html
 
     figures: list[Figure] = []
 
@@ -297,30 +298,37 @@ def measure(path: Path, rounds: int = 3, replays: int = 20) -> list[Figure]:
 
     both("open_reader", "s", 1, timed(rounds, lambda: open_reader(path).close()))
     con = open_reader(path)
-    options = ReportOptions(flag=FLAG, audit_sample=200)
+    # As the CLI builds them for table, json and csv (no charts) ...
+    options = ReportOptions(flag=FLAG, audit_sample=200, charts=False)
     for name in REPORTS:
         both(f"report {name}", "s", 1, timed(rounds, lambda n=name: build_report(con, n, options)))
+    # ... and for html: the charts too, and the page.
+    with_charts = ReportOptions(flag=FLAG, audit_sample=200)
+    for name in ("summary", "daily"):
+        both(
+            f"report {name} --format html",
+            "s",
+            1,
+            timed(rounds, lambda n=name: render_html(build_report(con, n, with_charts))),
+        )
 
-    sessions = [
-        row[0]
-        for row in con.execute(
-            "SELECT session_id FROM decisions USING SAMPLE reservoir(100 ROWS) REPEATABLE (1)"
-        ).fetchall()
-    ]
-    correlations = [
-        row[0]
-        for row in con.execute(
-            "SELECT correlation_id FROM decisions USING SAMPLE reservoir(100 ROWS) REPEATABLE (2)"
-        ).fetchall()
-    ]
+    # "Why did session S go where it went at T?": T is a decision's time; also the latest
+    # decision of a session, and the decision of one correlation id.
+    sampled = con.execute(
+        'SELECT session_id, "at", correlation_id FROM decisions '
+        "USING SAMPLE reservoir(100 ROWS) REPEATABLE (1)"
+    ).fetchall()
     rng = random.Random(1)
-    for label, key, ids in (
-        ("replay by session", "session_id", sessions),
-        ("replay by correlation id", "correlation_id", correlations),
-    ):
+    asks: tuple[tuple[str, Callable[[tuple[Any, ...]], dict[str, Any]]], ...] = (
+        ("replay --session --at", lambda row: {"session_id": row[0], "at": row[1]}),
+        ("replay --session (latest)", lambda row: {"session_id": row[0]}),
+        ("replay --correlation-id", lambda row: {"correlation_id": row[2]}),
+    )
+    for label, ask in asks:
         walls, cpus = [], []
         for _ in range(replays):
-            wall, cpu = timed(1, lambda k=key, i=ids: explain(con, **{k: rng.choice(i)}))
+            kwargs = ask(rng.choice(sampled))
+            wall, cpu = timed(1, lambda k=kwargs: explain(con, **k))
             walls.append(wall)
             cpus.append(cpu)
         figures.append(Figure(f"{label}, median (wall)", 1000 * statistics.median(walls), "ms"))

@@ -69,20 +69,12 @@ _COLUMNS = (
     "at",
 )
 _SELECT = "SELECT " + ", ".join(f'"{c}"' for c in _COLUMNS) + " FROM decisions"
-_BY_CORRELATION = (
-    _SELECT
-    + """
-WHERE correlation_id = $correlation_id {session}
-ORDER BY "at" DESC, event_id DESC LIMIT 1
-"""
-)
-_BY_SESSION = (
-    _SELECT
-    + """
-WHERE session_id = $session_id AND "at" <= $until {since}
-ORDER BY "at" DESC, event_id DESC LIMIT 1
-"""
-)
+# No ORDER BY: the latest of the few rows found is picked here, which spares DuckDB a
+# second pass over the row groups to fetch the winner's columns (half the time).
+_BY_CORRELATION = _SELECT + " WHERE correlation_id = $correlation_id {session}"
+_BY_SESSION = _SELECT + ' WHERE session_id = $session_id AND "at" <= $until {since}'
+_AT = _COLUMNS.index("at")
+_ID = _COLUMNS.index("event_id")
 _LAST_AT = 'SELECT max("at") FROM decisions'
 _FLAG_LOG = """
 SELECT wire FROM flag_events WHERE flag = $flag ORDER BY _topic, _partition, _offset
@@ -138,7 +130,7 @@ def find_decision(
         raise ValueError("find_decision needs a session id or a correlation id")
     if not rows:
         raise DecisionNotFoundError(f"no recorded decision for {wanted}")
-    return _decision(rows[0])
+    return _decision(max(rows, key=lambda row: (row[_AT], row[_ID])))
 
 
 def flag_log(con: Any, flag: str) -> list[FlagChanged | CommandRejected]:
