@@ -53,16 +53,24 @@ def _answers(records: list[Any]) -> list[tuple[int, Answer]]:
     return found
 
 
-def read_log(settings: Settings, *, flag: str | None = None) -> list[Answer]:
+def read_log(settings: Settings, *, flag: str | None = None, timeout: float = 60.0) -> list[Answer]:
     """Every FlagChanged / CommandRejected on the flag log, in log order."""
     consumer, tp = _consumer(settings)
     try:
+        start = consumer.beginning_offsets([tp])[tp]
         end = consumer.end_offsets([tp])[tp]
-        consumer.seek_to_beginning(tp)
+        consumer.seek(tp, start)  # explicit offsets: no lazy reset policy in between
         events: list[Answer] = []
-        while consumer.position(tp) < end:
+        read_to = start
+        deadline = time.monotonic() + timeout
+        while read_to < end:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"read {read_to - start} of {end - start} records of {tp.topic}")
             batch = consumer.poll(timeout_ms=1000, max_records=10_000)
-            for _, event in _answers(batch.get(tp, [])):
+            records = batch.get(tp, [])
+            if records:
+                read_to = records[-1].offset + 1
+            for _, event in _answers(records):
                 if flag is None or event.flag == flag:
                     events.append(event)
         return events
