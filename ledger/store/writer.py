@@ -100,26 +100,16 @@ class CompactionResult:
 class _Batch:
     """The decoded rows of one ``write_batch``, by position (``tables[i] is None``: dropped)."""
 
-    def __init__(self) -> None:
-        self.records: list[SourceRecord] = []
-        self.tables: list[str | None] = []
-        self.events: list[Event] = []
-        self.wires: list[str] = []
-        self.rejected: list[bool] = []
-        self.duplicate: list[bool] = []
+    def __init__(self, rows: list[tuple[SourceRecord, str, Event, str, bool]]) -> None:
+        self.records: list[SourceRecord] = [row[0] for row in rows]
+        self.tables: list[str | None] = [row[1] for row in rows]
+        self.events: list[Event] = [row[2] for row in rows]
+        self.wires: list[str] = [row[3] for row in rows]
+        self.rejected: list[bool] = [row[4] for row in rows]
+        self.duplicate: list[bool] = [False] * len(rows)
 
     def __len__(self) -> int:
         return len(self.records)
-
-    def append(
-        self, record: SourceRecord, table: str, event: Event, wire: str, rejected: bool
-    ) -> None:
-        self.records.append(record)
-        self.tables.append(table)
-        self.events.append(event)
-        self.wires.append(wire)
-        self.rejected.append(rejected)
-        self.duplicate.append(False)
 
     def replace(self, i: int, row: tuple[SourceRecord, str, Event, str, bool]) -> None:
         _, self.tables[i], self.events[i], self.wires[i], self.rejected[i] = row
@@ -220,6 +210,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _offset_of(record: SourceRecord) -> int:
+    return record.offset
+
+
 class LedgerWriter:
     """Appends Kafka records to a ledger folder, exactly once per offset, one event id once.
 
@@ -280,7 +274,7 @@ class LedgerWriter:
     def _write_schema_files(self) -> None:
         """Zero-row files holding each table's current column types (readers union them in)."""
         for name in TABLES:
-            empty = self._typed(name, _Batch(), [])
+            empty = self._typed(name, _Batch([]), [])
             target = self.layout.schema_file(name)
             if target.exists() and pq.read_schema(target).equals(empty.schema):
                 continue
@@ -368,25 +362,29 @@ class LedgerWriter:
         """
         result = WriteResult()
         committed = self.committed_offsets()
-        by_partition: dict[tuple[str, int], dict[int, SourceRecord]] = {}
+        by_partition: dict[tuple[str, int], list[SourceRecord]] = {}
         for record in records:
-            key = (record.topic, record.partition)
-            if record.offset <= committed.get(key, -1):
-                result.skipped += 1
-                continue
-            by_partition.setdefault(key, {}).setdefault(record.offset, record)
-        if not by_partition:
-            return result
+            by_partition.setdefault((record.topic, record.partition), []).append(record)
 
         # One row per record, in (topic, partition, offset) order; each partition a run.
-        batch = _Batch()
+        ordered: list[SourceRecord] = []
         runs: list[tuple[Segment, int, int]] = []
         for key in sorted(by_partition):
-            offsets = by_partition[key]
-            start = len(batch.records)
-            for offset in sorted(offsets):
-                batch.append(*self._decode(offsets[offset]))
-            runs.append((Segment(key[0], key[1], min(offsets), max(offsets)), start, len(batch)))
+            last = committed.get(key, -1)
+            start = len(ordered)
+            # Kafka order is offset order already; sorting is a check that costs O(n) then.
+            for record in sorted(by_partition[key], key=_offset_of):
+                if record.offset <= last:
+                    result.skipped += 1  # at or below a committed offset: a re-delivery
+                    continue
+                ordered.append(record)
+                last = record.offset
+            if len(ordered) > start:
+                first = ordered[start].offset
+                runs.append((Segment(key[0], key[1], first, last), start, len(ordered)))
+        if not ordered:
+            return result
+        batch = _Batch([self._decode(record) for record in ordered])
         result.records = len(batch)
 
         self._dedupe(batch)
