@@ -414,7 +414,6 @@ def install(ledger: LedgerApp) -> None:
                 monitor.on_comparison(message.partition, message.value)
             yield None
 
-    @app.timer(min(1.0, size.total_seconds() / 4))
     async def close_health_windows() -> None:
         if app.rebalancing or app.in_recovery:
             return
@@ -423,3 +422,6 @@ def install(ledger: LedgerApp) -> None:
             published.labels(window.pool, window.verdict).inc()
         rollbacks.inc(monitor.rollbacks - sent_before)
         late.set(monitor.late)
+
+    # Registered by call: faust's decorators are untyped.
+    app.timer(min(1.0, size.total_seconds() / 4))(close_health_windows)

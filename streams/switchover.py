@@ -239,7 +239,6 @@ def install(ledger: LedgerApp) -> None:
         finally:
             await tail.stop()
 
-    @app.task
     async def switchover_controller() -> None:
         # Whatever goes wrong (broker away, a bad step), start over from the log: the
         # state is rebuilt, never patched; and the worker's other agents keep running.
@@ -252,3 +251,5 @@ def install(ledger: LedgerApp) -> None:
             except Exception:
                 log.exception("switchover controller failed; rebuilding from the log in 5 s")
                 await asyncio.sleep(5.0)
+
+    app.task(switchover_controller)  # registered by call: faust's decorators are untyped

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -101,32 +100,11 @@ class Traffic(threading.Thread):
         self.join(timeout=15)
 
 
-class SwitchoverWorker(Worker):
-    """The worker subprocess with the health monitor, the controller and the flag writer."""
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "MIGRATION_LEDGER_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
-            "MIGRATION_LEDGER_TOPIC_PREFIX": self.settings.topic_prefix,
-            "MIGRATION_LEDGER_CACHE_DIR": str(self.workdir / "cache"),
-            "MIGRATION_LEDGER_FLAG": self.settings.flag,
-            "MIGRATION_LEDGER_PAIRING_TIMEOUT": str(self.pairing_timeout),
-        }
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(Path(__file__).parent / "switchover_worker.py")],
-                cwd=self.workdir,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-
 def start_worker(settings: Settings, workdir: Path) -> Worker:
-    """A worker at demo speed (the test sets ``HEALTH_ENV``; the subprocess inherits it)."""
+    """``migration-ledger worker`` at demo speed (the test sets ``HEALTH_ENV``; the
+    subprocess inherits it)."""
     assert all(os.environ.get(k) == v for k, v in HEALTH_ENV.items()), "set HEALTH_ENV first"
-    worker = SwitchoverWorker(settings, workdir, pairing_timeout=3.0)
+    worker = Worker(settings, workdir, pairing_timeout=3.0)
     worker.start()
     return worker
 
