@@ -8,10 +8,11 @@ Three independent checks, any of which fails the audit:
    ``ledger.rollout.decide`` and the same bucket (``ledger.rollout``'s DuckDB expression, bit
    for bit equal to the Python function). Overrides are unnested into (version, key, pool)
    rows and joined, so a long override list costs a hash join, not a JSON scan per decision.
-2. **Sample (Python).** A random sample of decisions is decided again by
-   ``ledger.rollout.decide`` on the flag state folded (chain checked) from the log's wire
-   form up to each one's version; a sound decision comes back as the identical event. The
-   SQL verdict on the same decisions must be the same (the implementations check each other).
+2. **Sample (Python).** A random sample of decisions (picked by the same SQL pass, so it
+   costs no second scan) is decided again by ``ledger.rollout.decide`` on the flag state
+   folded (chain checked) from the log's wire form up to each one's version; a sound
+   decision comes back as the identical event. The SQL verdict on the same decisions must be
+   the same (the implementations check each other).
 3. **Chain.** ``ledger.replay.verify_chain`` over the flag log twice: as decoded from the
    stored wire JSON and as rebuilt from the typed columns, so a change made to either copy
    (a Parquet cell, or an exported line re-ingested) breaks the chain at its version. Rows
@@ -317,8 +318,11 @@ def _prepare(con: Any) -> None:
         )
 
 
-def recompute_sql(where: str = "", source: str = "decisions") -> str:
-    """One row per decision of ``source``: recorded and recomputed pool, reason, bucket..."""
+def recompute_sql(where: str = "", source: str = "decisions", sampled: str = "false") -> str:
+    """One row per decision of ``source``: recorded and recomputed pool, reason, bucket...
+
+    ``sampled`` is a SQL condition on the decision (``d``) marking the Python sample.
+    """
     from ledger import rollout
 
     key = "coalesce(d.session_id, d.correlation_id)"
@@ -328,6 +332,8 @@ def recompute_sql(where: str = "", source: str = "decisions") -> str:
         WITH joined AS (
             SELECT d.event_id, d.flag, d.flag_version, d.session_id, d.correlation_id,
                    d.pool, d.reason, d.bucket, d.threshold_bp, d.hash_version,
+                   d.schema_version, d.type, d.environment, d."at",
+                   {sampled} AS sampled,
                    s.version IS NOT NULL OR d.flag_version = 0 AS known,
                    coalesce(s.enabled, false) AS enabled,
                    coalesce(s.rollout_bp, 0) AS rollout_bp,
@@ -374,7 +380,8 @@ def recompute_sql(where: str = "", source: str = "decisions") -> str:
                OR pool IS DISTINCT FROM r_pool
                OR reason IS DISTINCT FROM r_reason
                OR bucket IS DISTINCT FROM r_bucket
-               OR threshold_bp IS DISTINCT FROM r_threshold_bp AS disagrees
+               OR threshold_bp IS DISTINCT FROM r_threshold_bp AS disagrees,
+               sampled, schema_version, type, environment, "at"
         FROM recomputed
     """
 
@@ -384,7 +391,7 @@ _RECORD = ("pool", "reason", "bucket", "threshold_bp")
 
 def _disagreement(row: Sequence[Any], source: str = "sql") -> Disagreement:
     (event_id, flag, version, session_id, correlation_id, pool, reason, bucket, threshold,
-     hash_version, r_pool, r_reason, r_bucket, r_threshold, known, _) = row  # fmt: skip
+     hash_version, r_pool, r_reason, r_bucket, r_threshold, known, *_) = row  # fmt: skip
     recorded = dict(zip(_RECORD, (pool, reason, bucket, threshold), strict=True))
     recomputed = dict(zip(_RECORD, (r_pool, r_reason, r_bucket, r_threshold), strict=True))
     fields = tuple(k for k in _RECORD if recorded[k] != recomputed[k])
@@ -397,68 +404,93 @@ def _disagreement(row: Sequence[Any], source: str = "sql") -> Disagreement:
     )  # fmt: skip
 
 
-def bulk(con: Any, result: AuditResult, source: str = "decisions") -> None:
+#: Columns of a decision, as the bulk query hands the Python sample over.
+_EVENT_COLUMNS = (
+    "event_id",
+    "schema_version",
+    "type",
+    "flag",
+    "session_id",
+    "correlation_id",
+    "environment",
+    "pool",
+    "reason",
+    "bucket",
+    "threshold_bp",
+    "flag_version",
+    "hash_version",
+    "at",
+)
+
+
+def bulk(
+    con: Any,
+    result: AuditResult,
+    source: str = "decisions",
+    *,
+    sample: int = 0,
+    seed: int | None = None,
+) -> list[tuple[dict[str, Any], bool]]:
     """Recompute every decision of ``source`` in SQL; counts per flag version, a few examples.
 
     ``source`` is a table or view of decisions (a report window's ``scoped_decisions``).
+    The same pass picks about ``sample`` decisions (a seeded hash of their ids: the same
+    seed picks the same ones) and returns them with the SQL verdict, ``(columns,
+    disagrees)``, for :func:`replay_sample`: sampling costs no second scan of the decisions.
     """
     started = time.perf_counter()
     _prepare(con)
-    body = recompute_sql(source=source)
+    sampled = "false"
+    if sample > 0:
+        total = int(con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0])
+        modulus = max(total // sample, 1)
+        salt = random.SystemRandom().randrange(2**31) if seed is None else seed
+        sampled = f"hash(d.event_id || ':{int(salt)}') % {modulus} = 0"
+    body = recompute_sql(source=source, sampled=sampled)
+    packed = ", ".join(f"'{c}': \"{c}\"" for c in _EVENT_COLUMNS)
     rows = con.execute(
         f"""
-        SELECT flag, flag_version, count(*) AS n, count(*) FILTER (WHERE disagrees) AS bad
+        SELECT flag, flag_version, count(*) AS n, count(*) FILTER (WHERE disagrees) AS bad,
+               list({{{packed}, 'disagrees': disagrees}}) FILTER (WHERE sampled) AS picked
         FROM ({body}) GROUP BY flag, flag_version ORDER BY flag, flag_version
         """
     ).fetchall()
     result.sql_seconds = time.perf_counter() - started
-    for flag, version, n, bad in rows:
+    picked: list[tuple[dict[str, Any], bool]] = []
+    for flag, version, n, bad, chosen in rows:
         result.by_version[(flag, int(version))] = (int(n), int(bad))
         result.decisions += int(n)
         result.disagreeing += int(bad)
+        for item in chosen or ():
+            verdict = bool(item.pop("disagrees"))
+            picked.append((item, verdict))
     if result.disagreeing:
         examples = con.execute(
             f"SELECT * FROM ({body}) WHERE disagrees ORDER BY flag, flag_version, event_id "
             f"LIMIT {EXAMPLES}"
         ).fetchall()
         result.examples = [_disagreement(row) for row in examples]
+    return picked[:sample] if sample > 0 else []
 
 
 # --- the Python sample ------------------------------------------------------------------------
 
 
-def replay_sample(
-    con: Any, result: AuditResult, size: int, seed: int | None, source: str = "decisions"
-) -> None:
-    """Re-decide ``size`` random decisions in Python; compare with the record and with SQL.
+def replay_sample(con: Any, result: AuditResult, picked: list[tuple[dict[str, Any], bool]]) -> None:
+    """Re-decide the sampled decisions in Python; compare with the record and with SQL.
 
     Each is decided again by ``ledger.rollout.decide`` on the flag state folded (hash chain
-    checked) up to its ``flag_version``, with its own context and time: a sound decision
-    comes back as the very same event, field for field. Where Python could recompute, its
-    verdict must equal the SQL one for the same decision: the implementations check each
-    other.
+    checked) from the log's wire form up to its ``flag_version``, with its own context and
+    time: a sound decision comes back as the very same event, field for field. Where Python
+    could recompute, its verdict must equal the SQL one for the same decision: the
+    implementations check each other.
     """
-    if size <= 0 or result.decisions == 0:
+    if not picked:
         return
-    seed = random.SystemRandom().randrange(2**31) if seed is None else seed
-    rows = con.execute(
-        f"SELECT event_id, wire FROM {source} USING SAMPLE reservoir({int(size)} ROWS) "
-        f"REPEATABLE ({int(seed)})"
-    ).fetchall()
     states = _States(flag_changes(con, read_from="wire"))
-    ids = [event_id for event_id, _ in rows]
-    sql_rows = {
-        row[0]: row
-        for row in con.execute(
-            "SELECT * FROM ("
-            + recompute_sql("WHERE d.event_id IN (SELECT unnest($ids))", source)
-            + ")",
-            {"ids": ids},
-        ).fetchall()
-    }
-    result.sample_size = len(rows)
-    for event_id, wire in rows:
-        decision = decode_event(wire, RolloutDecided)
+    result.sample_size = len(picked)
+    for columns, sql_disagrees in picked:
+        decision = decode_event_object(columns, RolloutDecided)
         assert isinstance(decision, RolloutDecided)
         again, problem = states.redecide(decision)
         matches = again == decision
@@ -466,9 +498,8 @@ def replay_sample(
             result.sample_disagreeing += 1
             if len(result.sample_examples) < EXAMPLES:
                 result.sample_examples.append(_python_disagreement(decision, again, problem))
-        sql_row = sql_rows.get(event_id)
-        if problem is None and sql_row is not None and bool(sql_row[-1]) == matches:
-            result.implementations_disagree.append(event_id)
+        if problem is None and sql_disagrees == matches:
+            result.implementations_disagree.append(decision.event_id)
 
 
 class _States:
@@ -547,8 +578,8 @@ def audit(
     """Run the three checks over the ledger behind ``con`` (decisions of ``source``)."""
     result = AuditResult()
     result.chains, result.column_wire_mismatches = check_chains(con)
-    bulk(con, result, source)
-    replay_sample(con, result, sample, seed, source)
+    picked = bulk(con, result, source, sample=sample, seed=seed)
+    replay_sample(con, result, picked)
     return result
 
 
