@@ -1,17 +1,19 @@
 """A switchover run in memory: a flag log writer, health windows and a controller in a loop.
 
-The writer here follows the agreed command semantics (expected_version, frozen refuses ramp
-changes but not rollback, a command id is decided once) so the controller's behaviour can be
-tested without Kafka. Windows are built and judged by the real health and policy code.
+The flag log is decided by ``ledger.flags`` itself (expected versions, frozen flags, no-op
+commands, a command id decided once), windows are built and judged by the real health and
+policy code: only Kafka is left out.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from ledger import flags
 from ledger.events import CommandRejected, FlagChanged, HealthAssessed, SwitchoverRecorded
 from ledger.policy import HealthPolicy, assess, judged
 from ledger.switchover import (
@@ -22,24 +24,43 @@ from ledger.switchover import (
     apply,
     rebuild,
     step,
+    to_flag_command,
 )
 from tests.unit.health_factories import T0, window_of
 
 FLAG = "v2_migration"
+Answer = FlagChanged | CommandRejected | None
 Health = Literal["healthy", "v2_errors", "v2_slow", "v2_slower", "v1_spike", "mismatches", "quiet"]
 
 
 @dataclass
 class FlagLog:
-    """The single writer of the flag log, reduced to what the controller relies on."""
+    """The flag log writer's decisions (``ledger.flags``), without Kafka."""
 
     flag: str = FLAG
     events: list[FlagChanged | CommandRejected] = field(default_factory=list)
-    decided: set[str] = field(default_factory=set)
-    version: int = 0
-    enabled: bool = False
-    bp: int = 0
-    frozen: bool = False
+    state: flags.FlagState = field(default_factory=lambda: flags.initial_state(FLAG))
+
+    @property
+    def version(self) -> int:
+        return self.state.version
+
+    @property
+    def enabled(self) -> bool:
+        return self.state.values.v2_pool_enabled
+
+    @property
+    def bp(self) -> int:
+        return self.state.values.v2_rollout_bp
+
+    def answer(
+        self, command: flags.AnyCommand, at: datetime
+    ) -> FlagChanged | CommandRejected | None:
+        event = flags.decide_command(self.state, command, at=at)
+        if event is not None:
+            self.events.append(event)
+            self.state = flags.apply(self.state, event)
+        return event
 
     def decide(
         self,
@@ -53,75 +74,23 @@ class FlagLog:
         cause_id: str | None = None,
         expected_version: int | None = None,
     ) -> FlagChanged | CommandRejected | None:
-        if command_id in self.decided:
-            return None
-        self.decided.add(command_id)
-        rejection = None
-        if expected_version is not None and expected_version != self.version:
-            rejection = "version_conflict"
-        elif self.frozen and command in ("enable", "set_percentage"):
-            rejection = "frozen"
-        if rejection is not None:
-            event: FlagChanged | CommandRejected = CommandRejected(
-                event_id=f"rej-{command_id}",
-                flag=self.flag,
-                command=command,
-                command_id=command_id,
-                current_version=self.version,
-                actor=actor,
-                reason=reason,
-                cause_id=cause_id,
-                rejection=rejection,
-                at=at,
-            )
-            self.events.append(event)
-            return event
-        if command == "enable":
-            self.enabled = True
-        elif command == "set_percentage":
-            assert percentage_bp is not None
-            self.bp = percentage_bp
-        elif command == "rollback":
-            self.enabled, self.bp = False, 0
-        elif command == "freeze":
-            self.frozen = True
-        self.version += 1
-        event = FlagChanged(
-            event_id=f"flag-{self.version}",
-            flag=self.flag,
-            version=self.version,
-            command=command,
-            command_id=command_id,
-            v2_pool_enabled=self.enabled,
-            v2_rollout_bp=self.bp,
-            shadow_mode_enabled=True,
-            shadow_sample_bp=10000,
-            session_overrides={},
-            environment_overrides={},
-            frozen=self.frozen,
-            actor=actor,
-            reason=reason,
-            cause_id=cause_id,
-            at=at,
-            prev_hash="",
-            hash=f"h{self.version}",
-        )
-        self.events.append(event)
-        return event
+        data: dict[str, object] = {
+            "command": command,
+            "command_id": command_id,
+            "flag": self.flag,
+            "actor": actor,
+            "reason": reason,
+            "cause_id": cause_id,
+            "expected_version": expected_version,
+        }
+        if percentage_bp is not None:
+            data["percentage_bp"] = percentage_bp
+        return self.answer(flags.decode_command(json.dumps(data)), at)
 
     def send(
         self, command: ControllerCommand, at: datetime
     ) -> FlagChanged | CommandRejected | None:
-        return self.decide(
-            command.command,
-            command.command_id,
-            actor=command.actor,
-            reason=command.reason,
-            at=at,
-            percentage_bp=command.percentage_bp,
-            cause_id=command.cause_id,
-            expected_version=command.expected_version,
-        )
+        return self.answer(to_flag_command(command), at)
 
 
 def windows_for(
