@@ -242,10 +242,24 @@ def test_a_restart_mid_soak_resumes_the_soak_and_a_rollback_by_hand_is_respected
         assert "alice" in records[0].reason
         time.sleep(2 * SOAK.total_seconds())  # the controller would have advanced by now
         later = [c for c in _flag_changes(settings) if c.version > manual.version]
+
+        # By hand from here: resume (first stage again), pause, promote while paused.
+        for args in (("resume", "--reason", "go on"), ("pause", "--reason", "hold on")):
+            done = cli(settings, "switchover", *args)
+            assert done.returncode == 0, done.stdout + done.stderr
+        status = cli(settings, "switchover", "status", "--json")
+        promoted = cli(settings, "switchover", "promote", "--reason", "confident")
+        assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+        by_hand_records = _records(settings)
     finally:
         traffic.stop()
         worker.stop()
 
     assert not [c for c in later if c.actor == CONTROLLER_ACTOR], summary(later)
+    assert '"status": "paused"' in status.stdout
+    assert [r.action for r in by_hand_records][-3:] == ["resumed", "paused", "promoted"]
+    assert by_hand_records[-1].gates["manual"] is True
+    assert by_hand_records[-1].stage == 1
+    assert _flag_changes(settings)[-1].v2_rollout_bp == DEMO_PLAN.stages[1].percentage_bp
     assert not manual.v2_pool_enabled
     assert manual.v2_rollout_bp == 0
