@@ -14,6 +14,8 @@ here reads a clock: the caller passes ``now``.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Literal, NamedTuple
 
@@ -25,6 +27,7 @@ __all__ = [
     "Admission",
     "BreakerConfig",
     "BreakerState",
+    "CircuitBreaker",
     "Recorded",
     "allow",
     "initial_state",
@@ -151,3 +154,40 @@ def record(state: BreakerState, config: BreakerConfig, now: datetime, *, success
     moved, event = _moved(state, config, closed, f"{successes} half-open trials succeeded", now)
     # The event keeps the count that closed it; the closed state starts afresh.
     return Recorded(moved.model_copy(update={"half_open_successes": 0}), [event])
+
+
+class CircuitBreaker:
+    """The breaker as an object for a router: the state kept here, under a lock (routers call
+    from many threads), every transition handed to ``on_event`` (e.g. a publisher)."""
+
+    def __init__(
+        self,
+        name: str = "v2",
+        config: BreakerConfig | None = None,
+        on_event: Callable[[BreakerStateChanged], None] | None = None,
+    ) -> None:
+        self.config = config or BreakerConfig()
+        self.on_event = on_event
+        self._state = initial_state(name)
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> BreakerState:
+        return self._state
+
+    def allow(self, now: datetime) -> bool:
+        """May this request go to V2? (False: send it to V1, reason ``CIRCUIT_OPEN``.)"""
+        with self._lock:
+            allowed, self._state, events = allow(self._state, self.config, now)
+        self._emit(events)
+        return allowed
+
+    def record(self, now: datetime, *, success: bool) -> None:
+        with self._lock:
+            self._state, events = record(self._state, self.config, now, success=success)
+        self._emit(events)
+
+    def _emit(self, events: list[BreakerStateChanged]) -> None:
+        if self.on_event is not None:
+            for event in events:
+                self.on_event(event)

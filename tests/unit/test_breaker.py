@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.breaker import BreakerConfig, BreakerState, allow, initial_state, record
+from ledger.breaker import (
+    BreakerConfig,
+    BreakerState,
+    CircuitBreaker,
+    allow,
+    initial_state,
+    record,
+)
 from ledger.events import BreakerStateChanged, decode_event, encode_event
 
 CONFIG = BreakerConfig()
@@ -147,3 +154,23 @@ def test_transitions_form_one_unbroken_chain_of_distinct_events(
     assert current == state.status
     assert len({e.event_id for e in events}) == len(events)
     assert state.transitions == len(events)
+
+
+def test_the_breaker_object_keeps_its_state_and_hands_out_every_transition() -> None:
+    seen: list[BreakerStateChanged] = []
+    breaker = CircuitBreaker(on_event=seen.append)
+    for _ in range(5):
+        assert breaker.allow(T0)
+        breaker.record(T0, success=False)
+
+    assert not breaker.allow(T0 + timedelta(seconds=30))
+    assert breaker.allow(T0 + timedelta(seconds=60))
+    for _ in range(3):
+        breaker.record(T0 + timedelta(seconds=61), success=True)
+
+    assert breaker.state.status == "closed"
+    assert [(e.previous, e.current) for e in seen] == [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+    ]
