@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_PLAN",
     "DEMO_PLAN",
     "HEALTH_ACTOR",
+    "KEEP_WINDOWS",
     "PLANS",
     "ControllerCommand",
     "ControllerState",
@@ -76,6 +77,10 @@ __all__ = [
 CONTROLLER_ACTOR = "switchover-controller"
 #: The actor of automatic rollbacks sent by the health windows.
 HEALTH_ACTOR = "health-monitor"
+#: Health windows older than this are skipped when the log is read again at a start: three
+#: times the longest default soak. A longer soak is judged on its last day of windows (its
+#: older triggers were acted on by the health monitor when they fired).
+KEEP_WINDOWS = timedelta(hours=24)
 
 
 class _Frozen(BaseModel):

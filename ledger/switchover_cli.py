@@ -13,6 +13,7 @@ import getpass
 import json
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -64,8 +65,17 @@ def _now() -> datetime:
 # --- reading and writing the log -------------------------------------------------------------
 
 
-def read_log(settings: Settings, logicals: list[str], *, timeout_s: float = 15.0) -> list[Event]:
-    """Every decodable event of these topics, from offset 0 to the end seen at the start."""
+def read_log(
+    settings: Settings,
+    logicals: list[str],
+    *,
+    timeout_s: float = 15.0,
+    keep: Callable[[Any], bool] | None = None,
+) -> list[Event]:
+    """Every decodable event of these topics, from offset 0 to the end seen at the start.
+
+    ``keep(record)`` (a kafka-python record) may skip records before they are decoded.
+    """
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
@@ -100,6 +110,8 @@ def read_log(settings: Settings, logicals: list[str], *, timeout_s: float = 15.0
                 raise BrokerError(f"the log could not be read to its end in {timeout_s:g} s")
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
+                    if keep is not None and not keep(record):
+                        continue
                     try:
                         events.append(decode_event(record.value or b""))
                     except EventDecodeError:
@@ -116,9 +128,19 @@ def rebuild_from_log(
 ) -> tuple[ControllerState, list[HealthAssessed]]:
     """The controller's state and the health windows, as the worker rebuilds them."""
     from ledger.events import CommandRejected, FlagChanged, HealthAssessed, SwitchoverRecorded
-    from ledger.switchover import rebuild
+    from ledger.switchover import KEEP_WINDOWS, rebuild
 
-    events = read_log(settings, ["health", "flag_events"], timeout_s=timeout_s)
+    health = settings.topic("health")
+    flag_key = settings.flag.encode()
+    horizon_ms = (time.time() - KEEP_WINDOWS.total_seconds()) * 1000
+
+    def keep(record: Any) -> bool:
+        # As the worker does: the flag's own records always, health windows of the last day.
+        return bool(
+            record.topic != health or record.key == flag_key or record.timestamp >= horizon_ms
+        )
+
+    events = read_log(settings, ["health", "flag_events"], timeout_s=timeout_s, keep=keep)
     records = [e for e in events if isinstance(e, SwitchoverRecorded)]
     flag_log = [e for e in events if isinstance(e, FlagChanged | CommandRejected)]
     windows = [e for e in events if isinstance(e, HealthAssessed)]

@@ -34,6 +34,7 @@ from ledger.events import (
 )
 from ledger.health import ALL_OPERATIONS
 from ledger.switchover import (
+    KEEP_WINDOWS,
     ControllerCommand,
     ControllerState,
     StepResult,
@@ -76,6 +77,8 @@ class SwitchoverService:
     applied_records: set[str] = field(default_factory=set)
     resent_at: dict[str, float] = field(default_factory=dict)
     on_flag_event: Callable[[bytes | None], None] | None = None
+    #: Health windows older than this are not even decoded when the log is re-read.
+    keep_windows: timedelta = KEEP_WINDOWS
 
     def __post_init__(self) -> None:
         self.state = ControllerState(flag=self.flag)
@@ -101,9 +104,26 @@ class SwitchoverService:
         ):
             self.assessments.append(event)
 
-    def fold_raw(self, topic_is_flag_log: bool, raw: bytes | None) -> None:
+    def fold_raw(
+        self,
+        topic_is_flag_log: bool,
+        raw: bytes | None,
+        *,
+        key: bytes | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        """Take one message. On ``ledger.health`` only the flag's own records (key = flag)
+        are always decoded; health windows older than ``keep_windows`` are skipped unread,
+        so a restart does not parse a week of windows to find the last few hours."""
         if topic_is_flag_log and self.on_flag_event is not None:
             self.on_flag_event(raw)
+        if (
+            not topic_is_flag_log
+            and key != self.flag.encode()
+            and timestamp_ms is not None
+            and self.wall() - timestamp_ms / 1000 > self.keep_windows.total_seconds()
+        ):
+            return
         try:
             event = decode_event(raw or b"")
         except EventDecodeError:
@@ -180,9 +200,10 @@ class LogTail:
         if self.consumer is not None:
             await self.consumer.stop()
 
-    async def read(self, timeout_ms: int = 500) -> list[tuple[str, bytes | None]]:
+    async def read(self, timeout_ms: int = 500) -> list[Any]:
+        """The next records (aiokafka ``ConsumerRecord``: topic, key, value, timestamp)."""
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
-        return [(record.topic, record.value) for records in batches.values() for record in records]
+        return [record for records in batches.values() for record in records]
 
     async def caught_up(self) -> bool:
         for tp, end in self.end_offsets.items():
@@ -228,8 +249,13 @@ def install(ledger: LedgerApp) -> None:
         try:
             last_step = 0.0
             while not app.should_stop:
-                for topic, value in await tail.read(timeout_ms=int(interval * 500)):
-                    service.fold_raw(topic == flag_events_name, value)
+                for record in await tail.read(timeout_ms=int(interval * 500)):
+                    service.fold_raw(
+                        record.topic == flag_events_name,
+                        record.value,
+                        key=record.key,
+                        timestamp_ms=record.timestamp,
+                    )
                 if not service.caught_up and await tail.caught_up():
                     service.caught_up = True
                     log.info("switchover state rebuilt: %s", service.state.display_status)

@@ -130,3 +130,18 @@ def test_an_unanswered_command_is_re_sent_at_most_once_per_timeout() -> None:
 
 def _policy() -> HealthPolicy:
     return HealthPolicy()
+
+
+def test_old_health_windows_are_skipped_unread_but_the_flags_records_never() -> None:
+    harness = Harness()
+    service = harness.service()
+    window = windows_for("healthy", T0, timedelta(seconds=2), 0, _policy())[1]
+    record = start(service.state, PLAN, actor="alice", reason="go", now=T0).records[0]
+    two_days_ago = int((harness.now - 2 * 86_400) * 1000)
+
+    service.fold_raw(False, encode_event(window), key=b"v2", timestamp_ms=two_days_ago)
+    service.fold_raw(False, encode_event(record), key=FLAG.encode(), timestamp_ms=two_days_ago)
+    service.fold_raw(False, encode_event(window), key=b"v2", timestamp_ms=int(harness.now * 1000))
+
+    assert service.state.status == "ramping"
+    assert service.assessments == [window]
