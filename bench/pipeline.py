@@ -29,9 +29,12 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ledger.events import OperationRecorded, encode_event
-from ledger.settings import Settings
-from streams.topics import ensure_topics
+# bench/ holds a ledger.py of its own; the script's folder must not shadow the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+from ledger.events import OperationRecorded, encode_event  # noqa: E402
+from ledger.settings import Settings  # noqa: E402
+from streams.topics import ensure_topics  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "migration-ledger")
 
