@@ -111,9 +111,9 @@ def create_app(
         worker_redirect_stdouts=False,
     )
     # Table writes queue in faust's producer buffer; past 100 messages faust logs a warning
-    # for every message while it drains them (the buffer is flushed before every offset
-    # commit either way, so a larger one loses nothing on a crash).
-    app.producer.buffer.max_messages = 10_000
+    # for every message while it drains them. Past 1,000 it holds the stream back: a buffer
+    # far larger would make every offset commit (which flushes it first) take seconds.
+    app.producer.buffer.max_messages = 1_000
     ledger_app = LedgerApp(app=app, settings=settings, metrics=Metrics(), options=dict(options))
     for module in modules:
         importlib.import_module(module).install(ledger_app)
