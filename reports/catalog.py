@@ -6,7 +6,6 @@ elsewhere. Every builder takes the same :class:`ReportOptions`, so the CLI is on
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,7 +49,8 @@ class ReportOptions:
     thresholds: Path | None = None
     #: go-no-go: decisions re-decided in Python besides the SQL audit.
     audit_sample: int = 200
-    histogram_bins: int = 24
+    #: Latency histogram bins per factor of ten.
+    histogram_bins: int = 8
     #: Build the charts (only the HTML form shows them; they cost extra scans).
     charts: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -339,17 +339,17 @@ def rollout_chart(con: Any, flag: str, interval: str) -> LineChart:
     )
 
 
-def latency_chart(con: Any, bins: int) -> HistogramChart:
+def latency_chart(con: Any, per_decade: int) -> HistogramChart:
     """Latency distribution per pool on logarithmic bins shared by both pools."""
-    _, rows = fetch(con, queries.CHART_LATENCY, bins=bins)
+    _, rows = fetch(con, queries.CHART_LATENCY, per_decade=per_decade)
     if not rows:
         return HistogramChart("latency", "Latency distribution per pool", "ms", (), {})
-    lo, hi = rows[0][3], rows[0][4]
-    width = max(hi - lo, 1e-9)
-    edges = tuple(math.exp(lo + width * i / bins) for i in range(bins + 1))
+    low = min(bin_ for _, bin_, _ in rows)
+    high = max(bin_ for _, bin_, _ in rows)
+    edges = tuple(10 ** (k / per_decade) for k in range(low, high + 2))
     counts: dict[str, list[int]] = {}
-    for pool, bin_, n, _, _ in rows:
-        counts.setdefault(pool, [0] * bins)[bin_] += n
+    for pool, bin_, n in rows:
+        counts.setdefault(pool, [0] * (high - low + 1))[bin_ - low] += n
     return HistogramChart(
         "latency",
         "Latency distribution per pool",

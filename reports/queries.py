@@ -311,14 +311,11 @@ ORDER BY days.day
 # --- charts -----------------------------------------------------------------------------------
 
 SPANS = """
-SELECT least(
-         (SELECT min(started_at) FROM scoped_operations),
-         (SELECT min("at") FROM scoped_comparisons),
-         (SELECT min("at") FROM scoped_decisions)) AS first_at,
-       greatest(
-         (SELECT max(started_at) FROM scoped_operations),
-         (SELECT max("at") FROM scoped_comparisons),
-         (SELECT max("at") FROM scoped_decisions)) AS last_at
+SELECT min(first_at) AS first_at, max(last_at) AS last_at FROM (
+    SELECT min(started_at) AS first_at, max(started_at) AS last_at FROM scoped_operations
+    UNION ALL SELECT min("at"), max("at") FROM scoped_comparisons
+    UNION ALL SELECT min("at"), max("at") FROM scoped_decisions
+)
 """
 
 CHART_FLAG_STEPS = """
@@ -338,21 +335,13 @@ GROUP BY 1 ORDER BY 1
 """
 )
 
-# Logarithmic bins between the smallest positive and the largest duration; a zero duration
-# goes to the first bin.
+# Logarithmic bins fixed in advance ($per_decade per factor of ten: bin k holds durations in
+# [10^(k/n), 10^((k+1)/n)) ms), so one pass suffices; a zero duration counts as 1 us.
 CHART_LATENCY = """
-WITH bounds AS (
-    SELECT ln(greatest(min(duration_ms) FILTER (WHERE duration_ms > 0), 0.001)) AS lo,
-           ln(greatest(max(duration_ms), 0.001)) AS hi
-    FROM scoped_operations
-)
 SELECT pool,
-       least($bins - 1, greatest(0, CAST(floor(
-           (ln(greatest(duration_ms, 0.001)) - lo) / greatest(hi - lo, 1e-9) * $bins
-       ) AS BIGINT))) AS bin,
-       count(*) AS n,
-       any_value(lo) AS lo, any_value(hi) AS hi
-FROM scoped_operations, bounds
+       CAST(floor(log10(greatest(duration_ms, 0.001)) * $per_decade) AS BIGINT) AS bin,
+       count(*) AS n
+FROM scoped_operations
 GROUP BY ALL
 ORDER BY pool, bin
 """

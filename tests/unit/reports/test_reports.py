@@ -11,6 +11,7 @@ import pytest
 from report_factories import T0, Ledger
 
 from reports.catalog import ReportOptions, build_report, choose_interval
+from reports.model import HistogramChart
 from reports.queries import MISMATCH_CATEGORIES
 
 
@@ -158,3 +159,24 @@ def test_an_unknown_report_is_refused_with_the_known_names(con: Any) -> None:
 )
 def test_the_automatic_interval_gives_at_most_sixty_buckets(span: timedelta, interval: str) -> None:
     assert choose_interval(T0, T0 + span) == interval
+
+
+def test_the_latency_histogram_holds_every_operation_within_its_edges(
+    con: Any, built: Ledger
+) -> None:
+    (chart,) = build_report(con, "performance").charts
+    assert isinstance(chart, HistogramChart)
+    for pool in ("v1", "v2"):
+        durations = [op.duration_ms for op in built.operations if op.pool == pool]
+        assert sum(chart.counts[pool]) == len(durations)
+        counts = chart.counts[pool]
+        for duration in durations:
+            bin_ = max(i for i, edge in enumerate(chart.edges[:-1]) if edge <= duration)
+            assert counts[bin_] > 0
+    assert chart.edges[0] <= min(op.duration_ms for op in built.operations)
+    assert chart.edges[-1] > max(op.duration_ms for op in built.operations)
+
+
+def test_charts_are_left_out_unless_asked_for(con: Any) -> None:
+    for name in ("summary", "performance", "rollout", "daily"):
+        assert build_report(con, name, ReportOptions(charts=False)).charts == ()
