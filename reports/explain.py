@@ -82,12 +82,7 @@ SELECT wire FROM flag_events WHERE flag = $flag ORDER BY _topic, _partition, _of
 #: Look-behind windows tried in turn for a session's decision: segments are in time order,
 #: so a narrow window lets DuckDB skip every row group outside it (min/max statistics);
 #: ``None`` is the whole history.
-WINDOWS: tuple[timedelta | None, ...] = (
-    timedelta(minutes=10),
-    timedelta(hours=6),
-    timedelta(days=7),
-    None,
-)
+WINDOWS: tuple[timedelta | None, ...] = (timedelta(minutes=10), timedelta(days=1), None)
 
 
 def _decision(row: Sequence[Any]) -> RolloutDecided:
