@@ -72,10 +72,9 @@ _SELECT = "SELECT " + ", ".join(f'"{c}"' for c in _COLUMNS) + " FROM decisions"
 # No ORDER BY: the latest of the few rows found is picked here, which spares DuckDB a
 # second pass over the row groups to fetch the winner's columns (half the time).
 _BY_CORRELATION = _SELECT + " WHERE correlation_id = $correlation_id {session}"
-_BY_SESSION = _SELECT + ' WHERE session_id = $session_id AND "at" <= $until {since}'
+_BY_SESSION = _SELECT + " WHERE session_id = $session_id {bounds}"
 _AT = _COLUMNS.index("at")
 _ID = _COLUMNS.index("event_id")
-_LAST_AT = 'SELECT max("at") FROM decisions'
 _FLAG_LOG = """
 SELECT wire FROM flag_events WHERE flag = $flag ORDER BY _topic, _partition, _offset
 """
@@ -109,17 +108,20 @@ def find_decision(
             f" of session {session_id!r}" if session_id is not None else ""
         )
     elif session_id is not None:
-        until = at if at is not None else con.execute(_LAST_AT).fetchall()[0][0]
         rows = []
-        if until is not None:
-            for window in WINDOWS:
-                params = {"session_id": session_id, "until": until}
-                since = ""
+        # Without --at a window has nothing to stand on (finding the newest time is itself a
+        # scan): one pass over the whole history.
+        for window in WINDOWS if at is not None else (None,):
+            params = {"session_id": session_id}
+            bounds = ""
+            if at is not None:
+                bounds, params["until"] = 'AND "at" <= $until', at
                 if window is not None:
-                    since, params["since"] = 'AND "at" >= $since', until - window
-                rows = con.execute(_BY_SESSION.format(since=since), params).fetchall()
-                if rows:
-                    break
+                    bounds += ' AND "at" >= $since'
+                    params["since"] = at - window
+            rows = con.execute(_BY_SESSION.format(bounds=bounds), params).fetchall()
+            if rows:
+                break
         wanted = f"session {session_id!r}" + (f" at or before {at.isoformat()}" if at else "")
     else:
         raise ValueError("find_decision needs a session id or a correlation id")
