@@ -73,6 +73,7 @@ _SELECT = "SELECT " + ", ".join(f'"{c}"' for c in _COLUMNS) + " FROM decisions"
 # second pass over the row groups to fetch the winner's columns (half the time).
 _BY_CORRELATION = _SELECT + " WHERE correlation_id = $correlation_id {session}"
 _BY_SESSION = _SELECT + " WHERE session_id = $session_id {bounds}"
+_NEWEST = 'SELECT max("at") FROM decisions WHERE session_id = $session_id'
 _AT = _COLUMNS.index("at")
 _ID = _COLUMNS.index("event_id")
 _FLAG_LOG = """
@@ -109,16 +110,21 @@ def find_decision(
         )
     elif session_id is not None:
         rows = []
-        # Without --at a window has nothing to stand on (finding the newest time is itself a
-        # scan): one pass over the whole history.
-        for window in WINDOWS if at is not None else (None,):
-            params = {"session_id": session_id}
-            bounds = ""
-            if at is not None:
-                bounds, params["until"] = 'AND "at" <= $until', at
-                if window is not None:
-                    bounds += ' AND "at" >= $since'
-                    params["since"] = at - window
+        if at is None:
+            # The session's newest time first (two narrow columns), then its row(s) at that
+            # time, which the "at" statistics find in one row group.
+            newest = con.execute(_NEWEST, {"session_id": session_id}).fetchall()[0][0]
+            if newest is not None:
+                params = {"session_id": session_id, "at": newest}
+                rows = con.execute(_BY_SESSION.format(bounds='AND "at" = $at'), params).fetchall()
+        for window in WINDOWS:
+            if at is None:
+                break
+            params = {"session_id": session_id, "until": at}
+            bounds = 'AND "at" <= $until'
+            if window is not None:
+                bounds += ' AND "at" >= $since'
+                params["since"] = at - window
             rows = con.execute(_BY_SESSION.format(bounds=bounds), params).fetchall()
             if rows:
                 break
