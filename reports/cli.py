@@ -185,6 +185,8 @@ def replay(
 
     Exits 1 when the recomputed decision differs from the recorded one.
     """
+    import duckdb as duck
+
     from reports.explain import explain, render_explanation
 
     if session is None and correlation_id is None:
@@ -196,7 +198,9 @@ def replay(
     try:
         explanation = explain(con, session_id=session, at=when, correlation_id=correlation_id)
     except LedgerError as exc:
-        raise _fail(str(exc), code=1 if "chain" in str(exc) else 2) from None
+        raise _fail(str(exc)) from None
+    except duck.Error as exc:
+        raise _fail(f"replay failed: {exc}") from None
     finally:
         con.close()
     typer.echo(render_explanation(explanation, fmt.value))
@@ -216,6 +220,8 @@ def audit(
 
     Exits 1 when a decision disagrees or the chain is broken, naming the version.
     """
+    import duckdb as duck
+
     from reports.audit import audit as run_audit
     from reports.audit import render_audit
 
@@ -224,6 +230,8 @@ def audit(
         result = run_audit(con, sample=sample, seed=seed)
     except LedgerError as exc:
         raise _fail(str(exc)) from None
+    except duck.Error as exc:
+        raise _fail(f"audit failed: {exc}") from None
     finally:
         con.close()
     typer.echo(render_audit(result, fmt.value, source=str(path)))
@@ -239,6 +247,8 @@ def reclassify(
     duckdb: DuckdbOption = None,
 ) -> None:
     """Re-run the comparisons of stored pairs under other rules; print how categories move."""
+    import duckdb as duck
+
     from ledger.comparison import load_rules
     from reports.reclassify import reclassify as run
     from reports.reclassify import render_reclassification
@@ -250,6 +260,10 @@ def reclassify(
     con, _ = _open(duckdb)
     try:
         result = run(con, rule_set, limit=limit, examples=examples)
+    except LedgerError as exc:
+        raise _fail(str(exc)) from None
+    except duck.Error as exc:
+        raise _fail(f"reclassify failed: {exc}") from None
     finally:
         con.close()
     typer.echo(render_reclassification(result, fmt.value))

@@ -251,3 +251,16 @@ def test_go_no_go_audits_the_decisions_of_its_window(ledger_path: Path, built: L
     assert code in (0, 1)
     lines = {r["check"]: r for r in json.loads(out)["sections"]["checklist"]}
     assert f"0 of {inside} decisions disagree" in lines["decision audit"]["figure"]
+
+
+def test_a_corrupt_segment_is_an_error_message_not_a_traceback(
+    ledger_path: Path, tmp_path: Path
+) -> None:
+    copy = Path(shutil.copytree(ledger_path, tmp_path / "ledger"))
+    (victim,) = list(copy.glob("segments/*+*/decisions.parquet"))[:1]
+    victim.write_bytes(b"PAR1 this is not parquet PAR1")
+    for args in (["audit"], ["replay", "--session", "s001"], ["report", "rollout"]):
+        result = runner.invoke(app, [*args, "--duckdb", str(copy)])
+        assert result.exit_code == 2, (args, result.output)
+        assert "Error:" in result.stderr
+        assert "Traceback" not in result.output
