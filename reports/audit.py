@@ -13,7 +13,7 @@ Three independent checks, any of which fails the audit:
    folded (chain checked) from the log's wire form up to each one's version; a sound
    decision comes back as the identical event. The SQL verdict on the same decisions must be
    the same (the implementations check each other).
-3. **Chain.** ``ledger.replay.verify_chain`` over the flag log twice: as decoded from the
+3. **Chain.** ``ledger.replay.chain_report`` over the flag log twice: as decoded from the
    stored wire JSON and as rebuilt from the typed columns, so a change made to either copy
    (a Parquet cell, or an exported line re-ingested) breaks the chain at its version. Rows
    whose columns and wire disagree are named too.
@@ -81,6 +81,8 @@ class ChainFinding:
 
 @dataclass
 class AuditResult:
+    """What the three checks found; ``ok`` only when all of them are clean."""
+
     decisions: int = 0
     disagreeing: int = 0
     #: (flag, flag_version) -> (decisions, disagreeing) for every version decisions used.
