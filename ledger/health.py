@@ -203,9 +203,13 @@ class HealthWindow:
             self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
             if kind in worker_failure_types:
                 self.worker_failures += 1
-        self.latency.add(operation.duration_ms)
-        self.latency_sum_us += _micros(operation.duration_ms)
-        self._sample(_sample_priority(operation.event_id), operation.duration_ms)
+        else:
+            # Latency describes answers only: a failure is judged by the error rate, and a
+            # timeout's duration is the timeout setting. One timeout among the ~100 executions
+            # of a short window would otherwise *be* its p99 and roll back a healthy pool.
+            self.latency.add(operation.duration_ms)
+            self.latency_sum_us += _micros(operation.duration_ms)
+            self._sample(_sample_priority(operation.event_id), operation.duration_ms)
         resources = operation.resources
         if resources is not None:
             if resources.cpu_ms is not None:
@@ -295,7 +299,11 @@ class HealthWindow:
             p50_ms=self.latency.quantile(0.50),
             p95_ms=self.latency.quantile(0.95),
             p99_ms=self.latency.quantile(0.99),
-            mean_ms=self.latency_sum_us / 1000 / self.count if self.count else None,
+            mean_ms=(
+                self.latency_sum_us / 1000 / answered
+                if (answered := self.count - self.error_count)
+                else None
+            ),
             comparisons=self.comparisons,
             mismatches=self.mismatches,
             missing=self.missing,
