@@ -19,6 +19,17 @@ a failure by raising :class:`PoolError` carrying its native error object (``type
 ``message`` and whatever else it has); any other exception is recorded as
 ``{"type": <class name>, "message": str(exc)}``. A pool may return :class:`PoolResult` to
 report its own duration and resources; the caller still gets just the value.
+
+**Circuit breaker** (``ledger.breaker``; on by default with the design's thresholds). Before
+routing, the runner asks the breaker whether V2 may be used (time from the runner's clock) and
+routes with ``breaker_open`` when it may not, so V2-bound sessions go to V1 with reason
+``CIRCUIT_OPEN``; a V2 shadow is not run while it is open. Every V2 execution the breaker
+admitted (primary or shadow) reports exactly one outcome, so half-open trials are never left
+in flight. A V2 execution *fails* for the breaker when it timed out (shadow timeout), was
+cancelled, or raised an error whose canonical type (default comparison rules) is not
+``python``: a program failing in its own code is the program's fault, and V1 fails it too.
+Each transition (``BreakerStateChanged``) goes to ``publisher.send(<health topic>, breaker
+name, event)``. The bookkeeping never reaches the caller: its errors are logged.
 """
 
 from __future__ import annotations
@@ -37,11 +48,15 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from pydantic import JsonValue, ValidationError
 
+from ledger.breaker import CircuitBreaker
+from ledger.breaker import allow as breaker_allow
+from ledger.comparison import RuleSet, load_rules
 from ledger.events import (
+    BreakerStateChanged,
     DecisionReason,
     OperationError,
     OperationRecorded,
@@ -49,9 +64,11 @@ from ledger.events import (
     Resources,
     RolloutDecided,
 )
+from ledger.settings import Settings
 from producers.publisher import EventSink
 
 __all__ = [
+    "PROGRAM_ERRORS",
     "Clock",
     "PoolCallable",
     "PoolError",
@@ -68,6 +85,8 @@ log = logging.getLogger(__name__)
 #: Wall-clock time for event timestamps (durations always come from ``time.monotonic``).
 Clock = Callable[[], datetime]
 PoolCallable = Callable[[str, Mapping[str, Any]], Any]
+#: Canonical error types that are the program's fault, not V2's: they never trip the breaker.
+PROGRAM_ERRORS: Final = frozenset({"python"})
 
 
 def _utc_now() -> datetime:
@@ -120,6 +139,7 @@ class Router(Protocol):
         *,
         correlation_id: str,
         environment: str | None = None,
+        breaker_open: bool = False,
     ) -> Route: ...
 
 
@@ -141,6 +161,14 @@ class ShadowStats:
     routing_errors: int
     #: Executions that could not be recorded at all (see the log).
     record_errors: int
+    #: Decisions the breaker turned from V2 to V1 (reason ``CIRCUIT_OPEN``).
+    circuit_open: int = 0
+    #: V2 shadow runs not started because the breaker was open.
+    shadow_circuit_open: int = 0
+    #: Breaker transitions (each one a ``BreakerStateChanged``).
+    breaker_transitions: int = 0
+    #: ``closed`` / ``open`` / ``half_open``; None without a breaker.
+    breaker_state: str | None = None
 
 
 @dataclass
@@ -156,6 +184,9 @@ class _Counters:
     shadow_late: int = 0
     routing_errors: int = 0
     record_errors: int = 0
+    circuit_open: int = 0
+    shadow_circuit_open: int = 0
+    breaker_transitions: int = 0
 
 
 def args_digest(args: Mapping[str, Any]) -> str | None:
@@ -202,7 +233,10 @@ class ShadowRunner:
     """Routes, runs, shadows and records operations. Thread-safe; one per process is enough.
 
     ``v1`` and ``v2`` are the pools; ``router`` is usually a :class:`~producers.flag_client.
-    FlagClient`; ``publisher`` anything with ``publish(event)``.
+    FlagClient`; ``publisher`` anything with ``publish(event)`` (and ``send(topic, key,
+    event)`` for the breaker's transitions). ``breaker``: the default is a
+    :class:`~ledger.breaker.CircuitBreaker` with the design's thresholds; None turns it off.
+    ``health_topic``: where transitions go (default: the publisher's ``settings.topic("health")``).
     """
 
     def __init__(
@@ -218,6 +252,9 @@ class ShadowRunner:
         environment: str | None = None,
         clock: Clock = _utc_now,
         new_id: Callable[[], str] = _new_id,
+        breaker: CircuitBreaker | Literal["default"] | None = "default",
+        health_topic: str | None = None,
+        rules: RuleSet | None = None,
     ) -> None:
         self._pools: dict[Pool, PoolCallable] = {"v1": v1, "v2": v2}
         self._router = router
@@ -235,6 +272,19 @@ class ShadowRunner:
         self._watchdog: _Watchdog | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._breaker = CircuitBreaker() if breaker == "default" else breaker
+        self._health_topic = health_topic or _health_topic_of(publisher)
+        self._rules = rules
+        if self._breaker is not None:
+            self._rules = rules or load_rules()
+            chained = self._breaker.on_event
+
+            def on_event(event: BreakerStateChanged) -> None:
+                self._breaker_changed(event)
+                if chained is not None:
+                    chained(event)
+
+            self._breaker.on_event = on_event
 
     # -- the caller's side ----------------------------------------------------------------
 
@@ -260,7 +310,9 @@ class ShadowRunner:
         except BaseException as exc:
             self._count(primary_errors=1)
             self._record_failure(execution, exc)
+            self._breaker_outcome(primary, exc)
             raise
+        self._breaker_outcome(primary, None)
         value = self._record_answer(execution, answer)
         return value
 
@@ -289,13 +341,21 @@ class ShadowRunner:
             if not isinstance(exc, asyncio.CancelledError):
                 self._count(primary_errors=1)
                 self._record_failure(execution, exc)
+            # A cancelled V2 call is a failure for the breaker too (see the module's notes).
+            self._breaker_outcome(primary, exc)
             raise
+        self._breaker_outcome(primary, None)
         return self._record_answer(execution, answer)
 
     @property
     def stats(self) -> ShadowStats:
+        state = self._breaker.state.status if self._breaker is not None else None
         with self._lock:
-            return ShadowStats(**vars(self._counters))
+            return ShadowStats(**vars(self._counters), breaker_state=state)
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        return self._breaker
 
     @property
     def shadows_in_flight(self) -> int:
@@ -327,10 +387,13 @@ class ShadowRunner:
     # -- routing ----------------------------------------------------------------------------
 
     def _route(self, session_id: str | None, correlation_id: str, environment: str | None) -> Route:
+        """The decision, with the breaker consulted: a V2 primary is admitted by the breaker."""
         try:
-            route = self._router.route(
-                session_id, correlation_id=correlation_id, environment=environment
-            )
+            open_ = self._breaker_refuses()
+            route = self._ask(session_id, correlation_id, environment, breaker_open=open_)
+            if route.decision.pool == "v2" and not self._breaker_admits():
+                # Another thread took the last half-open trial since we looked: decide again.
+                route = self._ask(session_id, correlation_id, environment, breaker_open=True)
         except Exception:
             # The caller must be served even when routing is broken: V1, no shadow.
             log.exception("shadow runner: routing failed; sending %s to v1", correlation_id)
@@ -352,10 +415,97 @@ class ShadowRunner:
         else:
             self._publish(route.decision)
         if route.decision.pool == "v1":
-            self._count(runs=1, routed_v1=1)
+            circuit_open = int(route.decision.reason == DecisionReason.CIRCUIT_OPEN)
+            self._count(runs=1, routed_v1=1, circuit_open=circuit_open)
         else:
             self._count(runs=1, routed_v2=1)
         return route
+
+    def _ask(
+        self,
+        session_id: str | None,
+        correlation_id: str,
+        environment: str | None,
+        *,
+        breaker_open: bool,
+    ) -> Route:
+        # ``breaker_open`` is passed only when it says something, so routers written before
+        # the breaker keep working while it is closed.
+        extra = {"breaker_open": True} if breaker_open else {}
+        return self._router.route(
+            session_id, correlation_id=correlation_id, environment=environment, **extra
+        )
+
+    # -- the circuit breaker ------------------------------------------------------------------
+
+    def _breaker_refuses(self) -> bool:
+        """Would the breaker refuse V2 now? A look only (pure): nothing admitted, no transition."""
+        breaker = self._breaker
+        if breaker is None:
+            return False
+        try:
+            return not breaker_allow(breaker.state, breaker.config, self._clock()).allowed
+        except Exception:
+            log.exception("shadow runner: breaker look failed; V2 allowed")
+            return False
+
+    def _breaker_admits(self) -> bool:
+        """Admit one V2 execution (it must then report one outcome to ``_breaker_outcome``)."""
+        if self._breaker is None:
+            return True
+        try:
+            return self._breaker.allow(self._clock())
+        except Exception:
+            log.exception("shadow runner: breaker admission failed; V2 allowed")
+            return True
+
+    def _breaker_outcome(
+        self, pool: Pool, exc: BaseException | None, *, failed: bool = False
+    ) -> None:
+        """Count an admitted V2 execution's outcome; never raises (the caller is waiting)."""
+        if pool != "v2" or self._breaker is None:
+            return
+        try:
+            failure = failed or (exc is not None and self._is_v2_failure(exc))
+            self._breaker.record(self._clock(), success=not failure)
+        except Exception:
+            log.exception("shadow runner: breaker bookkeeping failed")
+
+    def _is_v2_failure(self, exc: BaseException) -> bool:
+        if not isinstance(exc, Exception):  # cancelled, interrupted: V2 gave no answer
+            return True
+        native = exc.native if isinstance(exc, PoolError) else {"type": type(exc).__name__}
+        try:
+            error = OperationError.model_validate(
+                {
+                    **native,
+                    "type": str(native.get("type") or "unknown_error"),
+                    "message": str(native.get("message", "")),
+                }
+            )
+            assert self._rules is not None
+            return self._rules.canonical_error("v2", error) not in PROGRAM_ERRORS
+        except Exception:
+            return True  # an error that cannot even be classified is V2's
+
+    def _breaker_changed(self, event: BreakerStateChanged) -> None:
+        self._count(breaker_transitions=1)
+        log.warning(
+            "shadow runner: breaker %s %s -> %s (%s)",
+            event.breaker,
+            event.previous,
+            event.current,
+            event.reason,
+        )
+        send = getattr(self._publisher, "send", None)
+        if send is None or self._health_topic is None:
+            log.warning("shadow runner: breaker transition %s not published", event.event_id)
+            return
+        try:
+            send(self._health_topic, event.breaker, event)
+        except Exception:
+            log.exception("shadow runner: publisher refused %s", event.event_id)
+            self._count(record_errors=1)
 
     # -- recording --------------------------------------------------------------------------
 
@@ -524,6 +674,9 @@ class ShadowRunner:
         route: Route,
         digest: str | None,
     ) -> None:
+        if pool == "v2" and self._breaker_refuses():
+            self._count(shadow_circuit_open=1)
+            return
         with self._lock:
             if self._closed or self._admitted >= self._capacity:
                 self._counters.shadow_dropped += 1
@@ -556,6 +709,9 @@ class ShadowRunner:
                 self._count(shadow_dropped=1, shadow_started=-1)
                 return
             execution = job.execution
+            if execution.pool == "v2" and not self._breaker_admits():
+                self._count(shadow_circuit_open=1, shadow_started=-1)
+                return
             execution.started_at = self._clock()
             execution.started = time.monotonic()
             assert self._watchdog is not None
@@ -564,9 +720,11 @@ class ShadowRunner:
                 answer = job.pool(execution.operation, job.args)
             except BaseException as exc:
                 if self._finish(job):
+                    self._breaker_outcome(execution.pool, exc)
                     self._record_failure(execution, exc)
             else:
                 if self._finish(job):
+                    self._breaker_outcome(execution.pool, None)
                     self._record_answer(execution, answer)
         except BaseException:  # nothing from the shadow side may escape, not even a bug here
             log.exception("shadow runner: shadow execution failed to record")
@@ -590,6 +748,7 @@ class ShadowRunner:
                 return
             job.timed_out = True
         self._count(shadow_timeouts=1)
+        self._breaker_outcome(job.execution.pool, None, failed=True)
         self._record_timeout(job.execution)
 
     def _record_timeout(self, execution: _Execution) -> None:
@@ -616,6 +775,9 @@ class ShadowRunner:
         route: Route,
         digest: str | None,
     ) -> None:
+        if pool == "v2" and self._breaker_refuses():
+            self._count(shadow_circuit_open=1)
+            return
         with self._lock:
             if self._closed or len(self._tasks) >= self._capacity:
                 self._counters.shadow_dropped += 1
@@ -636,6 +798,9 @@ class ShadowRunner:
     async def _run_shadow_async(
         self, execution: _Execution, pool: PoolCallable, args: Mapping[str, Any]
     ) -> None:
+        if execution.pool == "v2" and not self._breaker_admits():
+            self._count(shadow_circuit_open=1, shadow_started=-1)
+            return
         execution.started_at = self._clock()
         execution.started = time.monotonic()
         try:
@@ -644,12 +809,16 @@ class ShadowRunner:
             )
         except TimeoutError:
             self._count(shadow_timeouts=1)
+            self._breaker_outcome(execution.pool, None, failed=True)
             self._record_timeout(execution)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            self._breaker_outcome(execution.pool, exc)
             raise
         except BaseException as exc:
+            self._breaker_outcome(execution.pool, exc)
             self._record_failure(execution, exc)
         else:
+            self._breaker_outcome(execution.pool, None)
             self._record_answer(execution, answer)
 
 
@@ -658,6 +827,12 @@ async def _awaited(pool: PoolCallable, operation: str, args: Mapping[str, Any]) 
     if inspect.isawaitable(answer):
         answer = await answer
     return answer
+
+
+def _health_topic_of(publisher: object) -> str | None:
+    """The health topic of a :class:`~producers.publisher.Publisher` (its settings say it)."""
+    settings = getattr(publisher, "settings", None)
+    return settings.topic("health") if isinstance(settings, Settings) else None
 
 
 def _other(pool: Pool) -> Pool:
