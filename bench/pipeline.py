@@ -175,6 +175,23 @@ async def live_delays(
     return [clock.arrived[cid] - sent for cid, sent in second_sent.items() if cid in clock.arrived]
 
 
+def worker_command(agents: str | None) -> list[str]:
+    """The real ``migration-ledger worker``, or the same app with only some agent modules."""
+    if agents is None:
+        return [CLI, "worker", "--without-web", "--pairing-timeout", "10", "--loglevel", "error"]
+    code = (
+        "from ledger.settings import Settings\n"
+        "from streams.app import create_app\n"
+        "from streams.topics import ensure_topics\n"
+        "from streams.worker_cli import run_worker\n"
+        "settings = Settings(pairing_timeout=10)\n"
+        "ensure_topics(settings)\n"
+        f"app = create_app(settings, web_enabled=False, modules={agents.split(',')!r})\n"
+        "run_worker(app.app, loglevel='error')\n"
+    )
+    return [sys.executable, "-c", code]
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux): the worker's own cost, whatever else runs."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -188,12 +205,18 @@ def percentile(values: list[float], q: float) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=20_000)
+    parser.add_argument(
+        "--agents",
+        default=None,
+        help="comma-separated agent modules (e.g. streams.metrics,streams.pairing) "
+        "[default: the whole worker, as `migration-ledger worker` runs it]",
+    )
     parser.add_argument("--live-pairs", type=int, default=2_000)
     parser.add_argument(
         "--live-rate",
         type=float,
         default=None,
-        help="pairs per second [default: half the worker's measured backlog rate]",
+        help="pairs per second [default: a quarter of the worker's measured backlog rate]",
     )
     parser.add_argument(
         "--bootstrap-servers",
@@ -206,6 +229,7 @@ async def main() -> None:
     ensure_topics(settings)
     operations = settings.topic("operations")
     print(f"topics {prefix}*, {args.pairs} pairs ({2 * args.pairs} operations)")
+    print(f"agents: {args.agents or 'the whole worker'}")
 
     await publish_backlog(args.bootstrap_servers, operations, args.pairs, "b")
     bare = await bare_read_rate(args.bootstrap_servers, operations, 2 * args.pairs)
@@ -222,7 +246,7 @@ async def main() -> None:
     reader = asyncio.create_task(clock.run())
     with (workdir / "worker.log").open("wb") as log:
         worker = subprocess.Popen(
-            [CLI, "worker", "--without-web", "--pairing-timeout", "10", "--loglevel", "error"],
+            worker_command(args.agents),
             env=env,
             cwd=workdir,
             stdout=log,
@@ -243,7 +267,7 @@ async def main() -> None:
         )
         print(f"ratio worker/bare:       {2 * rate / bare:.3f}  (operations read per second)")
 
-        live_rate = args.live_rate or max(1.0, rate / 2)
+        live_rate = args.live_rate or max(1.0, rate / 4)
         delays = await live_delays(
             args.bootstrap_servers, operations, clock, args.live_pairs, live_rate, "l"
         )
