@@ -60,6 +60,17 @@ mismatch_rate = 0.08
 min_mismatch_count = 6
 p99_floor_ms = 50.0
 """
+#: The demo plan's stages, with a mismatch gate above the simulator's noise (~2 %: its real
+#: value/shape differences plus V2's own base errors); the packaged plan holds at 1 %.
+DEMO_PLAN = """\
+name = "demo"
+min_samples = 20
+max_mismatch_rate = 0.05
+command_timeout_s = 5.0
+""" + "".join(
+    f"[[stages]]\npercentage = {p}\nsoak_s = {0 if p == 100 else 6}\n"
+    for p in (5, 10, 25, 50, 75, 100)
+)
 
 
 @dataclass
@@ -127,6 +138,7 @@ def demo(
     run_dir.mkdir(parents=True, exist_ok=False)
     policy = run_dir / "health-policy.toml"
     policy.write_text(DEMO_POLICY)
+    (run_dir / "demo-plan.toml").write_text(DEMO_PLAN)
     settings = build_settings(
         bootstrap_servers,
         topic_prefix if topic_prefix is not None else f"demo-{stamp}.",
@@ -326,7 +338,8 @@ def _migrate(
 
             # 2. The controller ramps through the demo plan's stages.
             run.show("starting the switchover")
-            _command(settings, "switchover", "start", "--plan", "demo", "--reason", "demo ramp")
+            plan = str(settings.duckdb.parent / "demo-plan.toml")
+            _command(settings, "switchover", "start", "--plan", plan, "--reason", "demo ramp")
             run.show("ramping V2 through the stages")
             ramped = run.wait(RAMP_LIMIT_S, lambda: client.state.v2_rollout_bp >= 10_000)
             state = client.state
