@@ -159,10 +159,17 @@ class FixedRouter:
         self.shadow = shadow
 
     def route(
-        self, session_id: str | None, *, correlation_id: str, environment: str | None = None
+        self,
+        session_id: str | None,
+        *,
+        correlation_id: str,
+        environment: str | None = None,
+        breaker_open: bool = False,
     ) -> Any:
         from producers.shadow import Route
 
+        # Like the rollout: an open V2 breaker turns a V2 answer into V1, reason CIRCUIT_OPEN.
+        circuit_open = self.pool == "v2" and breaker_open
         return Route(
             RolloutDecided(
                 event_id=f"d-{correlation_id}",
@@ -170,8 +177,8 @@ class FixedRouter:
                 session_id=session_id,
                 correlation_id=correlation_id,
                 environment=environment,
-                pool=self.pool,  # type: ignore[arg-type]
-                reason=DecisionReason.SPLIT,
+                pool="v1" if circuit_open else self.pool,  # type: ignore[arg-type]
+                reason=DecisionReason.CIRCUIT_OPEN if circuit_open else DecisionReason.SPLIT,
                 bucket=1234,
                 threshold_bp=0,
                 flag_version=3,
