@@ -55,7 +55,12 @@ class V1Router:
     """Shadow mode as the flag defaults have it: V1 answers, V2 shadows every call."""
 
     def route(
-        self, session_id: str | None, *, correlation_id: str, environment: str | None = None
+        self,
+        session_id: str | None,
+        *,
+        correlation_id: str,
+        environment: str | None = None,
+        breaker_open: bool = False,  # V1 only: an open breaker changes nothing here
     ) -> Route:
         from datetime import UTC, datetime
 
