@@ -99,7 +99,9 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         "health",
         key="pool (switchover records: flag name)",
         purpose="HealthAssessed windows, breaker and switchover events",
-        retention_ms=7 * DAY_MS,
+        # The switchover controller rebuilds its state from its records here, and a default
+        # ramp soaks 16 h in all: a paused ramp must not lose its start to retention.
+        retention_ms=FOREVER,
     ),
     TopicSpec(
         "dead_letters",
