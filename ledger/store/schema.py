@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "CLUSTER_KEYS",
     "EVENT_TABLE",
     "PROVENANCE_COLUMNS",
     "TABLES",
@@ -304,6 +305,15 @@ TABLES: dict[str, Table] = {
         BREAKER_EVENTS,
         DEAD_LETTERS,
     )
+}
+
+#: Compaction sorts a table's rows by these columns (then offset), so that point lookups by
+#: them (a session's decisions for replay, one correlation id's pair) skip most row groups.
+CLUSTER_KEYS: dict[str, tuple[str, ...]] = {
+    "operations": ("correlation_id",),
+    "comparisons": ("correlation_id",),
+    "decisions": ("session_id", "at"),
+    "flag_events": ("flag", "version"),
 }
 
 #: Event ``type`` -> the table that stores it.
