@@ -33,6 +33,7 @@ from openfeature.provider import AbstractProvider, Metadata
 from ledger.events import DecisionReason, RolloutDecided
 from producers.flag_client import FlagClient
 from producers.publisher import EventSink
+from producers.shadow import Route
 
 __all__ = ["POOL_FLAG", "SHADOW_FLAG", "MigrationFlagProvider"]
 
@@ -80,12 +81,7 @@ class MigrationFlagProvider(AbstractProvider):
     ) -> FlagResolutionDetails[str]:
         if flag_key != self.pool_flag:
             return self._not_found(flag_key, default_value)
-        session_id, environment, correlation_id = _context(evaluation_context)
-        route = self.client.route(
-            session_id,
-            correlation_id=correlation_id or self.client.new_correlation_id(),
-            environment=environment,
-        )
+        route = self._route(evaluation_context)
         decision = route.decision
         if self.publisher is not None:
             self.publisher.publish(decision)
@@ -114,12 +110,7 @@ class MigrationFlagProvider(AbstractProvider):
     ) -> FlagResolutionDetails[bool]:
         if flag_key != self.shadow_flag:
             return self._not_found(flag_key, default_value)
-        session_id, environment, correlation_id = _context(evaluation_context)
-        route = self.client.route(
-            session_id,
-            correlation_id=correlation_id or self.client.new_correlation_id(),
-            environment=environment,
-        )
+        route = self._route(evaluation_context)
         return FlagResolutionDetails(
             value=route.shadow,
             variant="on" if route.shadow else "off",
@@ -160,6 +151,15 @@ class MigrationFlagProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[Sequence[Any] | Mapping[str, Any]]:
         return self._not_found(flag_key, default_value)
+
+    def _route(self, evaluation_context: EvaluationContext | None) -> Route:
+        """Route the context's session; both flags answer from this one routing."""
+        session_id, environment, correlation_id = _context(evaluation_context)
+        return self.client.route(
+            session_id,
+            correlation_id=correlation_id or self.client.new_correlation_id(),
+            environment=environment,
+        )
 
     def _not_found(self, flag_key: str, default_value: Any) -> FlagResolutionDetails[Any]:
         return FlagResolutionDetails(
