@@ -406,8 +406,10 @@ def _disagreement(row: Sequence[Any], source: str = "sql") -> Disagreement:
     )  # fmt: skip
 
 
-#: Columns of a decision, as the bulk query hands the Python sample over.
-_EVENT_COLUMNS = (
+#: A decision's own columns in the decisions table, as they rebuild a ``RolloutDecided``:
+#: the bulk query hands its Python sample over in them, and ``reports.explain`` reads one
+#: decision by them.
+DECISION_COLUMNS = (
     "event_id",
     "schema_version",
     "type",
@@ -449,7 +451,7 @@ def bulk(
         salt = random.SystemRandom().randrange(2**31) if seed is None else seed
         sampled = f"hash(d.event_id || ':{int(salt)}') % {modulus} = 0"
     body = recompute_sql(source=source, sampled=sampled)
-    packed = ", ".join(f"'{c}': \"{c}\"" for c in _EVENT_COLUMNS)
+    packed = ", ".join(f"'{c}': \"{c}\"" for c in DECISION_COLUMNS)
     rows = con.execute(
         f"""
         SELECT flag, flag_version, count(*) AS n, count(*) FILTER (WHERE disagrees) AS bad,

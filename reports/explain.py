@@ -24,6 +24,7 @@ from ledger.events import (
     decode_event,
     decode_event_object,
 )
+from reports.audit import DECISION_COLUMNS
 
 __all__ = ["DecisionNotFoundError", "Explained", "explain", "find_decision", "render_explanation"]
 
@@ -52,22 +53,7 @@ class Explained:
 
 #: The decision's own columns: small, unlike ``wire`` (whose pages are large to decompress
 #: for one row); the writer stores both from the same event, and ``audit`` checks that.
-_COLUMNS = (
-    "event_id",
-    "schema_version",
-    "type",
-    "flag",
-    "session_id",
-    "correlation_id",
-    "environment",
-    "pool",
-    "reason",
-    "bucket",
-    "threshold_bp",
-    "flag_version",
-    "hash_version",
-    "at",
-)
+_COLUMNS = DECISION_COLUMNS
 _SELECT = "SELECT " + ", ".join(f'"{c}"' for c in _COLUMNS) + " FROM decisions"
 # No ORDER BY: the latest of the few rows found is picked here, which spares DuckDB a
 # second pass over the row groups to fetch the winner's columns (half the time).
