@@ -298,13 +298,10 @@ class ShadowRunner:
         correlation_id: str | None = None,
     ) -> Any:
         """Run ``operation`` on the routed pool; return its value or raise its exception."""
-        environment = environment or self._environment
-        route = self._route(session_id, correlation_id or self._new_id(), environment)
-        primary = route.decision.pool
-        digest = args_digest(args)
-        if route.shadow:
-            self._submit_shadow(_other(primary), operation, args, route, digest)
-        execution = self._execution(route, operation, primary, "primary", digest)
+        execution = self._begin(
+            operation, args, session_id, environment, correlation_id, self._submit_shadow
+        )
+        primary = execution.pool
         try:
             answer = self._pools[primary](operation, args)
         except BaseException as exc:
@@ -326,13 +323,10 @@ class ShadowRunner:
         correlation_id: str | None = None,
     ) -> Any:
         """:meth:`run` for async pools; the shadow runs as a task on the same event loop."""
-        environment = environment or self._environment
-        route = self._route(session_id, correlation_id or self._new_id(), environment)
-        primary = route.decision.pool
-        digest = args_digest(args)
-        if route.shadow:
-            self._start_shadow_task(_other(primary), operation, args, route, digest)
-        execution = self._execution(route, operation, primary, "primary", digest)
+        execution = self._begin(
+            operation, args, session_id, environment, correlation_id, self._start_shadow_task
+        )
+        primary = execution.pool
         try:
             answer = self._pools[primary](operation, args)
             if inspect.isawaitable(answer):
@@ -385,6 +379,25 @@ class ShadowRunner:
         return self.close(timeout=0)
 
     # -- routing ----------------------------------------------------------------------------
+
+    def _begin(
+        self,
+        operation: str,
+        args: Mapping[str, Any],
+        session_id: str | None,
+        environment: str | None,
+        correlation_id: str | None,
+        start_shadow: Callable[[Pool, str, Mapping[str, Any], Route, str | None], None],
+    ) -> _Execution:
+        """Route, start the shadow if routed so (threads or a task: ``start_shadow``), and
+        open the primary's execution: the same first steps for :meth:`run` and :meth:`arun`."""
+        environment = environment or self._environment
+        route = self._route(session_id, correlation_id or self._new_id(), environment)
+        primary = route.decision.pool
+        digest = args_digest(args)
+        if route.shadow:
+            start_shadow(_other(primary), operation, args, route, digest)
+        return self._execution(route, operation, primary, "primary", digest)
 
     def _route(self, session_id: str | None, correlation_id: str, environment: str | None) -> Route:
         """The decision, with the breaker consulted: a V2 primary is admitted by the breaker."""
