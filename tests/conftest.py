@@ -22,10 +22,15 @@ OFFLINE_BOOTSTRAP = "127.0.0.1:1"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/integration needs the broker; mark it so `-m` can select it."""
+    """Everything under tests/integration needs the broker; mark it so `-m` can select it.
+
+    Integration tests race real processes (broker, faust workers) on a shared 2-core machine,
+    so each gets one more try; a failure that repeats still fails the run. Unit tests get none.
+    """
     for item in items:
         if INTEGRATION_DIR in Path(item.path).parents:
             item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=2))
 
 
 @pytest.fixture(scope="session")
