@@ -47,11 +47,6 @@ def test_messy_stream_gives_exactly_one_comparison_per_correlation_id(
     assert all(value["comparison_id"].startswith("cmp-") for value in comparisons.values)
     originals = {base64.b64decode(value["original_b64"]) for value in dead.values}
     assert originals == stream.malformed
-
-    log = read_log(settings)  # every command answered once, versions 1..20 without a gap
-    assert sorted(e.command_id for e in log) == sorted(f"ramp-{n}" for n in range(20))
-    assert [e.version for e in log if isinstance(e, FlagChanged)] == list(range(1, 21))
-    assert flags.fold(log, settings.flag).v2_rollout_bp == 2_000
     assert all(value["reason"] for value in dead.values)
 
 
