@@ -205,6 +205,7 @@ def percentile(values: list[float], q: float) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=20_000)
+    parser.add_argument("--keep-topics", action="store_true", help="leave this run's topics")
     parser.add_argument(
         "--agents",
         default=None,
@@ -281,6 +282,21 @@ async def main() -> None:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
         reader.cancel()
+        if not args.keep_topics:
+            delete_topics(args.bootstrap_servers, prefix)
+
+
+def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Remove this run's topics (its own prefix: faust's changelogs included)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        ours = [topic for topic in admin.list_topics() if topic.startswith(prefix)]
+        if ours:
+            admin.delete_topics(ours)
+    finally:
+        admin.close()
 
 
 if __name__ == "__main__":
