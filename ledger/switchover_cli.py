@@ -71,10 +71,13 @@ def read_log(
     *,
     timeout_s: float = 15.0,
     keep: Callable[[Any], bool] | None = None,
+    until: Callable[[list[Event]], bool] | None = None,
 ) -> list[Event]:
     """Every decodable event of these topics, from offset 0 to the end seen at the start.
 
-    ``keep(record)`` (a kafka-python record) may skip records before they are decoded.
+    ``keep(record)`` (a kafka-python record) may skip records before they are decoded. With
+    ``until``, reading goes on past that end (tailing) until ``until(events)`` holds or
+    ``timeout_s`` passes; the caller judges what is still missing.
     """
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
@@ -105,8 +108,16 @@ def read_log(
         ends = consumer.end_offsets(partitions)
         consumer.seek_to_beginning(*partitions)
         deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+
+        def done() -> bool:
+            if until is not None:
+                return until(events)
+            return all(consumer.position(tp) >= ends[tp] for tp in partitions)
+
+        while not done():
             if time.monotonic() > deadline:
+                if until is not None:
+                    break
                 raise BrokerError(f"the log could not be read to its end in {timeout_s:g} s")
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
@@ -189,18 +200,25 @@ def publish(settings: Settings, result: StepResult, *, timeout_s: float = 15.0) 
 def await_answers(
     settings: Settings, command_ids: list[str], *, timeout_s: float
 ) -> dict[str, Event]:
-    """The flag log writer's answer (FlagChanged or CommandRejected) to each command id."""
+    """The flag log writer's answer (FlagChanged or CommandRejected) to each command id.
+
+    One consumer reads the log once and then tails it, rather than re-reading it all.
+    """
     from ledger.events import CommandRejected, FlagChanged
 
     answers: dict[str, Event] = {}
-    deadline = time.monotonic() + timeout_s
-    while True:
-        for event in read_log(settings, ["flag_events"], timeout_s=timeout_s):
+    looked_at = 0
+
+    def answered(events: list[Event]) -> bool:
+        nonlocal looked_at
+        for event in events[looked_at:]:
             if isinstance(event, FlagChanged | CommandRejected) and event.command_id in command_ids:
                 answers[event.command_id] = event
-        if len(answers) == len(command_ids) or time.monotonic() > deadline:
-            return answers
-        time.sleep(0.3)
+        looked_at = len(events)
+        return len(answers) == len(command_ids)
+
+    read_log(settings, ["flag_events"], timeout_s=timeout_s, until=answered)
+    return answers
 
 
 def _report_answers(
