@@ -404,16 +404,16 @@ def _drain(console: Console, settings: Settings, children: _Children) -> None:
 
 
 def _end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
-    """The next offset of every non-empty partition of every ledger topic."""
+    """The next offset of every non-empty partition of every topic the sink stores."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from ledger.settings import TOPICS
+    from streams.sink import LEDGER_TOPICS
 
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
     try:
         partitions = [
             TopicPartition(topic, p)
-            for topic in (settings.topic(name) for name in TOPICS if name != "flag_commands")
+            for topic in (settings.topic(name) for name in LEDGER_TOPICS)
             for p in sorted(consumer.partitions_for_topic(topic) or ())
         ]
         ends = consumer.end_offsets(partitions)
@@ -427,11 +427,8 @@ def _stored_offsets(settings: Settings) -> dict[tuple[str, int], int]:
 
     if not (settings.duckdb / "segments").exists():
         return {}
-    stored: dict[tuple[str, int], int] = {}
-    for segment in take_snapshot(settings.duckdb).segments:
-        key = (segment.topic, segment.partition)
-        stored[key] = max(stored.get(key, 0), segment.last + 1)
-    return stored
+    committed = take_snapshot(settings.duckdb).committed_offsets()
+    return {key: last + 1 for key, last in committed.items()}
 
 
 def _report(console: Console, settings: Settings, run_dir: Path) -> None:

@@ -391,7 +391,7 @@ def observe_store(settings: Settings, admin: Any = None, *, timeout_s: float) ->
     for segment in newest.values():
         with contextlib.suppress(OSError):  # compacted away since the snapshot: skip it
             stamps.append((layout.segment_dir(segment) / "manifest.json").stat().st_mtime)
-    committed = {key: segment.last for key, segment in newest.items()}
+    committed = snapshot.committed_offsets()
     return StoreObservation(
         where,
         exists=True,

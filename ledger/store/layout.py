@@ -38,6 +38,7 @@ __all__ = [
     "INGEST_TOPIC",
     "Layout",
     "Segment",
+    "committed_offsets",
     "fsync_dir",
     "fsync_file",
     "live_segments",
@@ -113,6 +114,15 @@ def live_segments(segments: Iterable[Segment]) -> tuple[list[Segment], list[Segm
             reach = segment.last
     live.sort(key=lambda s: (s.topic, s.partition, s.first))
     return live, replaced
+
+
+def committed_offsets(segments: Iterable[Segment]) -> dict[tuple[str, int], int]:
+    """The last stored offset per (topic, partition): a writer resumes at ``last + 1``."""
+    offsets: dict[tuple[str, int], int] = {}
+    for segment in segments:
+        key = (segment.topic, segment.partition)
+        offsets[key] = max(offsets.get(key, -1), segment.last)
+    return offsets
 
 
 def fsync_file(path: Path) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 
 from ledger.errors import StoreError
-from ledger.store.layout import Layout, Segment, live_segments
+from ledger.store.layout import Layout, Segment, committed_offsets, live_segments
 from ledger.store.schema import TABLES, VIEWS, Table
 
 __all__ = ["Snapshot", "open_reader", "refresh_reader", "take_snapshot"]
@@ -34,6 +34,10 @@ class Snapshot:
     segments: tuple[Segment, ...]
     files: dict[str, tuple[str, ...]]
     rows: dict[Segment, dict[str, int]]
+
+    def committed_offsets(self) -> dict[tuple[str, int], int]:
+        """The last stored offset per (topic, partition) as of this snapshot."""
+        return committed_offsets(self.segments)
 
 
 def take_snapshot(path: Path | str) -> Snapshot:

@@ -38,7 +38,14 @@ import pyarrow.parquet as pq
 
 from ledger.errors import EventDecodeError, StoreError
 from ledger.events import DeadLettered, Event, decode_event
-from ledger.store.layout import Layout, Segment, fsync_dir, fsync_file, live_segments
+from ledger.store.layout import (
+    Layout,
+    Segment,
+    committed_offsets,
+    fsync_dir,
+    fsync_file,
+    live_segments,
+)
 from ledger.store.schema import CLUSTER_KEYS, EVENT_TABLE, TABLES, Table
 
 __all__ = [
@@ -299,11 +306,7 @@ class LedgerWriter:
 
     def committed_offsets(self) -> dict[tuple[str, int], int]:
         """The last stored offset per (topic, partition); the sink resumes at ``last + 1``."""
-        offsets: dict[tuple[str, int], int] = {}
-        for segment in self._live:
-            key = (segment.topic, segment.partition)
-            offsets[key] = max(offsets.get(key, -1), segment.last)
-        return offsets
+        return committed_offsets(self._live)
 
     def live_segments(self) -> list[Segment]:
         return list(self._live)
