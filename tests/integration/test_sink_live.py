@@ -311,8 +311,14 @@ def test_sink_rides_out_a_broker_restart_and_stores_everything_once(
             sink=sink,
         )
         private_broker.down()
-        time.sleep(3)
-        sink.assert_running()
+        # Down until the sink has seen the outage: a fixed pause was shorter than the sink's
+        # request timeout on a quiet machine, so the restart went unnoticed and untested.
+        until(
+            lambda: any(word in sink.log.read_text() for word in ("unavailable", "not answering")),
+            timeout=60,
+            what="the sink to notice that Kafka is down",
+            sink=sink,
+        )
         private_broker.up(timeout=120.0, die_with_parent=True)
         publish(settings.bootstrap_servers, stream.messages[half:])
         expected = stream.expected()
