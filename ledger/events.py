@@ -31,6 +31,7 @@ from ledger.errors import EventDecodeError
 __all__ = [
     "AnyEvent",
     "BreakerStateChanged",
+    "CheckpointPublished",
     "CommandRejected",
     "ComparisonRecorded",
     "DeadLettered",
@@ -138,6 +139,9 @@ class RolloutDecided(Event):
     flag_version: int = Field(ge=0)
     hash_version: int = 1
     at: AwareDatetime
+    #: The ``hash`` of the ``FlagChanged`` whose state was used (None: no flag event yet, or
+    #: a decision recorded before decisions pointed at their evidence).
+    flag_event_hash: str | None = None
 
 
 class FlagChanged(Event):
@@ -341,6 +345,26 @@ class BreakerStateChanged(Event):
     at: AwareDatetime
 
 
+class CheckpointPublished(Event):
+    """A tree head of the flag log, published by its writer after each append.
+
+    ``note`` is the checkpoint as a C2SP signed note (``ledger.checkpoint``): origin, tree size,
+    base64 root hash, then the signature lines when the writer has a key (``signed``). The tree
+    covers every flag event of the log up to ``last_offset``; ``at`` is the time of the newest
+    of them, so the same tree head is the same event (its id is origin, size and root).
+    """
+
+    type: Literal["CheckpointPublished"] = "CheckpointPublished"
+    origin: NonEmpty
+    tree_size: int = Field(ge=0)
+    root_hash: NonEmpty
+    note: NonEmpty
+    signed: bool
+    key_name: str | None = None
+    last_offset: int | None = None
+    at: AwareDatetime
+
+
 class DeadLettered(Event):
     """Input that could not be parsed or validated, kept with its reason and origin."""
 
@@ -364,6 +388,7 @@ AnyEvent = Annotated[
     | RollbackTriggered
     | SwitchoverRecorded
     | BreakerStateChanged
+    | CheckpointPublished
     | DeadLettered,
     Field(discriminator="type"),
 ]
@@ -380,6 +405,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RollbackTriggered,
         SwitchoverRecorded,
         BreakerStateChanged,
+        CheckpointPublished,
         DeadLettered,
     )
 }

@@ -148,6 +148,12 @@ def explain(
         differences.append(f"bucket: recorded {decision.bucket}, recomputed {slot}")
     if decision.threshold_bp is not None and threshold != decision.threshold_bp:
         differences.append(f"threshold: recorded {decision.threshold_bp}, recomputed {threshold}")
+    evidence = state.last_hash if state.version > 0 else None
+    if decision.flag_event_hash is not None and decision.flag_event_hash != evidence:
+        differences.append(
+            f"flag event hash: recorded {decision.flag_event_hash[:12]}…, "
+            f"version {state.version} has {str(evidence)[:12]}…"
+        )
     return _with(
         recorded,
         matches=not differences,

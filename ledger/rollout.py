@@ -126,4 +126,6 @@ def decide(
         flag_version=state.version,
         hash_version=HASH_VERSION,
         at=at,
+        # The evidence: the chain hash of the FlagChanged that made this state (issue 13).
+        flag_event_hash=state.last_hash if state.version > 0 else None,
     )

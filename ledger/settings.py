@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["TOPICS", "Settings"]
@@ -22,6 +22,7 @@ TOPICS: dict[str, str] = {
     "decisions": "ledger.decisions",
     "health": "ledger.health",
     "dead_letters": "ledger.dead-letters",
+    "checkpoints": "ledger.checkpoints",
 }
 
 
@@ -40,6 +41,9 @@ class Settings(BaseSettings):
     health_grace: float = Field(default=5.0, ge=0)
     #: A TOML health policy (``ledger.policy.load_policy``); None = the defaults.
     health_policy: Path | None = None
+    #: Ed25519 key signing checkpoints: a file path or the key itself (PEM, or base64 of the
+    #: 32-byte seed). None: checkpoints are unsigned. Never logged (a SecretStr).
+    signing_key: SecretStr | None = None
 
     def topic(self, logical: str) -> str:
         """The Kafka topic for a logical name such as ``"operations"``."""

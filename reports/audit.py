@@ -299,7 +299,7 @@ def _prepare(con: Any) -> None:
         """
         CREATE OR REPLACE TEMP TABLE audit_states AS
         SELECT flag, version, any_value(v2_pool_enabled) AS enabled,
-               any_value(v2_rollout_bp) AS rollout_bp
+               any_value(v2_rollout_bp) AS rollout_bp, any_value(hash) AS event_hash
         FROM flag_events WHERE type = 'FlagChanged'
         GROUP BY flag, version
         """
@@ -334,14 +334,17 @@ def recompute_sql(where: str = "", source: str = "decisions", sampled: str = "fa
         WITH joined AS (
             SELECT d.event_id, d.flag, d.flag_version, d.session_id, d.correlation_id,
                    d.pool, d.reason, d.bucket, d.threshold_bp, d.hash_version,
-                   d.schema_version, d.type, d.environment, d."at",
+                   d.schema_version, d.type, d.environment, d."at", d.flag_event_hash,
                    {sampled} AS sampled,
                    s.version IS NOT NULL OR d.flag_version = 0 AS known,
                    coalesce(s.enabled, false) AS enabled,
                    coalesce(s.rollout_bp, 0) AS rollout_bp,
                    eo.pool AS environment_pool,
                    so.pool AS session_pool,
-                   {bucket} AS computed_bucket
+                   {bucket} AS computed_bucket,
+                   -- Newer decisions name the FlagChanged they used (its chain hash).
+                   d.flag_event_hash IS NULL
+                   OR d.flag_event_hash IS NOT DISTINCT FROM s.event_hash AS evidence_ok
             FROM {source} d
             LEFT JOIN audit_states s
                    ON s.flag = d.flag AND s.version = d.flag_version
@@ -382,8 +385,9 @@ def recompute_sql(where: str = "", source: str = "decisions", sampled: str = "fa
                OR pool IS DISTINCT FROM r_pool
                OR reason IS DISTINCT FROM r_reason
                OR bucket IS DISTINCT FROM r_bucket
-               OR threshold_bp IS DISTINCT FROM r_threshold_bp AS disagrees,
-               sampled, schema_version, type, environment, "at"
+               OR threshold_bp IS DISTINCT FROM r_threshold_bp
+               OR NOT evidence_ok AS disagrees,
+               sampled, schema_version, type, environment, "at", flag_event_hash
         FROM recomputed
     """
 
@@ -424,6 +428,7 @@ DECISION_COLUMNS = (
     "flag_version",
     "hash_version",
     "at",
+    "flag_event_hash",
 )
 
 
@@ -543,7 +548,11 @@ class _States:
             # Not in the flag log: the record says the caller's breaker was open.
             breaker_open=decision.reason == DecisionReason.CIRCUIT_OPEN,
         )
-        return decide(state, context, at=decision.at, event_id=decision.event_id), None
+        again = decide(state, context, at=decision.at, event_id=decision.event_id)
+        if decision.flag_event_hash is None:
+            # Recorded before decisions named their evidence: compared as it was made then.
+            again = again.model_copy(update={"flag_event_hash": None})
+        return again, None
 
 
 def _python_disagreement(

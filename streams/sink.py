@@ -27,7 +27,15 @@ from ledger.store.writer import LedgerWriter, SourceRecord, WriteResult
 __all__ = ["LEDGER_TOPICS", "LedgerSink", "SinkOptions", "SinkStats", "run_sink"]
 
 #: Logical topics the sink stores (flag commands are requests, not facts: not stored).
-LEDGER_TOPICS = ("operations", "comparisons", "flag_events", "decisions", "health", "dead_letters")
+LEDGER_TOPICS = (
+    "operations",
+    "comparisons",
+    "flag_events",
+    "decisions",
+    "health",
+    "dead_letters",
+    "checkpoints",
+)
 
 log = logging.getLogger("migration_ledger.sink")
 

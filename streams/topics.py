@@ -104,6 +104,14 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         retention_ms=FOREVER,
     ),
     TopicSpec(
+        "checkpoints",
+        key="origin",
+        purpose="CheckpointPublished: signed tree heads of the flag log, from its writer",
+        retention_ms=FOREVER,
+        partitions=1,
+        extra_config={"retention.bytes": "-1"},
+    ),
+    TopicSpec(
         "dead_letters",
         key="original key",
         purpose="DeadLettered: input that could not be parsed or validated",

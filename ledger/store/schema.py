@@ -173,6 +173,7 @@ DECISIONS = Table(
         _c("flag_version", "BIGINT", "the flag log version the decision used"),
         _c("hash_version", "BIGINT"),
         _c("at", "TIMESTAMPTZ"),
+        _c("flag_event_hash", "VARCHAR", "`hash` of the FlagChanged used (newer decisions)"),
     ),
     "RolloutDecided: where one request was routed and why",
 )
@@ -275,6 +276,23 @@ BREAKER_EVENTS = Table(
     "BreakerStateChanged: the V2 circuit breaker's transitions",
 )
 
+CHECKPOINTS = Table(
+    "checkpoints",
+    ("CheckpointPublished",),
+    (
+        *_BASE,
+        _c("origin", "VARCHAR", "the tree: migration-ledger/flag-log/<topic>"),
+        _c("tree_size", "BIGINT", "flag events covered"),
+        _c("root_hash", "VARCHAR", "RFC 6962 root, hex"),
+        _c("note", "VARCHAR", "the checkpoint as a C2SP signed note"),
+        _c("signed", "BOOLEAN"),
+        _c("key_name", "VARCHAR"),
+        _c("last_offset", "BIGINT", "offset of the newest flag event covered"),
+        _c("at", "TIMESTAMPTZ", "time of the newest flag event covered"),
+    ),
+    "CheckpointPublished: signed tree heads of the flag log, one per append",
+)
+
 DEAD_LETTERS = Table(
     "dead_letters",
     ("DeadLettered",),
@@ -303,6 +321,7 @@ TABLES: dict[str, Table] = {
         ROLLBACKS,
         SWITCHOVERS,
         BREAKER_EVENTS,
+        CHECKPOINTS,
         DEAD_LETTERS,
     )
 }

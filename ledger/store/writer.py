@@ -36,8 +36,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ledger.checkpoint import Signer
 from ledger.errors import EventDecodeError, StoreError
 from ledger.events import DeadLettered, Event, decode_event
+from ledger.merkle import CompactTree
 from ledger.store.layout import (
     Layout,
     Segment,
@@ -47,6 +49,7 @@ from ledger.store.layout import (
     live_segments,
 )
 from ledger.store.schema import CLUSTER_KEYS, EVENT_TABLE, TABLES, Table
+from ledger.store.trees import history_of, merkle_block, record_leaf, tree_from_block
 
 __all__ = [
     "CompactionResult",
@@ -235,8 +238,11 @@ class LedgerWriter:
         fsync: bool = True,
         clock: Callable[[], datetime] = _now,
         grace_s: float = 600.0,
+        signer: Signer | None = None,
     ) -> None:
+        """``signer`` signs the checkpoint written with each commit (None: unsigned)."""
         self.layout = Layout(Path(path))
+        self._signer = signer
         self.layout.create()
         self._fsync = fsync
         self._clock = clock
@@ -252,6 +258,7 @@ class LedgerWriter:
             self._rows: dict[Segment, dict[str, int]] = {}
             self._load_live()
             self._indexes = {name: _IdIndex(self._stored_hashes(name)) for name in TABLES}
+            self._trees = self._load_trees()
         except BaseException:
             self.close()
             raise
@@ -301,6 +308,33 @@ class LedgerWriter:
             raise StoreError(f"segment {segment.name} has no readable manifest: {exc}") from exc
         rows = manifest.get("rows", {})
         return {str(k): int(v) for k, v in rows.items()}
+
+    def _load_trees(self) -> dict[tuple[str, int], CompactTree]:
+        """Each partition's Merkle tree from its newest manifest (rebuilt from rows if absent)."""
+        newest: dict[tuple[str, int], Segment] = {}
+        for segment in self._live:
+            newest[(segment.topic, segment.partition)] = segment  # sorted: the last is newest
+        trees: dict[tuple[str, int], CompactTree] = {}
+        for key, segment in newest.items():
+            manifest = json.loads((self.layout.segment_dir(segment) / "manifest.json").read_text())
+            tree = tree_from_block(manifest.get("merkle"))
+            trees[key] = tree if tree is not None else self._rebuild_tree(*key)
+        return trees
+
+    def _rebuild_tree(self, topic: str, partition: int) -> CompactTree:
+        """A partition's tree from its stored rows (a ledger written before trees existed)."""
+        segments = [s for s in self._live if (s.topic, s.partition) == (topic, partition)]
+        tree = CompactTree()
+        files = [f for name in TABLES for f in self._files(name, segments)]
+        if not files:
+            return tree
+        rows = self._con.execute(
+            "SELECT _offset, wire FROM read_parquet(?, union_by_name = true) ORDER BY _offset",
+            [files],
+        ).fetchall()
+        for offset, wire in rows:
+            tree.append(record_leaf(topic, partition, int(offset), str(wire)))
+        return tree
 
     # --- what is stored ---------------------------------------------------------------------
 
@@ -399,6 +433,7 @@ class LedgerWriter:
         typed = {name: self._typed(name, batch, rows) for name, rows in by_table.items()}
 
         staged: list[tuple[Segment, Path]] = []
+        trees: dict[tuple[str, int], CompactTree] = {}
         try:
             for segment, start, end in runs:
                 slices: dict[str, pa.Table] = {}
@@ -406,9 +441,12 @@ class LedgerWriter:
                     first, last = bisect_left(rows, start), bisect_left(rows, end)
                     if last > first:
                         slices[name] = typed[name].slice(first, last - first)
+                key = (segment.topic, segment.partition)
+                trees[key] = self._grown_tree(key, batch, start, end)
                 extra = {
                     "dead_lettered": sum(batch.rejected[start:end]),
                     "duplicates": sum(batch.duplicate[start:end]),
+                    "merkle": merkle_block(*key, trees[key], segment.last, self._signer),
                 }
                 staged.append((segment, self._stage(segment, slices, extra)))
             self._commit(staged)
@@ -416,6 +454,7 @@ class LedgerWriter:
             for _, tmp in staged:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
+        self._trees.update(trees)
 
         for name, rows in by_table.items():
             self._indexes[name].add(self._hashes([batch.events[i].event_id for i in rows]))
@@ -424,6 +463,18 @@ class LedgerWriter:
         result.duplicates = sum(batch.duplicate)
         result.segments = len(staged)
         return result
+
+    def _grown_tree(self, key: tuple[str, int], batch: _Batch, start: int, end: int) -> CompactTree:
+        """The partition's tree with this run's stored rows appended (the old one untouched)."""
+        old = self._trees.get(key)
+        tree = CompactTree() if old is None else CompactTree.restore(old.size, old.frontier)
+        for i in range(start, end):
+            if batch.tables[i] is not None:
+                record = batch.records[i]
+                tree.append(
+                    record_leaf(record.topic, record.partition, record.offset, batch.wires[i])
+                )
+        return tree
 
     def _decode(self, record: SourceRecord) -> tuple[SourceRecord, str, Event, str, bool]:
         """(record, table, event, wire text, rejected); a bad record yields its dead letter."""
@@ -518,7 +569,7 @@ class LedgerWriter:
             self._con.unregister("batch")
         return typed
 
-    def _stage(self, segment: Segment, slices: dict[str, pa.Table], extra: dict[str, int]) -> Path:
+    def _stage(self, segment: Segment, slices: dict[str, pa.Table], extra: dict[str, Any]) -> Path:
         """Write one segment's files under ``tmp/``; nothing is visible yet."""
         tmp = self.layout.tmp / f"{segment.name}.{uuid.uuid4().hex}"
         tmp.mkdir()
@@ -653,6 +704,7 @@ class LedgerWriter:
                 "last": merged.last,
                 "rows": rows,
                 "compacted_from": [s.name for s in group],
+                **self._merged_merkle(group),
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, sort_keys=True) + "\n")
             if self._fsync:
@@ -675,6 +727,18 @@ class LedgerWriter:
         self._rows[merged] = rows
         self._live.sort(key=lambda s: (s.topic, s.partition, s.first))
         return sum(rows.values())
+
+    def _merged_merkle(self, group: list[Segment]) -> dict[str, Any]:
+        """The newest part's tree block, and every part's commit heads as history."""
+        manifests = [
+            json.loads((self.layout.segment_dir(s) / "manifest.json").read_text()) for s in group
+        ]
+        history = [list(entry) for entry in history_of(manifests[:-1])]
+        history += [list(entry) for entry in manifests[-1].get("merkle_history", ())]
+        out: dict[str, Any] = {"merkle_history": history}
+        if "merkle" in manifests[-1]:
+            out["merkle"] = manifests[-1]["merkle"]
+        return out
 
     def _purge_replaced(self) -> int:
         """Delete segments replaced by compaction once their replacement is older than the grace.
