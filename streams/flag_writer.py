@@ -14,6 +14,11 @@ already decided command id) and not appended twice (no duplicate).
 It relies on being alone: run the worker as one instance (or accept that during a consumer
 group rebalance a fenced-out writer could race the new one; a doubled version would then show
 up as a chain error, which stops the writer rather than building on it).
+
+It also keeps the flag log as a Merkle log (issue 13): an RFC 6962 tree over every flag event
+in the log, ``FlagChanged`` and ``CommandRejected`` alike (leaf: the record's bytes), folded
+with the state (so rebuilt from the log at start), and after each append it publishes the
+tree's checkpoint (``CheckpointPublished``, signed when it has a key) on its own topic.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ledger.checkpoint import Signer, flag_log_origin
 from ledger.errors import CommandError, EventDecodeError
 from ledger.events import CommandRejected, FlagChanged, decode_event, encode_event
+from ledger.evidence import flag_log_checkpoint
+from ledger.merkle import CompactTree, leaf_hash
 from streams.dead_letters import dead_letter
 from streams.metrics import Metrics
 
@@ -69,6 +77,9 @@ class FlagWriter:
         send_dead_letter: Callable[[bytes | None, bytes], Awaitable[Any]],
         metrics: Metrics,
         wall: Callable[[], float] = time.time,
+        publish_checkpoint: Callable[[bytes, bytes], Awaitable[Any]] | None = None,
+        signer: Signer | None = None,
+        origin: str = flag_log_origin("ledger.flag-events"),
     ) -> None:
         self.source = source
         self.append = append
@@ -77,6 +88,12 @@ class FlagWriter:
         self.wall = wall
         self.states: dict[str, Any] = {}
         self.read_through = -1  # offset of the last log record folded
+        self.publish_checkpoint = publish_checkpoint
+        self.signer = signer
+        self.origin = origin
+        self.tree = CompactTree()
+        self._tree_offset: int | None = None
+        self._tree_at: datetime | None = None
 
     async def catch_up(self) -> None:
         """Fold every log record not folded yet."""
@@ -94,6 +111,8 @@ class FlagWriter:
                 continue
             state = self.states.get(event.flag) or flags.initial_state(event.flag)
             self.states[event.flag] = flags.apply(state, event)
+            self.tree.append(leaf_hash(raw or b""))
+            self._tree_offset, self._tree_at = offset, event.at
 
     async def handle(self, message: Message) -> FlagChanged | CommandRejected | None:
         """Decide one command message; returns what was appended (None: nothing)."""
@@ -123,9 +142,22 @@ class FlagWriter:
                 await asyncio.sleep(RETRY_S)
                 continue
             await self._read_back(offset)
+            await self._checkpoint()
             result = "accepted" if isinstance(answer, FlagChanged) else "rejected"
             self.metrics.flag_commands.labels(result).inc()
             return answer
+
+    async def _checkpoint(self) -> None:
+        """Publish the tree head; a lost one is superseded by the next append's."""
+        if self.publish_checkpoint is None or self._tree_at is None:
+            return
+        event = flag_log_checkpoint(
+            self.tree, self.origin, self.signer, last_offset=self._tree_offset, at=self._tree_at
+        )
+        try:
+            await self.publish_checkpoint(self.origin.encode(), encode_event(event))
+        except Exception as exc:
+            log.warning("publishing the flag log checkpoint %d failed: %s", self.tree.size, exc)
 
     async def _read_back(self, offset: int) -> None:
         """Fold the log through our own answer: from now on the state is the log's."""
@@ -197,6 +229,7 @@ def install(ledger: LedgerApp) -> None:
     commands = ledger.topic("flag_commands")
     events = ledger.topic("flag_events")
     dead_letters = ledger.topic("dead_letters")
+    checkpoints = ledger.topic("checkpoints")
     reader = FlagLogReader(settings.bootstrap_servers, settings.topic("flag_events"))
 
     async def append(flag: str, value: bytes) -> int:
@@ -207,11 +240,19 @@ def install(ledger: LedgerApp) -> None:
     async def send_dead_letter(key: bytes | None, value: bytes) -> Any:
         return await dead_letters.send(key=key, value=value)
 
+    async def publish_checkpoint(key: bytes, value: bytes) -> Any:
+        return await checkpoints.send(key=key, value=value)
+
+    from ledger.store.keys import load_signer
+
     writer = FlagWriter(
         source=ledger.options.get("flag_log_source") or reader,
         append=ledger.options.get("flag_log_append") or append,
         send_dead_letter=send_dead_letter,
         metrics=ledger.metrics,
+        publish_checkpoint=ledger.options.get("checkpoint_publish") or publish_checkpoint,
+        signer=load_signer(settings.signing_key),
+        origin=flag_log_origin(settings.topic("flag_events")),
     )
 
     @ledger.app.agent(commands, name="flag_writer")
