@@ -73,6 +73,13 @@ from ledger.schema_cli import schema  # noqa: E402
 
 app.command("schema")(schema)
 
+from ledger.merkle_cli import checkpoint, keys_app, proof, verify_proof  # noqa: E402
+
+app.command("checkpoint")(checkpoint)
+app.command("proof")(proof)
+app.command("verify-proof")(verify_proof)
+app.add_typer(keys_app, name="keys")
+
 from ledger.demo_cli import demo  # noqa: E402
 
 app.command("demo")(demo)

@@ -181,7 +181,9 @@ def ingest(
 
     settings = build_settings(duckdb=duckdb)
     try:
-        result = ingest_files(settings.duckdb, files)
+        from ledger.store.keys import load_signer
+
+        result = ingest_files(settings.duckdb, files, signer=load_signer(settings.signing_key))
     except LedgerError as exc:
         raise _fail(str(exc)) from None
     for table, rows in sorted(result.stored.items()):

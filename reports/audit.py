@@ -403,11 +403,20 @@ def _disagreement(row: Sequence[Any], source: str = "sql") -> Disagreement:
     fields = tuple(k for k in _RECORD if recorded[k] != recomputed[k])
     if not known:
         fields = ("flag_version (not in the flag log)", *fields)
+    elif not fields and hash_version == _hash_version():
+        # Nothing recomputed differs: the flag event the decision names is not that version's.
+        fields = ("flag_event_hash (not the hash of that version's flag event)",)
     recorded["hash_version"] = hash_version
     return Disagreement(
         event_id, flag, int(version), session_id, correlation_id, fields, recorded, recomputed,
         source,
     )  # fmt: skip
+
+
+def _hash_version() -> int:
+    from ledger import rollout
+
+    return rollout.HASH_VERSION
 
 
 #: A decision's own columns in the decisions table, as they rebuild a ``RolloutDecided``:

@@ -215,10 +215,19 @@ def audit(
     seed: Annotated[int | None, typer.Option(help="Seed of the random sample.")] = None,
     fmt: Annotated[TextFormat, typer.Option("--format", "-f")] = TextFormat.table,
     duckdb: DuckdbOption = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="Held checkpoints (`checkpoint --out`) to check."),
+    ] = None,
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="Key that signed the checkpoints.")
+    ] = None,
 ) -> None:
     """Recompute every recorded decision (SQL) and a sample (Python); verify the flag chain.
 
-    Exits 1 when a decision disagrees or the chain is broken, naming the version.
+    With ``--checkpoint``: also prove that every held tree is a prefix of today's ledger.
+    Exits 1 when a decision disagrees, the chain is broken or a checkpoint fails, naming the
+    version, or the table, partition and offsets.
     """
     import duckdb as duck
 
@@ -235,7 +244,16 @@ def audit(
     finally:
         con.close()
     typer.echo(render_audit(result, fmt.value, source=str(path)))
-    if not result.ok:
+    held_ok = True
+    if checkpoint is not None:
+        from ledger.merkle_cli import checkpoint_audit
+
+        try:
+            text, held_ok = checkpoint_audit(path, checkpoint, public_key)
+        except LedgerError as exc:
+            raise _fail(str(exc)) from None
+        typer.echo(text)
+    if not result.ok or not held_ok:
         raise typer.Exit(code=1)
 
 

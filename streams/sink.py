@@ -374,7 +374,10 @@ def run_sink(settings: Settings, options: SinkOptions, *, quiet: bool = False) -
             last_line = time.monotonic()
             log.info("%s", stats.line())
 
-    with LedgerWriter(settings.duckdb, fsync=options.fsync) as writer:
+    from ledger.store.keys import load_signer
+
+    signer = load_signer(settings.signing_key)  # checkpoints of each commit signed (issue 13)
+    with LedgerWriter(settings.duckdb, fsync=options.fsync, signer=signer) as writer:
         sink = LedgerSink(settings, writer, options, on_progress=show)
         offsets = writer.committed_offsets()
         if not quiet:

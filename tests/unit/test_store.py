@@ -490,7 +490,8 @@ def test_ingesting_the_same_files_twice_adds_nothing(tmp_path: Path) -> None:
     ingest_files(tmp_path / "b", [tmp_path / "out"], fsync=False)
     again = ingest_files(tmp_path / "b", [tmp_path / "out"], fsync=False)
     assert again.stored == {}
-    assert again.duplicates == len(every_type(2))
+    # Rows go back to their exported positions, so a second ingest finds them stored there.
+    assert again.duplicates + again.skipped == len(every_type(2))
 
 
 def test_ingest_dead_letters_bad_lines_naming_file_and_line(tmp_path: Path) -> None:
