@@ -15,6 +15,12 @@ Extension point: functions appended to ``MEASUREMENTS`` run after the queries wi
 path and return their own figures. ``--reports`` appends ``bench/reports.py``'s (each report,
 one replay, the bulk audit) measured on this ledger; ``--reuse --ledger DIR`` measures a
 ledger kept by an earlier ``--keep`` run without building it again.
+
+``--merkle`` appends the costs of the tamper-evident ledger (issue 13): appending leaves to a
+compact tree (µs a leaf, frontier hashes kept), hashing a record's leaf, one Ed25519 checkpoint
+signature; ``checkpoint`` and ``audit --checkpoint`` against ``audit`` on this ledger (their
+ratio); one decision's proof (bytes of hashes against 32 × ⌈log2 n⌉). ``--json`` ends with one
+JSON line of every figure.
 """
 
 from __future__ import annotations
@@ -332,6 +338,78 @@ def _reports_figures() -> Callable[[Path], list[Figure]]:
     return measure
 
 
+def merkle_figures(path: Path) -> list[Figure]:
+    """Costs of the Merkle trees and checkpoints on the built ledger (see the docstring)."""
+    import base64
+    import json
+    import math
+
+    from ledger.checkpoint import Checkpoint, Signer
+    from ledger.merkle import CompactTree, leaf_hash
+    from ledger.store.integrity import (
+        audit_checkpoints,
+        decision_proof,
+        read_checkpoint_file,
+        take_checkpoints,
+    )
+    from ledger.store.trees import record_leaf
+    from reports.audit import audit
+
+    figures: list[Figure] = []
+    n = 1_000_000
+    leaves = [leaf_hash(i.to_bytes(8, "big")) for i in range(n)]
+    tree = CompactTree()
+    started = time.perf_counter()
+    for leaf in leaves:
+        tree.append(leaf)
+    per_leaf = (time.perf_counter() - started) / n * 1e6
+    figures.append(Figure("merkle append, 1M leaves (a leaf)", per_leaf, "µs"))
+    figures.append(Figure("merkle frontier kept at 1M leaves", len(tree.frontier), "hashes"))
+    wire = "x" * 400
+    started = time.perf_counter()
+    for i in range(200_000):
+        record_leaf("bench.ledger.decisions", 3, i, wire)
+    per_record = (time.perf_counter() - started) / 200_000 * 1e6
+    figures.append(Figure("record leaf hash, 400-byte wire", per_record, "µs"))
+    signer = Signer.from_text(base64.b64encode(bytes(32)))
+    started = time.perf_counter()
+    for i in range(1000):
+        signer.sign(Checkpoint("migration-ledger/ledger/t/0", i, tree.root()))
+    figures.append(
+        Figure("Ed25519 checkpoint signature", (time.perf_counter() - started) * 1e3, "µs")
+    )
+
+    con = open_reader(path)
+    started = time.perf_counter()
+    audit(con, sample=1000, seed=1)
+    audit_s = time.perf_counter() - started
+    decision = con.sql("SELECT event_id FROM decisions LIMIT 1").fetchall()[0][0]
+    con.close()
+    figures.append(Figure("audit (today's checks)", audit_s, "s"))
+    started = time.perf_counter()
+    held_data = take_checkpoints(path)
+    figures.append(Figure("checkpoint --out", time.perf_counter() - started, "s"))
+    held_file = path.parent / "held-checkpoints.json"
+    held_file.write_text(json.dumps(held_data))
+    held = read_checkpoint_file(held_file)
+    started = time.perf_counter()
+    report = audit_checkpoints(path, held, None)
+    tree_s = time.perf_counter() - started
+    assert report.ok, [f.text for f in report.findings if not f.ok]
+    figures.append(Figure(f"checkpoint part of audit ({report.rows:,} rows)", tree_s, "s"))
+    figures.append(Figure("audit --checkpoint / audit", (audit_s + tree_s) / audit_s, "x"))
+    started = time.perf_counter()
+    proof = decision_proof(path, str(decision), held)
+    figures.append(Figure("proof --decision", time.perf_counter() - started, "s"))
+    size = int(proof["decision"]["checkpoint"].split("\n")[1])
+    figures.append(
+        Figure(f"decision proof, tree of {size:,}", 32 * len(proof["decision"]["proof"]), "B")
+    )
+    figures.append(Figure("bound: 32 x ceil(log2 n)", 32 * math.ceil(math.log2(max(size, 2))), "B"))
+    held_file.unlink()
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -345,9 +423,13 @@ def main() -> None:
     parser.add_argument(
         "--reports", action="store_true", help="also bench/reports.py's figures on this ledger"
     )
+    parser.add_argument("--merkle", action="store_true", help="also the Merkle/checkpoint costs")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     args = parser.parse_args()
     if args.reports:
         MEASUREMENTS.append(_reports_figures())
+    if args.merkle:
+        MEASUREMENTS.append(merkle_figures)
 
     temporary = args.ledger is None
     path = args.ledger or Path(tempfile.mkdtemp(prefix="ledger-bench-")) / "ledger"
@@ -363,6 +445,10 @@ def main() -> None:
             figures += measure(path)
         for figure in figures:
             print(f"  {figure.name:<45} {figure.value:>9.3f} {figure.unit}")
+        if args.json:
+            import json
+
+            print(json.dumps({f.name: f.value for f in figures}))
     finally:
         if temporary and not args.keep:
             shutil.rmtree(path.parent, ignore_errors=True)

@@ -64,8 +64,7 @@ def _split(n: int) -> int:
 def root_of(leaves: Sequence[bytes]) -> bytes:
     """The Merkle tree hash (MTH) of a list of leaf hashes."""
     tree = CompactTree()
-    for leaf in leaves:
-        tree.append(leaf)
+    tree.extend(leaves)
     return tree.root()
 
 
@@ -140,7 +139,7 @@ class CompactTree:
     frontier at the end.
     """
 
-    __slots__ = ("_caught", "_frontier", "_size", "_want")
+    __slots__ = ("_caught", "_frontier", "_size", "_stops", "_want")
 
     def __init__(self, want: Iterable[Range] = ()) -> None:
         self._frontier: list[bytes] = []
@@ -151,6 +150,8 @@ class CompactTree:
             width = end - start
             if width > 0 and width & (width - 1) == 0 and start % width == 0:
                 self._want[(width.bit_length() - 1, start)] = (start, end)
+        #: Leaf indexes whose append completes a wanted node (taken the slow way by extend).
+        self._stops = sorted({start + (1 << level) - 1 for level, start in self._want})
 
     @classmethod
     def restore(cls, size: int, frontier: Sequence[bytes]) -> CompactTree:
@@ -194,9 +195,50 @@ class CompactTree:
         frontier.append(node)
         self._size = index + 1
 
-    def extend(self, leaves: Iterable[bytes]) -> None:
-        for leaf in leaves:
-            self.append(leaf)
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Append many leaf hashes: the same as :meth:`append` each, in a tighter loop."""
+        at = 0
+        while at < len(leaves):
+            stop = self._next_stop()
+            end = len(leaves) if stop is None else min(len(leaves), at + stop - self._size)
+            self._fast(leaves[at:end])
+            at = end
+            if at < len(leaves) and stop == self._size:
+                self.append(leaves[at])  # completes a wanted node: caught there
+                at += 1
+
+    def _next_stop(self) -> int | None:
+        stops = self._stops
+        while stops and stops[0] < self._size:
+            stops.pop(0)
+        return stops[0] if stops else None
+
+    def _fast(self, leaves: Sequence[bytes]) -> None:
+        """Append leaves in aligned perfect blocks, each hashed level by level (no wants)."""
+        sha = _sha256
+        at, n = 0, len(leaves)
+        while at < n:
+            size = self._size
+            room = size & -size if size else 1 << (n - at).bit_length()
+            width = min(room, 1 << ((n - at).bit_length() - 1))
+            level = list(leaves[at : at + width])
+            while len(level) > 1:
+                level = [
+                    sha(b"\x01" + left + right).digest()
+                    for left, right in zip(level[0::2], level[1::2], strict=True)
+                ]
+            self._push(level[0], width)
+            at += width
+
+    def _push(self, node: bytes, width: int) -> None:
+        """Add a perfect subtree of ``width`` leaves at the aligned end of the tree."""
+        frontier = self._frontier
+        bits = self._size // width
+        while bits & 1:
+            node = _sha256(b"\x01" + frontier.pop() + node).digest()
+            bits >>= 1
+        frontier.append(node)
+        self._size += width
 
     def root(self) -> bytes:
         """The tree hash of everything appended so far (:data:`EMPTY_ROOT` when empty)."""
