@@ -19,7 +19,7 @@ ledger kept by an earlier ``--keep`` run without building it again.
 ``--merkle`` appends the costs of the tamper-evident ledger (issue 13): appending leaves to a
 compact tree (µs a leaf, frontier hashes kept), hashing a record's leaf, one Ed25519 checkpoint
 signature; ``checkpoint`` and ``audit --checkpoint`` against ``audit`` on this ledger (their
-ratio); one decision's proof (bytes of hashes against 32 × ⌈log2 n⌉). ``--json`` ends with one
+ratio); one decision's proof (bytes of hashes against 32 x ceil(log2 n)). ``--json`` ends with one
 JSON line of every figure.
 """
 
