@@ -51,6 +51,7 @@ from ledger.merkle import (
 )
 from ledger.store.layout import Layout
 from ledger.store.reader import open_reader, take_snapshot
+from ledger.store.schema import TABLES
 from ledger.store.trees import history_of, record_leaf
 
 __all__ = [
@@ -285,6 +286,46 @@ def _partition_scan(con: Any, topic: str, partition: int) -> tuple[list[int], li
     return offsets[order].tolist(), [leaves[i] for i in order.tolist()]
 
 
+def _column_spec(type_: str) -> Any:
+    from ledger.store.writer import _json_spec
+
+    return _json_spec(type_)
+
+
+def column_mismatches(con: Any, limit: int = 20) -> tuple[int, list[str]]:
+    """Rows whose typed columns no longer say what their wire says (an in-place Parquet edit
+    leaves the wire, and so the trees, as they were): (count, the first few named).
+
+    Each non-JSON column present in the wire is parsed from it as the writer parsed it and
+    compared; JSON-typed columns are left out (a producer's number formatting may differ
+    from the stored canonical text).
+    """
+    total, named = 0, list[str]()
+    for name, table in TABLES.items():
+        columns = [c for c in table.event_columns if c.type != "JSON"]
+        spec = json.dumps({c.name: _column_spec(c.type) for c in columns}).replace("'", "''")
+        differs = [
+            f"CASE WHEN json_exists(wire, '$.{c.name}') AND j.\"{c.name}\" IS DISTINCT FROM "
+            f"t.\"{c.name}\" THEN '{c.name}' END"
+            for c in columns
+        ]
+        query = (
+            f"SELECT _topic, _partition, _offset, concat_ws(',', {', '.join(differs)}) AS bad "
+            f"FROM (SELECT *, from_json(wire, '{spec}') AS j FROM \"{name}\") t "
+            "WHERE bad <> ''"
+        )
+        rows = con.sql(f"SELECT count(*) OVER (), * FROM ({query}) ORDER BY 2, 3, 4 LIMIT {limit}")
+        found = rows.fetchall()
+        total += int(found[0][0]) if found else 0
+        for _, topic, partition, offset, bad in found:
+            if len(named) < limit:
+                named.append(
+                    f"table {name}, {topic} partition {partition} offset {offset}: "
+                    f"column(s) {bad} differ from the row's wire"
+                )
+    return total, named
+
+
 def audit_checkpoints(
     ledger: Path, held: Sequence[HeldCheckpoint], verifier: Verifier | None
 ) -> IntegrityReport:
@@ -318,6 +359,11 @@ def _audit(
     report: IntegrityReport,
 ) -> IntegrityReport:
     report.signature = _signature_verdict(held, verifier)
+    edited, examples = column_mismatches(con)
+    for text in examples:
+        report.add("columns", False, f"EDITED IN PLACE: {text}")
+    if edited > len(examples):
+        report.add("columns", False, f"EDITED IN PLACE: {edited - len(examples)} more rows")
     counts = _counts(con)
     published = _published(con)
     flag_topics = set(_flag_topics(con))

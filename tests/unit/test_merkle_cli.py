@@ -288,6 +288,28 @@ def test_an_edited_comparison_category_is_found(
     assert "table comparisons offsets 6..11" in out
 
 
+def test_a_comparison_category_edited_in_place_in_parquet_is_found(
+    original: tuple[Path, Built, Path, Path], tmp_path: Path
+) -> None:
+    """The typed column changed, the wire (and so the trees) left as they were."""
+    ledger = Path(shutil.copytree(original[0], tmp_path / "ledger"))
+    con = duckdb.connect()
+    for path in sorted(ledger.glob("segments/ledger.comparisons+*/comparisons.parquet")):
+        changed = path.with_name("x.parquet")
+        con.execute(
+            f"COPY (SELECT * REPLACE (CASE WHEN event_id = 'cmp-3' THEN 'match' ELSE category "
+            f"END AS category) FROM read_parquet('{path}')) TO '{changed}' (FORMAT parquet)"
+        )
+        changed.replace(path)
+    con.close()
+    code, out = audit(ledger, original[2], original[3])
+    assert code == 1, out
+    assert (
+        "EDITED IN PLACE: table comparisons, ledger.comparisons partition 0 offset 3: "
+        "column(s) category differ from the row's wire"
+    ) in out
+
+
 def test_an_added_operation_row_is_found(
     original: tuple[Path, Built, Path, Path], tmp_path: Path
 ) -> None:
