@@ -398,6 +398,13 @@ def merkle_figures(path: Path) -> list[Figure]:
     assert report.ok, [f.text for f in report.findings if not f.ok]
     figures.append(Figure(f"checkpoint part of audit ({report.rows:,} rows)", tree_s, "s"))
     figures.append(Figure("audit --checkpoint / audit", (audit_s + tree_s) / audit_s, "x"))
+    from ledger.store.integrity import column_mismatches
+
+    con = open_reader(path)
+    started = time.perf_counter()
+    column_mismatches(con)
+    figures.append(Figure("  of which columns vs wire", time.perf_counter() - started, "s"))
+    con.close()
     started = time.perf_counter()
     proof = decision_proof(path, str(decision), held)
     figures.append(Figure("proof --decision", time.perf_counter() - started, "s"))
