@@ -18,7 +18,7 @@ a leaf's data, ``0x01`` before two child hashes), so a leaf can never pass for a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
     "EMPTY_ROOT",
@@ -154,8 +154,11 @@ class CompactTree:
         self._stops = sorted({start + (1 << level) - 1 for level, start in self._want})
 
     @classmethod
-    def restore(cls, size: int, frontier: Sequence[bytes]) -> CompactTree:
-        """A tree resumed from a saved :attr:`frontier` (one hash per set bit of ``size``)."""
+    def restore(
+        cls, size: int, frontier: Sequence[bytes], caught: Mapping[Range, bytes] | None = None
+    ) -> CompactTree:
+        """A tree resumed from a saved :attr:`frontier` (one hash per set bit of ``size``),
+        with the wanted hashes another tree had :attr:`caught` (e.g. in another process)."""
         if size < 0 or len(frontier) != bin(size).count("1"):
             raise ValueError(f"a tree of {size} leaves has {bin(size).count('1')} frontier hashes")
         if any(len(h) != HASH_SIZE for h in frontier):
@@ -163,11 +166,22 @@ class CompactTree:
         tree = cls()
         tree._frontier = list(frontier)
         tree._size = size
+        tree._caught = dict(caught or {})
         return tree
 
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def wanted(self) -> tuple[Range, ...]:
+        """The ranges asked for at construction (perfect subtrees only)."""
+        return tuple(self._want.values())
+
+    @property
+    def caught(self) -> dict[Range, bytes]:
+        """The wanted subtree hashes seen so far."""
+        return dict(self._caught)
 
     @property
     def frontier(self) -> tuple[bytes, ...]:

@@ -77,18 +77,22 @@ def checkpoint(
         typer.echo(f"  {note.origin}: {note.size} records, root {note.root_hex[:16]}…")
 
 
-def checkpoint_audit(ledger: Path, held_file: Path, public_key: Path | None) -> tuple[str, bool]:
+def checkpoint_audit(
+    ledger: Path, held_file: Path, public_key: Path | None, *, columns: bool = True
+) -> tuple[str, bool]:
     """The ``audit --checkpoint`` verdict as text, and whether it passed."""
     from ledger.store.integrity import audit_checkpoints, read_checkpoint_file
 
     held = read_checkpoint_file(held_file)
     verifier = _verifier(public_key)
-    report = audit_checkpoints(ledger, held, verifier)  # type: ignore[arg-type]
+    report = audit_checkpoints(ledger, held, verifier, columns=columns)  # type: ignore[arg-type]
     lines = [
         f"checkpoints: {len(held)} held tree heads, {report.trees} trees rebuilt "
         f"over {report.rows} stored rows",
         f"  {report.signature}",
     ]
+    if not columns:
+        lines.append("  typed columns NOT compared with the wire (--no-columns)")
     for finding in report.findings:
         mark = "ok  " if finding.ok else "FAIL"
         lines.append(f"  {mark} {finding.text}")

@@ -222,6 +222,10 @@ def audit(
     public_key: Annotated[
         Path | None, typer.Option("--public-key", help="Key that signed the checkpoints.")
     ] = None,
+    columns: Annotated[
+        bool,
+        typer.Option(help="With --checkpoint: also compare typed columns with each row's wire."),
+    ] = True,
 ) -> None:
     """Recompute every recorded decision (SQL) and a sample (Python); verify the flag chain.
 
@@ -249,7 +253,7 @@ def audit(
         from ledger.merkle_cli import checkpoint_audit
 
         try:
-            text, held_ok = checkpoint_audit(path, checkpoint, public_key)
+            text, held_ok = checkpoint_audit(path, checkpoint, public_key, columns=columns)
         except LedgerError as exc:
             raise _fail(str(exc)) from None
         typer.echo(text)

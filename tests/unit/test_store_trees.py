@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from store_factories import every_type, records
 
 from ledger.checkpoint import parse_note, partition_origin
@@ -84,3 +85,23 @@ def test_segments_without_trees_are_rebuilt_from_their_rows(tmp_path: Path) -> N
         w.write_batch(records(events[20:], start=10))
     heads = {h.checkpoint.origin: h.checkpoint for h in held(ledger)}
     assert heads[partition_origin("t.events", 0)].root == expected_root(ledger, 0)
+
+
+def test_trees_built_in_parallel_processes_give_the_same_verdicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ledger.store.integrity as integrity
+
+    ledger = tmp_path / "l"
+    events = every_type(4)
+    with LedgerWriter(ledger, fsync=False) as w:
+        for start in range(0, len(events), 6):
+            w.write_batch(records(events[start : start + 6], start=start // 2))
+    heads = held(ledger)
+    inline = audit_checkpoints(ledger, heads, None)
+    monkeypatch.setattr(integrity, "PARALLEL_ROWS", 0)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    parallel = audit_checkpoints(ledger, heads, None)
+    assert parallel.findings == inline.findings
+    assert parallel.rows == inline.rows == len(events) + 0
+    assert parallel.ok
