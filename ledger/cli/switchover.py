@@ -16,16 +16,40 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from ledger.errors import LedgerError
-
-if TYPE_CHECKING:
-    from ledger.events import Event, HealthAssessed
-    from ledger.settings import Settings
-    from ledger.switchover import ControllerCommand, ControllerState, StepResult
+from ledger import switchover
+from ledger.cli.options import (
+    BootstrapOption,
+    DuckdbOption,
+    TopicPrefixOption,
+    build_settings,
+    fail,
+)
+from ledger.errors import BrokerError, EventDecodeError, LedgerError, PublishError, SwitchoverError
+from ledger.events import (
+    CommandRejected,
+    Event,
+    FlagChanged,
+    HealthAssessed,
+    RollbackTriggered,
+    SwitchoverRecorded,
+    decode_event,
+    encode_event,
+)
+from ledger.health import ALL_OPERATIONS
+from ledger.settings import Settings
+from ledger.switchover import (
+    KEEP_WINDOWS,
+    ControllerCommand,
+    ControllerState,
+    StepResult,
+    describe,
+    encode_controller_command,
+    rebuild,
+)
 
 __all__ = ["app", "rollback"]
 
@@ -42,11 +66,6 @@ ActorOption = Annotated[
 TimeoutOption = Annotated[
     float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the flag log writer.")
 ]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=code)
 
 
 def _actor(actor: str | None) -> str:
@@ -81,9 +100,6 @@ def read_log(
     """
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
-
-    from ledger.errors import BrokerError, EventDecodeError
-    from ledger.events import decode_event
 
     events: list[Event] = []
     try:
@@ -138,8 +154,6 @@ def rebuild_from_log(
     settings: Settings, *, timeout_s: float = 15.0
 ) -> tuple[ControllerState, list[HealthAssessed]]:
     """The controller's state and the health windows, as the worker rebuilds them."""
-    from ledger.events import CommandRejected, FlagChanged, HealthAssessed, SwitchoverRecorded
-    from ledger.switchover import KEEP_WINDOWS, rebuild
 
     health = settings.topic("health")
     flag_key = settings.flag.encode()
@@ -168,10 +182,6 @@ def publish(settings: Settings, result: StepResult, *, timeout_s: float = 15.0) 
     """Records and snapshots first (flushed), then the flag commands."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
-
-    from ledger.errors import PublishError
-    from ledger.events import encode_event
-    from ledger.switchover import encode_controller_command
 
     try:
         producer = KafkaProducer(
@@ -204,7 +214,6 @@ def await_answers(
 
     One consumer reads the log once and then tails it, rather than re-reading it all.
     """
-    from ledger.events import CommandRejected, FlagChanged
 
     answers: dict[str, Event] = {}
     looked_at = 0
@@ -224,7 +233,6 @@ def await_answers(
 def _report_answers(
     settings: Settings, commands: list[ControllerCommand], timeout_s: float
 ) -> None:
-    from ledger.events import CommandRejected, FlagChanged
 
     if not commands:
         return
@@ -233,13 +241,13 @@ def _report_answers(
     for command in commands:
         answer = answers.get(command.command_id)
         if answer is None:
-            raise _fail(
+            raise fail(
                 f"no answer from the flag log writer to {command.command} within {timeout_s:g} s "
                 "(is `migration-ledger worker` running?)",
                 code=2,
             )
         if isinstance(answer, CommandRejected):
-            raise _fail(f"{command.command} rejected: {answer.rejection} ({answer.reason})")
+            raise fail(f"{command.command} rejected: {answer.rejection} ({answer.reason})")
         if isinstance(answer, FlagChanged):
             typer.echo(
                 f"{command.command}: flag version {answer.version}, V2 "
@@ -250,7 +258,6 @@ def _report_answers(
 def _settings(
     bootstrap_servers: str | None, topic_prefix: str | None, duckdb: Path | None
 ) -> Settings:
-    from ledger.cli_options import build_settings
 
     return build_settings(bootstrap_servers, topic_prefix, duckdb)
 
@@ -266,13 +273,12 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Where the switchover stands: stage, soak elapsed and remaining, gate figures so far."""
-    from ledger.switchover import describe
 
     settings = _settings(bootstrap_servers, topic_prefix, duckdb)
     try:
         state, windows = rebuild_from_log(settings)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     info = describe(state, windows, _now())
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
@@ -332,7 +338,6 @@ def _instruct(
     duckdb: Path | None,
     timeout: float,
 ) -> None:
-    from ledger.errors import SwitchoverError
 
     settings = _settings(bootstrap_servers, topic_prefix, duckdb)
     try:
@@ -340,9 +345,9 @@ def _instruct(
         result = decide(state, windows)
         publish(settings, result)
     except SwitchoverError as exc:
-        raise _fail(f"cannot {verb}: {exc}") from None
+        raise fail(f"cannot {verb}: {exc}") from None
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     for record in result.records:
         typer.echo(f"{record.action}: stage {record.stage + 1} ({record.percentage_bp / 100:g} %)")
     _report_answers(settings, result.commands, timeout)
@@ -361,12 +366,11 @@ def start(
     timeout: TimeoutOption = 15.0,
 ) -> None:
     """Start ramping V2 at the plan's first stage (the plan is recorded with the start)."""
-    from ledger import switchover
 
     try:
         chosen = switchover.load_plan(plan)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     who = _actor(actor)
     _instruct(
         "start",
@@ -387,7 +391,6 @@ def pause(
     duckdb: DuckdbOption = None,
 ) -> None:
     """Stop advancing; the flag stays where it is and health rollbacks still happen."""
-    from ledger import switchover
 
     who = _actor(actor)
     _instruct(
@@ -410,7 +413,6 @@ def resume(
     timeout: TimeoutOption = 15.0,
 ) -> None:
     """Continue after a pause, a halt or a rollback (the soak starts again)."""
-    from ledger import switchover
 
     who = _actor(actor)
     _instruct(
@@ -433,7 +435,6 @@ def promote(
     timeout: TimeoutOption = 15.0,
 ) -> None:
     """Advance one stage now, without waiting for the soak (its figures are recorded)."""
-    from ledger import switchover
 
     who = _actor(actor)
     _instruct(
@@ -457,9 +458,6 @@ def rollback(
     timeout: TimeoutOption = 15.0,
 ) -> None:
     """Roll V2 back now (off and 0 % at once), keeping the latest health figures as evidence."""
-    from ledger.events import HealthAssessed, RollbackTriggered
-    from ledger.health import ALL_OPERATIONS
-    from ledger.switchover import ControllerCommand, StepResult
 
     settings = _settings(bootstrap_servers, topic_prefix, duckdb)
     who = _actor(actor)
@@ -495,12 +493,6 @@ def rollback(
     try:
         publish(settings, StepResult([], [command], [snapshot]))
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(f"rollback sent ({command_id})")
     _report_answers(settings, [command], timeout)
-
-
-# Imported last on purpose (as in streams.worker_cli): ledger.cli imports this module from its
-# registration section, and the option types used above are defined before that section;
-# typer resolves the string annotations only when the command line is parsed.
-from ledger.cli_options import BootstrapOption, DuckdbOption, TopicPrefixOption  # noqa: E402

@@ -40,9 +40,10 @@ from ledger.checks import (
 )
 from ledger.errors import EventDecodeError, LedgerError
 from ledger.events import CommandRejected, FlagChanged, decode_event
-from ledger.local_kafka import LocalBroker, probe_metadata
+from ledger.kafka.admin import topic_differences
+from ledger.kafka.broker import LocalBroker, probe_metadata
+from ledger.kafka.topics import TOPIC_SPECS, topic_name
 from ledger.settings import Settings
-from streams.topics import CHECKED_CONFIG, TOPIC_SPECS, _compare, _topic_configs, topic_name
 
 __all__ = [
     "observe_broker",
@@ -194,34 +195,15 @@ def _local_release(bootstrap: str, settings: Settings) -> str | None:
 
 def observe_topics(settings: Settings, admin: Any) -> TopicsObservation:
     """Which specified topics are missing, and how existing ones differ (as ``ensure`` sees)."""
-    from kafka.admin import ConfigResource, ConfigResourceType
     from kafka.errors import KafkaError
 
     wanted = {topic_name(settings, spec.logical): spec for spec in TOPIC_SPECS}
     flag_log = settings.topic("flag_events")
     try:
         existing = set(admin.list_topics())
-        present = [name for name in wanted if name in existing]
-        differences: list[TopicDifference] = []
-        if present:
-            described = {t["name"]: t for t in admin.describe_topics(present)}
-            resources = [
-                ConfigResource(
-                    ConfigResourceType.TOPIC, name, configs=dict.fromkeys(CHECKED_CONFIG)
-                )
-                for name in present
-            ]
-            configs = admin.describe_configs(resources, config_filter="all")
-            for name in present:
-                # ensure's own comparison, so `check` and `topics ensure` never disagree.
-                for m in _compare(
-                    name,
-                    wanted[name],
-                    settings,
-                    described.get(name, {}),
-                    _topic_configs(configs, name),
-                ):
-                    differences.append(TopicDifference(m.topic, m.setting, m.expected, m.actual))
+        present = {name: spec for name, spec in wanted.items() if name in existing}
+        # ensure's own comparison, so `check` and `topics ensure` never disagree.
+        differences = topic_differences(admin, settings, present)
     except KafkaError as exc:
         return TopicsObservation(
             expected=tuple(wanted),
