@@ -31,6 +31,7 @@ import typer
 
 from ledger.cli.options import BootstrapOption, TopicPrefixOption, build_settings
 from ledger.errors import LedgerError
+from ledger.kafka.log import LogReader
 from ledger.settings import Settings
 
 if TYPE_CHECKING:
@@ -405,21 +406,12 @@ def _drain(console: Console, settings: Settings, children: _Children) -> None:
 
 def _end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
     """The next offset of every non-empty partition of every topic the sink stores."""
-    from kafka import KafkaConsumer, TopicPartition
-
     from streams.sink import LEDGER_TOPICS
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-    try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in (settings.topic(name) for name in LEDGER_TOPICS)
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        ends = consumer.end_offsets(partitions)
-    finally:
-        consumer.close()
-    return {(tp.topic, tp.partition): end for tp, end in ends.items() if end > 0}
+    topics = [settings.topic(name) for name in LEDGER_TOPICS]
+    with LogReader(settings, topics) as reader:
+        ends = reader.end_offsets()
+    return {partition: end for partition, end in ends.items() if end > 0}
 
 
 def _stored_offsets(settings: Settings) -> dict[tuple[str, int], int]:

@@ -95,7 +95,7 @@ def _build(command: str, common: dict[str, Any], fields: dict[str, Any]) -> Any:
 
 def _send(settings: Any, command: Any, *, timeout: float) -> None:
     """Publish one command and await its answer; print it; exit 1 on rejection."""
-    from streams.flag_client import submit
+    from ledger.kafka.flag_commands import submit
 
     try:
         answer = submit(settings, command, timeout=timeout)
@@ -203,7 +203,7 @@ def show(
     topic_prefix: TopicPrefixOption = None,
 ) -> None:
     """The flag's current state, folded from its log (the hash chain is checked)."""
-    from streams.flag_client import read_log
+    from ledger.kafka.flag_commands import read_log
 
     settings = _settings(bootstrap_servers, topic_prefix, flag)
     try:
@@ -246,7 +246,7 @@ def history(
     from rich.console import Console
     from rich.table import Table
 
-    from streams.flag_client import read_log
+    from ledger.kafka.flag_commands import read_log
 
     settings = _settings(bootstrap_servers, topic_prefix, flag)
     try:

@@ -28,7 +28,7 @@ from ledger.cli.options import (
     build_settings,
     fail,
 )
-from ledger.errors import BrokerError, EventDecodeError, LedgerError, PublishError, SwitchoverError
+from ledger.errors import EventDecodeError, LedgerError, SwitchoverError
 from ledger.events import (
     CommandRejected,
     Event,
@@ -40,6 +40,8 @@ from ledger.events import (
     encode_event,
 )
 from ledger.health import ALL_OPERATIONS
+from ledger.kafka.clients import producer, publish_errors
+from ledger.kafka.log import LogReader, Record
 from ledger.settings import Settings
 from ledger.switchover import (
     KEEP_WINDOWS,
@@ -89,65 +91,39 @@ def read_log(
     logicals: list[str],
     *,
     timeout_s: float = 15.0,
-    keep: Callable[[Any], bool] | None = None,
+    keep: Callable[[Record], bool] | None = None,
     until: Callable[[list[Event]], bool] | None = None,
 ) -> list[Event]:
     """Every decodable event of these topics, from offset 0 to the end seen at the start.
 
-    ``keep(record)`` (a kafka-python record) may skip records before they are decoded. With
-    ``until``, reading goes on past that end (tailing) until ``until(events)`` holds or
-    ``timeout_s`` passes; the caller judges what is still missing.
+    ``keep(record)`` may skip records before they are decoded. With ``until``, reading goes on
+    past that end (tailing) until ``until(events)`` holds or ``timeout_s`` passes; the caller
+    judges what is still missing.
     """
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
 
-    events: list[Event] = []
-    try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            request_timeout_ms=int(timeout_s * 1000) + 500,
-            bootstrap_timeout_ms=int(min(timeout_s, 5.0) * 1000),
-        )
-    except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
-    try:
-        partitions = [
-            TopicPartition(settings.topic(logical), p)
-            for logical in logicals
-            for p in sorted(consumer.partitions_for_topic(settings.topic(logical)) or ())
-        ]
-        if not partitions:
-            return events
-        consumer.assign(partitions)
-        ends = consumer.end_offsets(partitions)
-        consumer.seek_to_beginning(*partitions)
+    def decoded(records: list[Record]) -> list[Event]:
+        events = []
+        for record in records:
+            if keep is not None and not keep(record):
+                continue
+            try:
+                events.append(decode_event(record.value or b""))
+            except EventDecodeError:
+                continue
+        return events
+
+    topics = [settings.topic(logical) for logical in logicals]
+    with LogReader(settings, topics, timeout_s=timeout_s) as reader:
+        if not reader.partitions():
+            return []
+        reader.seek_to_beginning()
+        if until is None:
+            return decoded(reader.read_to_end())
+        events: list[Event] = []
         deadline = time.monotonic() + timeout_s
-
-        def done() -> bool:
-            if until is not None:
-                return until(events)
-            return all(consumer.position(tp) >= ends[tp] for tp in partitions)
-
-        while not done():
-            if time.monotonic() > deadline:
-                if until is not None:
-                    break
-                raise BrokerError(f"the log could not be read to its end in {timeout_s:g} s")
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    if keep is not None and not keep(record):
-                        continue
-                    try:
-                        events.append(decode_event(record.value or b""))
-                    except EventDecodeError:
-                        continue
-    except KafkaError as exc:
-        raise BrokerError(f"reading {logicals}: {exc}") from exc
-    finally:
-        consumer.close()
-    return events
+        while not until(events) and time.monotonic() < deadline:
+            events.extend(decoded(reader.poll()))
+        return events
 
 
 def rebuild_from_log(
@@ -159,11 +135,9 @@ def rebuild_from_log(
     flag_key = settings.flag.encode()
     horizon_ms = (time.time() - KEEP_WINDOWS.total_seconds()) * 1000
 
-    def keep(record: Any) -> bool:
+    def keep(record: Record) -> bool:
         # As the worker does: the flag's own records always, health windows of the last day.
-        return bool(
-            record.topic != health or record.key == flag_key or record.timestamp >= horizon_ms
-        )
+        return record.topic != health or record.key == flag_key or record.timestamp_ms >= horizon_ms
 
     events = read_log(settings, ["health", "flag_events"], timeout_s=timeout_s, keep=keep)
     records = [e for e in events if isinstance(e, SwitchoverRecorded)]
@@ -180,31 +154,22 @@ def rebuild_from_log(
 
 def publish(settings: Settings, result: StepResult, *, timeout_s: float = 15.0) -> None:
     """Records and snapshots first (flushed), then the flag commands."""
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
-
-    try:
-        producer = KafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
-            acks="all",
-            request_timeout_ms=int(timeout_s * 1000),
-        )
-    except KafkaError as exc:
-        raise PublishError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
     key = settings.flag.encode()
-    try:
-        for event in (*result.records, *result.snapshots):
-            producer.send(settings.topic("health"), key=key, value=encode_event(event))
-        producer.flush(timeout=timeout_s)
-        for command in result.commands:
-            producer.send(
-                settings.topic("flag_commands"), key=key, value=encode_controller_command(command)
-            )
-        producer.flush(timeout=timeout_s)
-    except KafkaError as exc:
-        raise PublishError(f"publishing to Kafka: {exc}") from exc
-    finally:
-        producer.close(timeout=timeout_s)
+    with publish_errors("publish to Kafka"):
+        sender = producer(settings, acks="all", request_timeout_ms=int(timeout_s * 1000))
+        try:
+            for event in (*result.records, *result.snapshots):
+                sender.send(settings.topic("health"), key=key, value=encode_event(event))
+            sender.flush(timeout=timeout_s)
+            for command in result.commands:
+                sender.send(
+                    settings.topic("flag_commands"),
+                    key=key,
+                    value=encode_controller_command(command),
+                )
+            sender.flush(timeout=timeout_s)
+        finally:
+            sender.close(timeout=timeout_s)
 
 
 def await_answers(

@@ -109,6 +109,7 @@ class LogReader:
         return [(tp.topic, tp.partition) for tp in self._assigned]
 
     def _tps(self) -> list[Any]:
+        """The assigned partitions; while there are none, ask again (a topic may appear)."""
         if not self._assigned:
             self.partitions()
         return self._assigned
@@ -201,28 +202,28 @@ class AsyncLogReader:
         self.start_ends: dict[Partition, int] = {}
 
     async def start(self, *, wait_s: float = 30.0) -> None:
-        """Assign every partition of the topics (waiting for new ones), from the beginning."""
-        from aiokafka import TopicPartition
+        """Every partition of the topics (waiting for new ones), from the beginning.
 
-        self._consumer = aiokafka_consumer(self.settings, auto_offset_reset="earliest")
-        with broker_errors(f"reach Kafka at {self.settings.bootstrap_servers}"):
-            await self._consumer.start()
-            deadline = time.monotonic() + wait_s
-            while True:
-                found = {
-                    t: sorted(self._consumer.partitions_for_topic(t) or ()) for t in self.topics
-                }
-                if all(found.values()):
-                    break
-                if time.monotonic() > deadline:
-                    missing = sorted(t for t, ps in found.items() if not ps)
-                    raise BrokerError(f"topics not found: {missing}")
-                await self._consumer.force_metadata_update()
-                await asyncio.sleep(0.2)  # metadata of a topic created a moment ago
-            tps = [TopicPartition(t, p) for t, ps in found.items() for p in ps]
-            self._consumer.assign(tps)
-            await self._consumer.seek_to_beginning(*tps)
-            ends = await self._consumer.end_offsets(tps)
+        Subscribed without a group, aiokafka assigns every partition it learns of itself.
+        """
+        self._consumer = aiokafka_consumer(
+            self.settings, *self.topics, auto_offset_reset="earliest"
+        )
+        try:
+            with broker_errors(f"reach Kafka at {self.settings.bootstrap_servers}"):
+                await self._consumer.start()
+                deadline = time.monotonic() + wait_s
+                while {tp.topic for tp in self._consumer.assignment()} != set(self.topics):
+                    if time.monotonic() > deadline:
+                        found = {tp.topic for tp in self._consumer.assignment()}
+                        raise BrokerError(f"topics not found: {sorted(set(self.topics) - found)}")
+                    await asyncio.sleep(0.2)  # the metadata of a topic created a moment ago
+                tps = list(self._consumer.assignment())
+                await self._consumer.seek_to_beginning(*tps)
+                ends = await self._consumer.end_offsets(tps)
+        except BaseException:
+            await self.stop()
+            raise
         self.start_ends = {(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
 
     async def stop(self) -> None:

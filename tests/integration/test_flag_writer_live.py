@@ -14,8 +14,8 @@ from ledger import flags
 from ledger.cli.app import app
 from ledger.events import FlagChanged
 from ledger.kafka.admin import ensure_topics
+from ledger.kafka.flag_commands import read_log
 from ledger.settings import Settings
-from streams.flag_client import read_log
 
 runner = CliRunner()
 

@@ -11,8 +11,8 @@ from pipeline_support import TopicReader, Worker, messy_stream, percentage_comma
 from ledger import flags
 from ledger.events import FlagChanged
 from ledger.kafka.admin import ensure_topics
+from ledger.kafka.flag_commands import read_log
 from ledger.settings import Settings
-from streams.flag_client import read_log
 
 PAIRS = 10_000
 PAIRING_TIMEOUT = 3.0
