@@ -9,9 +9,9 @@ import pytest
 from pipeline_support import Worker
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger.cli.app import app
+from ledger.kafka.admin import ensure_topics
 from ledger.settings import Settings
-from streams.topics import ensure_topics
 
 runner = CliRunner()
 

@@ -20,7 +20,7 @@ from merkle_factories import FLAG_TOPIC, KEY, Built, build
 from typer.testing import CliRunner
 
 from ledger import flags
-from ledger.cli import app
+from ledger.cli.app import app
 from ledger.events import FlagChanged, decode_event, encode_event
 
 runner = CliRunner()

@@ -1,7 +1,8 @@
 """Commands of the tamper-evident ledger: ``checkpoint``, ``proof``, ``verify-proof``, ``keys``.
 
-``audit --checkpoint`` lives with ``audit`` (``reports/cli.py``) and calls
-:func:`checkpoint_audit` here. The lead carries this module to ``ledger/cli/merkle.py``.
+``audit --checkpoint`` lives with ``audit`` (``ledger.cli.reports``) and calls
+:func:`checkpoint_audit` here. Exit codes: 1 when a proof or an audit fails, 2 for input that
+cannot be read (a missing ledger, a bad checkpoint or key file).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from ledger.cli_options import DuckdbOption, build_settings
+from ledger.cli.options import DuckdbOption, build_settings, fail
 from ledger.errors import LedgerError
 
 __all__ = ["checkpoint", "checkpoint_audit", "keys_app", "proof", "verify_proof"]
@@ -29,11 +30,6 @@ PublicKeyOption = Annotated[
         "(default: derived from MIGRATION_LEDGER_SIGNING_KEY when set)",
     ),
 ]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=2)
 
 
 def _verifier(public_key: Path | None) -> object | None:
@@ -63,7 +59,7 @@ def checkpoint(
     try:
         data = take_checkpoints(path)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), code=2) from None
     _write(out, json.dumps(data, indent=2) + "\n")
     notes = [parse_note(c["note"]) for c in data["checkpoints"]]
     signed = sum(1 for n in notes if n.signed)
@@ -119,7 +115,7 @@ def proof(
         heads = None if held is None else read_checkpoint_file(held)
         data = decision_proof(path, decision, heads)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), code=2) from None
     _write(out, json.dumps(data, indent=2) + "\n")
     parts = [k for k in ("decision", "flag_event") if k in data]
     size = sum(32 * len(data[k]["proof"]) for k in parts)
@@ -141,9 +137,9 @@ def verify_proof(
         heads = [h.checkpoint for h in read_checkpoint_file(held)]
         verifier = load_verifier(public_key)
     except (LedgerError, OSError, ValueError) as exc:
-        raise _fail(f"{exc}") from None
+        raise fail(f"{exc}", code=2) from None
     if not isinstance(data, dict):
-        raise _fail(f"{file} is not a proof file")
+        raise fail(f"{file} is not a proof file", code=2)
     problems, facts = check(data, heads, verifier)
     for fact in facts:
         typer.echo(f"ok   {fact}")
@@ -165,6 +161,6 @@ def generate(
     try:
         private, public = write_key_pair(out)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), code=2) from None
     typer.echo(f"private key: {private} (set MIGRATION_LEDGER_SIGNING_KEY={private})")
     typer.echo(f"public key:  {public} (give it to auditors)")
