@@ -74,7 +74,7 @@ def checkpoint(
 
 
 def checkpoint_audit(
-    ledger: Path, held_file: Path, public_key: Path | None, *, columns: bool = True
+    ledger: Path, held_file: Path, public_key: Path | None, *, columns: bool = False
 ) -> tuple[str, bool]:
     """The ``audit --checkpoint`` verdict as text, and whether it passed."""
     from ledger.store.integrity import audit_checkpoints, read_checkpoint_file
@@ -88,7 +88,10 @@ def checkpoint_audit(
         f"  {report.signature}",
     ]
     if not columns:
-        lines.append("  typed columns NOT compared with the wire (--no-columns)")
+        lines.append(
+            "  typed columns NOT compared with the wire (--columns does: in-place Parquet "
+            "edits of a column alone are invisible to the trees)"
+        )
     for finding in report.findings:
         mark = "ok  " if finding.ok else "FAIL"
         lines.append(f"  {mark} {finding.text}")

@@ -222,8 +222,11 @@ def audit(
     ] = None,
     columns: Annotated[
         bool,
-        typer.Option(help="With --checkpoint: also compare typed columns with each row's wire."),
-    ] = True,
+        typer.Option(
+            help="With --checkpoint: also compare typed columns with each row's wire "
+            "(finds in-place Parquet edits the trees cannot see; parses every wire: slow)."
+        ),
+    ] = False,
 ) -> None:
     """Recompute every recorded decision (SQL) and a sample (Python); verify the flag chain.
 

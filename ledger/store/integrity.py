@@ -378,7 +378,7 @@ def audit_checkpoints(
     held: Sequence[HeldCheckpoint],
     verifier: Verifier | None,
     *,
-    columns: bool = True,
+    columns: bool = False,
 ) -> IntegrityReport:
     """Check every held head against the trees rebuilt from today's rows (see the module);
     ``columns`` also compares typed columns with their wire (:func:`column_mismatches`)."""
