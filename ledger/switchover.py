@@ -33,6 +33,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from ledger import flags
 from ledger.errors import ConfigurationError, SwitchoverError
 from ledger.events import (
     CommandRejected,
@@ -462,8 +463,6 @@ class ControllerCommand(_Frozen):
 
 def to_flag_command(command: ControllerCommand) -> Any:
     """The ``ledger.flags`` command model the flag log writer decides."""
-    from ledger import flags  # the flag log's own module, imported when a command is sent
-
     data: dict[str, Any] = {
         "command": command.command,
         "command_id": command.command_id,
@@ -480,8 +479,6 @@ def to_flag_command(command: ControllerCommand) -> Any:
 
 def encode_controller_command(command: ControllerCommand) -> bytes:
     """The wire form of a controller command, as the flag log writer reads commands."""
-    from ledger import flags
-
     encoded: bytes = flags.encode_command(to_flag_command(command))
     return encoded
 

@@ -80,6 +80,7 @@ def _spans(con: Any) -> tuple[datetime | None, datetime | None]:
 
 def step_us(con: Any, interval: str) -> int:
     """An interval's length in microseconds (DuckDB parses the text: '15 minutes', '1 day')."""
+    # Deferred: DuckDB loads only when the ledger is read or written.
     import duckdb
 
     try:

@@ -19,6 +19,7 @@ from typing import Any
 from ledger.errors import ConfigurationError
 from ledger.gates import Figures, Thresholds, parse_thresholds
 from reports import queries
+from reports.audit import audit
 from reports.model import ReportOptions
 from reports.queries import fetch
 
@@ -41,8 +42,6 @@ def load_thresholds(path: Path | None) -> Thresholds:
 
 def collect(con: Any, options: ReportOptions, limits: Thresholds) -> Figures:
     """Measure every figure of the checklist over the report window (``scoped_*`` views)."""
-    from reports.audit import audit
-
     _, rows = fetch(con, queries.GATE_COMPARISONS)
     comparisons, mismatches, missing = rows[0]
     _, pool_rows = fetch(con, queries.GATE_POOLS)

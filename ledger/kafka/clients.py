@@ -35,6 +35,8 @@ def _connection(settings: Settings) -> dict[str, Any]:
 @contextmanager
 def broker_errors(doing: str) -> Iterator[None]:
     """Turn kafka-python's and aiokafka's errors into ``BrokerError("cannot <doing>: ...")``."""
+    # Deferred: aiokafka loads only where a client is built; kafka-python takes ~0.7 s to import:
+    # only code that talks to Kafka pays it.
     from aiokafka.errors import KafkaError as AioKafkaError
     from kafka.errors import KafkaError
 
@@ -47,6 +49,8 @@ def broker_errors(doing: str) -> Iterator[None]:
 @contextmanager
 def publish_errors(doing: str) -> Iterator[None]:
     """Turn kafka-python's and aiokafka's errors into ``PublishError("cannot <doing>: ...")``."""
+    # Deferred: aiokafka loads only where a client is built; kafka-python takes ~0.7 s to import:
+    # only code that talks to Kafka pays it.
     from aiokafka.errors import KafkaError as AioKafkaError
     from kafka.errors import KafkaError
 
@@ -63,6 +67,7 @@ def _built(settings: Settings, build: Callable[[], T]) -> T:
 
 def consumer(settings: Settings, **options: Any) -> Any:
     """A kafka-python ``KafkaConsumer`` outside any group unless ``group_id`` is given."""
+    # Deferred: kafka-python takes ~0.7 s to import: only code that talks to Kafka pays it.
     from kafka import KafkaConsumer
 
     config = {"group_id": None, "enable_auto_commit": False, **options}
@@ -71,6 +76,7 @@ def consumer(settings: Settings, **options: Any) -> Any:
 
 def producer(settings: Settings, **options: Any) -> Any:
     """A kafka-python ``KafkaProducer``."""
+    # Deferred: kafka-python takes ~0.7 s to import: only code that talks to Kafka pays it.
     from kafka import KafkaProducer
 
     return _built(settings, lambda: KafkaProducer(**_connection(settings), **options))
@@ -78,6 +84,7 @@ def producer(settings: Settings, **options: Any) -> Any:
 
 def admin_client(settings: Settings, **options: Any) -> Any:
     """A kafka-python ``KafkaAdminClient``."""
+    # Deferred: kafka-python takes ~0.7 s to import: only code that talks to Kafka pays it.
     from kafka.admin import KafkaAdminClient
 
     return _built(settings, lambda: KafkaAdminClient(**_connection(settings), **options))
@@ -85,6 +92,7 @@ def admin_client(settings: Settings, **options: Any) -> Any:
 
 def aiokafka_consumer(settings: Settings, *topics: str, **options: Any) -> Any:
     """An aiokafka ``AIOKafkaConsumer`` (not started) outside any group unless one is given."""
+    # Deferred: aiokafka loads only where a client is built.
     from aiokafka import AIOKafkaConsumer
 
     config = {"group_id": None, "enable_auto_commit": False, **options}
