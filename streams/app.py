@@ -21,6 +21,7 @@ from typing import Any
 
 import faust
 
+from ledger.kafka.clients import faust_credentials
 from ledger.kafka.topics import topic_name
 from ledger.settings import Settings
 from streams.metrics import Metrics
@@ -86,6 +87,7 @@ def create_app(
     app = faust.App(
         app_id,
         broker=brokers,
+        broker_credentials=faust_credentials(settings),  # None for PLAINTEXT
         store="memory://",
         key_serializer="raw",
         value_serializer="raw",

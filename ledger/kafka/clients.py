@@ -2,12 +2,14 @@
 
 Library errors are converted at this boundary: callers see ``BrokerError`` (cannot reach or
 read) and ``PublishError`` (cannot hand a record over), never a library's own exception type.
-The client libraries are imported inside the builders: importing ``ledger.kafka`` stays light,
-and the command line starts fast.
+Security (TLS, SASL) comes from ``Settings`` and is applied here to every client, faust's
+included (``faust_credentials``). The client libraries are imported inside the builders:
+importing ``ledger.kafka`` stays light, and the command line starts fast.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -18,18 +20,86 @@ from ledger.settings import Settings
 __all__ = [
     "admin_client",
     "aiokafka_consumer",
+    "aiokafka_security",
     "broker_errors",
     "consumer",
+    "faust_credentials",
+    "kafka_python_security",
     "producer",
     "publish_errors",
+    "ssl_context",
 ]
 
 T = TypeVar("T")
 
 
+def kafka_python_security(settings: Settings) -> dict[str, Any]:
+    """The security options of a kafka-python client (none for PLAINTEXT)."""
+    options: dict[str, Any] = {}
+    if settings.security_protocol != "PLAINTEXT":
+        options["security_protocol"] = settings.security_protocol
+    if settings.sasl_mechanism is not None:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        assert settings.sasl_password is not None  # the settings refuse SASL without one
+        options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        value = getattr(settings, name)
+        if value is not None:
+            options[name] = str(value)
+    return options
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of aiokafka and faust clients (None without TLS)."""
+    if settings.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    context = ssl.create_default_context(
+        cafile=None if settings.ssl_cafile is None else str(settings.ssl_cafile)
+    )
+    if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
+        context.load_cert_chain(str(settings.ssl_certfile), str(settings.ssl_keyfile))
+    return context
+
+
+def aiokafka_security(settings: Settings) -> dict[str, Any]:
+    """The security options of an aiokafka client (none for PLAINTEXT)."""
+    options: dict[str, Any] = {}
+    if settings.security_protocol != "PLAINTEXT":
+        options["security_protocol"] = settings.security_protocol
+    if settings.sasl_mechanism is not None:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        assert settings.sasl_password is not None
+        options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    context = ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    return options
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """faust's ``broker_credentials`` for these settings (None for PLAINTEXT)."""
+    if settings.security_protocol == "PLAINTEXT":
+        return None
+    # Deferred: faust loads only in the worker.
+    from faust import SASLCredentials, SSLCredentials
+
+    context = ssl_context(settings)
+    if settings.sasl_mechanism is None:
+        return SSLCredentials(context)
+    assert settings.sasl_password is not None
+    return SASLCredentials(
+        username=settings.sasl_username,
+        password=settings.sasl_password.get_secret_value(),
+        ssl_context=context,
+        mechanism=settings.sasl_mechanism,
+    )
+
+
 def _connection(settings: Settings) -> dict[str, Any]:
     """What every kafka-python client needs to reach the cluster."""
-    return {"bootstrap_servers": settings.bootstrap_servers}
+    return {"bootstrap_servers": settings.bootstrap_servers, **kafka_python_security(settings)}
 
 
 @contextmanager
@@ -96,4 +166,9 @@ def aiokafka_consumer(settings: Settings, *topics: str, **options: Any) -> Any:
     from aiokafka import AIOKafkaConsumer
 
     config = {"group_id": None, "enable_auto_commit": False, **options}
-    return AIOKafkaConsumer(*topics, bootstrap_servers=settings.bootstrap_servers, **config)
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.bootstrap_servers,
+        **aiokafka_security(settings),
+        **config,
+    )
