@@ -30,6 +30,17 @@ cancelled, or raised an error whose canonical type (default comparison rules) is
 ``python``: a program failing in its own code is the program's fault, and V1 fails it too.
 Each transition (``BreakerStateChanged``) goes to ``publisher.send(<health topic>, breaker
 name, event)``. The bookkeeping never reaches the caller: its errors are logged.
+
+**Skipped shadows are recorded.** Whenever a call is routed to be shadowed but the runner does
+not run the shadow — the V2 breaker is open (``circuit_open``), the shadow queue is full
+(``queue_full``), the shadow waited in the queue longer than its timeout
+(``queued_too_long``) or the runner is closing (``closed``) — it still publishes the shadow
+half: an ``OperationRecorded`` with ``role="shadow"``, ``outcome="error"``,
+``duration_ms=0`` and the error ``{"type": "shadow_skipped", "reason": <why>, "source":
+"shadow_runner", "message": ...}`` (:func:`is_skipped_shadow` recognises it). So every
+shadowed call yields exactly two halves, and pairing can close the pair at once instead of
+holding it until its timeout. Such a half is *not an execution* of its pool: consumers must
+not count it as one (no error, no latency) and pair it as the missing half it is.
 """
 
 from __future__ import annotations
@@ -69,6 +80,8 @@ from producers.publisher import EventSink
 
 __all__ = [
     "PROGRAM_ERRORS",
+    "RUNNER_SOURCE",
+    "SHADOW_SKIPPED",
     "Clock",
     "PoolCallable",
     "PoolError",
@@ -77,7 +90,9 @@ __all__ = [
     "Router",
     "ShadowRunner",
     "ShadowStats",
+    "SkipReason",
     "args_digest",
+    "is_skipped_shadow",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +102,23 @@ Clock = Callable[[], datetime]
 PoolCallable = Callable[[str, Mapping[str, Any]], Any]
 #: Canonical error types that are the program's fault, not V2's: they never trip the breaker.
 PROGRAM_ERRORS: Final = frozenset({"python"})
+#: ``error.type`` of a shadow the runner decided not to run (see "Skipped shadows" above).
+SHADOW_SKIPPED: Final = "shadow_skipped"
+#: ``error.source`` of every error the runner itself records (skips and timeouts).
+RUNNER_SOURCE: Final = "shadow_runner"
+#: Why a shadow was skipped: ``error.reason`` of a ``shadow_skipped`` record.
+SkipReason = Literal["circuit_open", "queue_full", "queued_too_long", "closed"]
+
+
+def is_skipped_shadow(event: OperationRecorded) -> bool:
+    """True for the record of a shadow the runner did not run: not an execution of its pool."""
+    error = event.error
+    return (
+        event.role == "shadow"
+        and error is not None
+        and error.type == SHADOW_SKIPPED
+        and (error.model_extra or {}).get("source") == RUNNER_SOURCE
+    )
 
 
 def _utc_now() -> datetime:
@@ -609,7 +641,7 @@ class ShadowRunner:
                 log.exception("shadow runner: cannot record %s", execution.correlation_id)
                 self._count(record_errors=1)
                 return
-        if execution.role == "shadow" and event.outcome == "error":
+        if execution.role == "shadow" and event.outcome == "error" and not is_skipped_shadow(event):
             self._count(shadow_errors=1)
         self._publish(event)
 
@@ -689,11 +721,20 @@ class ShadowRunner:
     ) -> None:
         if pool == "v2" and self._breaker_refuses():
             self._count(shadow_circuit_open=1)
+            self._record_skipped(route, operation, pool, digest, "circuit_open")
             return
         with self._lock:
-            if self._closed or self._admitted >= self._capacity:
+            skipped: SkipReason | None = None
+            if self._closed:
+                skipped = "closed"
+            elif self._admitted >= self._capacity:
+                skipped = "queue_full"
+            if skipped is not None:
                 self._counters.shadow_dropped += 1
-                return
+        if skipped is not None:
+            self._record_skipped(route, operation, pool, digest, skipped)
+            return
+        with self._lock:
             self._admitted += 1
             self._counters.shadow_started += 1
             if self._executor is None:
@@ -713,6 +754,7 @@ class ShadowRunner:
             with self._lock:
                 self._admitted -= 1
                 self._counters.shadow_dropped += 1
+            self._skip(job.execution, "closed")
 
     def _run_shadow(self, job: _ShadowJob) -> None:
         try:
@@ -720,10 +762,12 @@ class ShadowRunner:
                 # Queued longer than it may take: its primary half is long recorded and the
                 # pairing would wait for nothing useful. Dropped, like a full queue.
                 self._count(shadow_dropped=1, shadow_started=-1)
+                self._skip(job.execution, "queued_too_long")
                 return
             execution = job.execution
             if execution.pool == "v2" and not self._breaker_admits():
                 self._count(shadow_circuit_open=1, shadow_started=-1)
+                self._skip(execution, "circuit_open")
                 return
             execution.started_at = self._clock()
             execution.started = time.monotonic()
@@ -764,6 +808,27 @@ class ShadowRunner:
         self._breaker_outcome(job.execution.pool, None, failed=True)
         self._record_timeout(job.execution)
 
+    def _record_skipped(
+        self, route: Route, operation: str, pool: Pool, digest: str | None, reason: SkipReason
+    ) -> None:
+        self._skip(self._execution(route, operation, pool, "shadow", digest), reason)
+
+    def _skip(self, execution: _Execution, reason: SkipReason) -> None:
+        """Record a shadow not run, so pairing closes its pair now instead of at its timeout."""
+        self._record(
+            execution,
+            outcome="error",
+            result=None,
+            error={
+                "type": SHADOW_SKIPPED,
+                "message": f"shadow execution not run: {reason.replace('_', ' ')}",
+                "reason": reason,
+                "source": RUNNER_SOURCE,
+            },
+            duration_ms=0.0,
+            resources=None,
+        )
+
     def _record_timeout(self, execution: _Execution) -> None:
         self._record(
             execution,
@@ -772,7 +837,7 @@ class ShadowRunner:
             error={
                 "type": "timeout",
                 "message": f"shadow execution exceeded {self.shadow_timeout:g} s",
-                "source": "shadow_runner",
+                "source": RUNNER_SOURCE,
             },
             duration_ms=self.shadow_timeout * 1000.0,
             resources=None,
@@ -790,12 +855,21 @@ class ShadowRunner:
     ) -> None:
         if pool == "v2" and self._breaker_refuses():
             self._count(shadow_circuit_open=1)
+            self._record_skipped(route, operation, pool, digest, "circuit_open")
             return
         with self._lock:
-            if self._closed or len(self._tasks) >= self._capacity:
+            skipped: SkipReason | None = None
+            if self._closed:
+                skipped = "closed"
+            elif len(self._tasks) >= self._capacity:
+                skipped = "queue_full"
+            if skipped is not None:
                 self._counters.shadow_dropped += 1
-                return
-            self._counters.shadow_started += 1
+            else:
+                self._counters.shadow_started += 1
+        if skipped is not None:
+            self._record_skipped(route, operation, pool, digest, skipped)
+            return
         execution = self._execution(route, operation, pool, "shadow", digest)
         task = asyncio.get_running_loop().create_task(
             self._run_shadow_async(execution, self._pools[pool], args)
@@ -813,6 +887,7 @@ class ShadowRunner:
     ) -> None:
         if execution.pool == "v2" and not self._breaker_admits():
             self._count(shadow_circuit_open=1, shadow_started=-1)
+            self._skip(execution, "circuit_open")
             return
         execution.started_at = self._clock()
         execution.started = time.monotonic()

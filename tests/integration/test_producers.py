@@ -19,7 +19,7 @@ import pytest
 from ledger.events import OperationRecorded, RolloutDecided, decode_event
 from ledger.settings import Settings
 from producers.publisher import Publisher
-from producers.shadow import PoolError, Route, ShadowRunner
+from producers.shadow import PoolError, Route, ShadowRunner, is_skipped_shadow
 from producers.simulator import Simulator, Workload
 
 CreateTopics = Callable[[dict[str, int]], None]
@@ -93,7 +93,7 @@ def test_published_events_are_read_back_exactly_once_under_their_keys(
             # A simulated pool's own failure reaches the caller, and is recorded like any other.
             with contextlib.suppress(PoolError):
                 runner.run(call.operation, call.args, call.session_id)
-        runner.close()
+        shadow_stats = runner.close()
         assert publisher.flush(30)
         stats = publisher.stats
 
@@ -108,6 +108,11 @@ def test_published_events_are_read_back_exactly_once_under_their_keys(
     assert len({e.event_id for e in events}) == 600
     assert all(r.key.decode() == e.correlation_id for r, e in zip(operations, events, strict=True))
     assert Counter(Counter(e.correlation_id for e in events).values()) == {2: 300}
+    assert Counter(e.role for e in events) == {"primary": 300, "shadow": 300}
+    # The simulated V2 fails often enough to open its breaker: the shadows it skipped are
+    # recorded (``shadow_skipped``) rather than missing, so every call still has two halves.
+    skipped = [e for e in events if is_skipped_shadow(e)]
+    assert len(skipped) == shadow_stats.shadow_circuit_open + shadow_stats.shadow_dropped
     assert len(decisions) == 300
     assert (stats.delivered, stats.failed, stats.pending) == (900, 0, 0)
 
