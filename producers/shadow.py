@@ -58,7 +58,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Protocol
 
 from pydantic import JsonValue, ValidationError
@@ -249,6 +249,30 @@ class _Execution:
     started_at: datetime
     started: float = field(default_factory=time.monotonic)
 
+    def draft(
+        self,
+        outcome: str,
+        result: Any,
+        error: Mapping[str, Any] | None,
+        duration_ms: float,
+        resources: Resources | None,
+    ) -> Draft:
+        return (
+            self.correlation_id,
+            self.session_id,
+            self.environment,
+            self.operation,
+            self.pool,
+            self.role,
+            self.digest,
+            to_micros(self.started_at),
+            outcome,
+            result,
+            error,
+            duration_ms,
+            None if resources is None else dict(resources.__dict__),
+        )
+
 
 @dataclass
 class _ShadowJob:
@@ -259,6 +283,121 @@ class _ShadowJob:
     lock: threading.Lock = field(default_factory=threading.Lock)
     finished: bool = False
     timed_out: bool = False
+
+
+#: An execution ready to be recorded, as plain values (cheap to pickle): correlation id,
+#: session id, environment, operation, pool, role, args digest, started at (µs since the
+#: epoch, UTC), outcome, result, error object, duration (ms), resources (dict or None).
+Draft = tuple[
+    str,
+    str | None,
+    str | None,
+    str,
+    str,
+    str,
+    str | None,
+    int,
+    str,
+    Any,
+    Mapping[str, Any] | None,
+    float,
+    Mapping[str, Any] | None,
+]
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+
+def to_micros(at: datetime) -> int:
+    """A timestamp as whole microseconds since the epoch (exact; pickles as a small int)."""
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _is_skip(error: Mapping[str, Any] | None) -> bool:
+    return error is not None and error.get("type") == SHADOW_SKIPPED
+
+
+def build_operation(draft: Draft, new_id: Callable[[], str]) -> OperationRecorded | None:
+    """The ``OperationRecorded`` of a draft; None (logged) when not even its error can be.
+
+    A result that is not JSON, or an error object without type/message, is still recorded,
+    as an error of its own kind (``invalid_result`` / ``invalid_error``), so the ledger shows
+    it. Runs on the runner's threads, or in the publisher's process for a draft publisher.
+    """
+    outcome, result, error = draft[8], draft[9], draft[10]
+    try:
+        return _event(draft, outcome, result, error, new_id)
+    except (ValidationError, TypeError, ValueError) as exc:
+        try:
+            return _event(
+                draft,
+                "error",
+                None,
+                {
+                    "type": "invalid_result" if outcome == "ok" else "invalid_error",
+                    "message": _first_line(exc),
+                    "python_type": type(result if outcome == "ok" else error).__name__,
+                },
+                new_id,
+            )
+        except Exception:
+            log.exception("shadow runner: cannot record %s", draft[0])
+            return None
+
+
+def _event(
+    draft: Draft,
+    outcome: str,
+    result: Any,
+    error: Mapping[str, Any] | None,
+    new_id: Callable[[], str],
+) -> OperationRecorded:
+    try:
+        return _build(draft, outcome, result, error, new_id)
+    except ValidationError:
+        # Tuples, numpy scalars and the like: retry once with a JSON-shaped copy.
+        safe_result = _json_safe(result) if result is not None else None
+        safe_error = _json_safe(dict(error)) if error is not None else None
+        if not isinstance(safe_error, dict | None):
+            raise
+        return _build(draft, outcome, safe_result, safe_error, new_id)
+
+
+def _build(
+    draft: Draft,
+    outcome: str,
+    result: Any,
+    error: Mapping[str, Any] | None,
+    new_id: Callable[[], str],
+) -> OperationRecorded:
+    native_error = None
+    if error is not None:
+        native = dict(error)
+        native.setdefault("type", "unknown_error")
+        native["message"] = str(native.get("message", ""))
+        native_error = OperationError.model_validate(native)
+        json.dumps(native_error.model_extra or {})  # extras must be JSON too
+    resources = draft[12]
+    return OperationRecorded(
+        event_id=new_id(),
+        correlation_id=draft[0],
+        session_id=draft[1],
+        pool=draft[4],  # type: ignore[arg-type]
+        role=draft[5],  # type: ignore[arg-type]
+        operation=draft[3],
+        outcome=outcome,  # type: ignore[arg-type]
+        result=result,
+        error=native_error,
+        started_at=from_micros(draft[7]),
+        duration_ms=max(0.0, float(draft[11])),
+        environment=draft[2],
+        args_digest=draft[6],
+        resources=Resources.model_validate(resources) if resources is not None else None,
+    )
 
 
 class ShadowRunner:
@@ -307,6 +446,10 @@ class ShadowRunner:
         self._breaker = CircuitBreaker() if breaker == "default" else breaker
         self._health_topic = health_topic or _health_topic_of(publisher)
         self._rules = rules
+        #: ``publisher.record_draft``: the event is then built in the publisher's process.
+        self._record_draft: Callable[[Draft], None] | None = getattr(
+            publisher, "record_draft", None
+        )
         if self._breaker is not None:
             self._rules = rules or load_rules()
             chained = self._breaker.on_event
@@ -618,84 +761,30 @@ class ShadowRunner:
         duration_ms: float,
         resources: Resources | None,
     ) -> None:
-        """Build and publish one OperationRecorded; never raises (the caller is waiting)."""
-        try:
-            event = self._event(execution, outcome, result, error, duration_ms, resources)
-        except (ValidationError, TypeError, ValueError) as exc:
-            # A result that is not JSON, or an error object without type/message: still
-            # recorded, as an error of its own kind, so the ledger shows it.
-            try:
-                event = self._event(
-                    execution,
-                    "error",
-                    None,
-                    {
-                        "type": "invalid_result" if outcome == "ok" else "invalid_error",
-                        "message": _first_line(exc),
-                        "python_type": type(result if outcome == "ok" else error).__name__,
-                    },
-                    duration_ms,
-                    resources,
-                )
-            except Exception:
-                log.exception("shadow runner: cannot record %s", execution.correlation_id)
-                self._count(record_errors=1)
-                return
-        if execution.role == "shadow" and event.outcome == "error" and not is_skipped_shadow(event):
+        """Hand one execution over to be recorded; never raises (the caller is waiting).
+
+        With a publisher that takes drafts (:class:`~producers.publisher.ProcessPublisher`)
+        the event is built and encoded in its process: this thread only packs a tuple.
+        """
+        if execution.role == "shadow" and outcome == "error" and not _is_skip(error):
             self._count(shadow_errors=1)
-        self._publish(event)
-
-    def _event(
-        self,
-        execution: _Execution,
-        outcome: str,
-        result: Any,
-        error: Mapping[str, Any] | None,
-        duration_ms: float,
-        resources: Resources | None,
-    ) -> OperationRecorded:
         try:
-            return self._build(execution, outcome, result, error, duration_ms, resources)
-        except ValidationError:
-            # Tuples, numpy scalars and the like: retry once with a JSON-shaped copy.
-            safe_result = _json_safe(result) if result is not None else None
-            safe_error = _json_safe(dict(error)) if error is not None else None
-            if not isinstance(safe_error, dict | None):
-                raise
-            return self._build(execution, outcome, safe_result, safe_error, duration_ms, resources)
-
-    def _build(
-        self,
-        execution: _Execution,
-        outcome: str,
-        result: Any,
-        error: Mapping[str, Any] | None,
-        duration_ms: float,
-        resources: Resources | None,
-    ) -> OperationRecorded:
-        native_error = None
-        if error is not None:
-            native = dict(error)
-            native.setdefault("type", "unknown_error")
-            native["message"] = str(native.get("message", ""))
-            native_error = OperationError.model_validate(native)
-            json.dumps(native_error.model_extra or {})  # extras must be JSON too
-        return OperationRecorded(
-            event_id=self._new_id(),
-            correlation_id=execution.correlation_id,
-            session_id=execution.session_id,
-            pool=execution.pool,
-            role=execution.role,
-            operation=execution.operation,
-            outcome=outcome,  # type: ignore[arg-type]
-            result=result,
-            error=native_error,
-            started_at=execution.started_at,
-            duration_ms=max(0.0, float(duration_ms)),
-            environment=execution.environment,
-            args_digest=execution.digest,
-            resources=resources,
-        )
+            draft = execution.draft(outcome, result, error, duration_ms, resources)
+        except Exception:  # a clock giving naive datetimes, say: nothing can be recorded
+            log.exception("shadow runner: cannot record %s", execution.correlation_id)
+            self._count(record_errors=1)
+            return
+        if self._record_draft is not None:
+            try:
+                self._record_draft(draft)
+                return
+            except Exception:  # a result that does not pickle: build the event here
+                log.debug("shadow runner: draft refused, recording here", exc_info=True)
+        event = build_operation(draft, self._new_id)
+        if event is None:
+            self._count(record_errors=1)
+            return
+        self._publish(event)
 
     def _publish(self, event: OperationRecorded | RolloutDecided) -> None:
         try:
