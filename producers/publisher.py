@@ -29,32 +29,64 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
+import fcntl
 import logging
+import multiprocessing
+import multiprocessing.process
+import os
+import pickle
+import select
+import struct
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ledger import events as ledger_events
+from ledger.errors import PublishError
 from ledger.events import Event, OperationRecorded, RolloutDecided, encode_event
 from ledger.settings import Settings
 from producers.journal import Envelope, Journal, JournalEntry
+
+if TYPE_CHECKING:
+    from producers.shadow import Draft
 
 __all__ = [
     "DeliveryFuture",
     "EventSink",
     "KafkaLikeProducer",
+    "ProcessPublisher",
     "Publisher",
     "PublisherStats",
+    "from_micros",
     "kafka_producer_factory",
+    "pack_event",
+    "to_micros",
+    "unpack_event",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Events moved from the buffer to the journal per lock hold.
 _MOVE_CHUNK = 256
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_micros(at: datetime) -> int:
+    """A timestamp as whole microseconds since the epoch (exact; pickles as a small int)."""
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    """The UTC timestamp of :func:`to_micros`."""
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 class EventSink(Protocol):
@@ -652,3 +684,336 @@ class Publisher:
             self._online = True
             self._deferred_until = self._journal.size
         log.warning("publisher: Kafka reachable again; sending the journal in order")
+
+
+# -- the publisher in a child process ------------------------------------------------------------
+#
+# What the caller's process keeps is one non-blocking pipe write per event; everything else
+# (building and encoding the events, the journal, kafka-python and its I/O thread) runs in a
+# child process, where its threads never hold the caller's GIL.
+
+_FRAME = struct.Struct("!I")
+#: Linux's default pipe holds 64 KiB; ask for this much (capped by fs/pipe-max-size).
+_PIPE_BYTES = 1 << 20
+_F_SETPIPE_SZ = 1031
+
+
+def pack_event(event: Event) -> tuple[str, dict[str, Any], tuple[str, ...]]:
+    """An event as (type, fields, names of datetime fields as µs): quick to pickle."""
+    fields = dict(event.__dict__)
+    times = tuple(name for name, value in fields.items() if isinstance(value, datetime))
+    for name in times:
+        fields[name] = to_micros(fields[name])
+    return type(event).__name__, fields, times
+
+
+def unpack_event(packed: tuple[str, dict[str, Any], tuple[str, ...]]) -> Event:
+    name, fields, times = packed
+    for field_name in times:
+        fields[field_name] = from_micros(fields[field_name])
+    model: type[Event] = getattr(ledger_events, name)
+    return model.model_validate(fields)
+
+
+class ProcessPublisher:
+    """A :class:`Publisher` that runs in a child process; this side only writes to a pipe.
+
+    Same guarantees as :class:`Publisher` (the child *is* one, on ``journal_path``): nothing
+    is lost across a broker outage or a restart, pending journal lines go first. The caller's
+    thread pickles a few plain values and makes one non-blocking ``write``; the shadow runner
+    hands it drafts (:meth:`record_draft`), so even building the event happens in the child.
+
+    If the pipe is full (the child is starved), frames wait in a backlog here, in order, and
+    go out with the next write; beyond ``backlog_bytes`` the caller waits for the child rather
+    than lose an event. If the child dies, the next write starts a new one on the same
+    journal (it sends what its predecessor journaled); frames the dead child had read but
+    not yet journaled are lost, as they would be in a crash of a one-process publisher.
+
+    ``publisher_options`` go to the child's :class:`Publisher` and must pickle (a
+    ``producer_factory`` must be a module-level callable). ``stats`` and ``flush`` ask the
+    child (a round trip).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        journal_path: Path | None = None,
+        backlog_bytes: int = 64 << 20,
+        start_timeout: float = 60.0,
+        **publisher_options: Any,
+    ) -> None:
+        self.settings = settings
+        self._journal_path = journal_path or settings.cache_dir / "journal" / "publisher.jsonl"
+        self._options = publisher_options
+        self._backlog_limit = backlog_bytes
+        self._start_timeout = start_timeout
+        self._lock = threading.Lock()
+        self._ask_lock = threading.Lock()
+        self._backlog: deque[bytes | memoryview] = deque()
+        self._backlog_bytes = 0
+        self._fd = -1
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._replies: Connection | None = None
+        self._closed = False
+        self._started = False
+        self._restarts = 0
+        self._pickle_errors = 0
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> ProcessPublisher:
+        with self._lock:
+            if not self._started:
+                self._spawn()
+                self._started = True
+                atexit.register(self._close_at_exit)
+        return self
+
+    def _spawn(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        reader, writer = context.Pipe(duplex=False)
+        replies, reply_writer = context.Pipe(duplex=False)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(writer.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+        process = context.Process(
+            target=_child_main,
+            args=(self.settings, self._journal_path, self._options, reader, reply_writer),
+            name="ledger-publisher",
+            daemon=True,
+        )
+        process.start()
+        reader.close()
+        reply_writer.close()
+        if not replies.poll(self._start_timeout):
+            process.kill()
+            raise PublishError("the publisher's child process did not start")
+        answer = replies.recv()
+        if answer[0] != "started":
+            process.join(5)
+            raise PublishError(f"the publisher's child process failed: {answer[1]}")
+        self._fd = os.dup(writer.fileno())
+        writer.close()
+        os.set_blocking(self._fd, False)
+        self._process, self._replies = process, replies
+
+    def _close_at_exit(self) -> None:
+        self.close(timeout=2.0)
+
+    def __enter__(self) -> ProcessPublisher:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- the caller's side ---------------------------------------------------------------
+
+    def publish(self, event: OperationRecorded | RolloutDecided) -> None:
+        """Queue an operation (key: correlation id) or a decision (key: session id)."""
+        if not isinstance(event, OperationRecorded | RolloutDecided):
+            raise TypeError(f"publish() takes OperationRecorded or RolloutDecided, not {event!r}")
+        self._frame(("p", pack_event(event)))
+
+    def send(self, topic: str, key: str | None, event: Event) -> None:
+        """Queue any event for ``topic`` under ``key``. Never raises."""
+        self._frame(("s", topic, key, pack_event(event)))
+
+    def record_draft(self, draft: Draft) -> None:
+        """Queue an execution the child builds into an ``OperationRecorded`` and publishes.
+
+        Raises (pickle's errors) when the draft does not pickle: the runner then builds the
+        event itself and publishes it.
+        """
+        self._write(pickle.dumps(("d", draft), pickle.HIGHEST_PROTOCOL))
+
+    def _frame(self, message: tuple[Any, ...]) -> None:
+        try:
+            data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            log.exception("publisher: cannot pass an event to the child process")
+            with self._lock:
+                self._pickle_errors += 1
+            return
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        frame = _FRAME.pack(len(data)) + data
+        with self._lock:
+            if self._closed or not self._started:
+                state = "closed" if self._closed else "not started"
+                log.error("publisher is %s: event not recorded", state)
+                return
+            self._backlog.append(frame)
+            self._backlog_bytes += len(frame)
+            self._drain(block=self._backlog_bytes > self._backlog_limit)
+
+    def _drain(self, *, block: bool, deadline: float = float("inf")) -> bool:
+        """Write the backlog to the pipe, in order (hold the lock); True when it is empty."""
+        while self._backlog:
+            head = self._backlog[0]
+            try:
+                written = os.write(self._fd, head)
+            except BlockingIOError:
+                if not block or time.monotonic() >= deadline:
+                    return False
+                select.select([], [self._fd], [], min(0.1, max(0.0, deadline - time.monotonic())))
+                continue
+            except OSError as exc:  # the child is gone: start another one, same journal
+                self._restart(exc)
+                continue
+            self._backlog_bytes -= written
+            if written == len(head):
+                self._backlog.popleft()
+            else:
+                self._backlog[0] = memoryview(head)[written:]
+        return True
+
+    def _restart(self, why: BaseException) -> None:
+        log.error("publisher: child process lost (%s); starting another on the journal", why)
+        # A frame cut in the middle would be garbage to the new child: restart it whole.
+        if self._backlog and isinstance(self._backlog[0], memoryview):
+            self._backlog[0] = bytes(self._backlog[0])
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        if self._process is not None:
+            self._process.join(5)
+        self._restarts += 1
+        self._spawn()
+
+    # -- asking the child ------------------------------------------------------------------
+
+    def _ask(self, request: tuple[Any, ...], timeout: float) -> Any:
+        """Send a request behind everything written so far; the child's answer (None: none)."""
+        deadline = time.monotonic() + timeout
+        data = pickle.dumps(request, pickle.HIGHEST_PROTOCOL)
+        with self._ask_lock:  # one request at a time: answers come in order
+            with self._lock:
+                if not self._started or self._replies is None:
+                    return None
+                self._backlog.append(_FRAME.pack(len(data)) + data)
+                self._backlog_bytes += len(data) + _FRAME.size
+                if not self._drain(block=True, deadline=deadline):
+                    return None
+                replies = self._replies
+            # Callers keep writing meanwhile: only the lock above is theirs too.
+            if not replies.poll(max(0.0, deadline - time.monotonic()) + 5.0):
+                return None
+            try:
+                return replies.recv()
+            except (EOFError, OSError):
+                return None
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything published so far is in Kafka (False on timeout)."""
+        answer = self._ask(("flush", timeout), timeout)
+        return bool(answer is not None and answer[1])
+
+    @property
+    def stats(self) -> PublisherStats:
+        answer = self._ask(("stats",), 10.0)
+        with self._lock:
+            waiting = len(self._backlog)
+        if answer is None:
+            return PublisherStats(0, 0, 0, 0, 0, 0, 0, 0, waiting, False)
+        stats: PublisherStats = answer[1]
+        return dataclasses.replace(stats, pending=stats.pending + waiting)
+
+    @property
+    def journal_path(self) -> Path:
+        return self._journal_path
+
+    @property
+    def restarts(self) -> int:
+        """How many times the child process had to be started again."""
+        return self._restarts
+
+    def close(self, timeout: float = 10.0) -> PublisherStats:
+        """Deliver what can be delivered within ``timeout``; the child keeps the rest journaled."""
+        if self._closed or not self._started:
+            self._closed = True
+            return PublisherStats(0, 0, 0, 0, 0, 0, 0, 0, 0, False)
+        atexit.unregister(self._close_at_exit)
+        answer = self._ask(("close", timeout), timeout + 10.0)
+        with self._lock:
+            self._closed = True
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            process = self._process
+        if process is not None:
+            process.join(timeout + 10.0)
+            if process.is_alive():
+                process.kill()
+        if answer is None:
+            log.error("publisher: the child process did not report on close")
+            return PublisherStats(0, 0, 0, 0, 0, 0, 0, 0, len(self._backlog), False)
+        stats: PublisherStats = answer[1]
+        return stats
+
+
+def _child_main(
+    settings: Settings,
+    journal_path: Path,
+    options: dict[str, Any],
+    reader: Connection,
+    replies: Connection,
+) -> None:
+    """The child of a :class:`ProcessPublisher`: read frames, build, publish; answer requests."""
+    # Late imports: the child alone needs them, and producers.shadow imports this module.
+    import signal
+    import uuid
+
+    from producers.shadow import build_operation
+
+    # A terminal's Ctrl-C reaches the whole process group: the parent decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        publisher = Publisher(settings, journal_path=journal_path, **options).start()
+    except Exception as exc:
+        replies.send(("failed", repr(exc)))
+        return
+    replies.send(("started",))
+
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    fd = reader.fileno()
+    buffer = bytearray()
+    close_timeout = 10.0
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break  # the parent is gone: journal what we have and stop
+        buffer += chunk
+        start = 0
+        while len(buffer) - start >= _FRAME.size:
+            (size,) = _FRAME.unpack_from(buffer, start)
+            end = start + _FRAME.size + size
+            if end > len(buffer):
+                break
+            message = pickle.loads(memoryview(buffer)[start + _FRAME.size : end])
+            start = end
+            kind = message[0]
+            try:
+                if kind == "d":
+                    event = build_operation(message[1], new_id)
+                    if event is not None:
+                        publisher.publish(event)
+                elif kind == "p":
+                    publisher.publish(unpack_event(message[1]))  # type: ignore[arg-type]
+                elif kind == "s":
+                    publisher.send(message[1], message[2], unpack_event(message[3]))
+                elif kind == "flush":
+                    replies.send(("flush", publisher.flush(message[1])))
+                elif kind == "stats":
+                    replies.send(("stats", publisher.stats))
+                elif kind == "close":
+                    close_timeout = message[1]
+                    replies.send(("close", publisher.close(close_timeout)))
+                    return
+            except Exception:
+                log.exception("publisher child: could not handle a %r frame", kind)
+        del buffer[:start]
+    publisher.close(close_timeout)

@@ -58,7 +58,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
 
 from pydantic import JsonValue, ValidationError
@@ -76,7 +76,7 @@ from ledger.events import (
     RolloutDecided,
 )
 from ledger.settings import Settings
-from producers.publisher import EventSink
+from producers.publisher import EventSink, from_micros, to_micros
 
 __all__ = [
     "PROGRAM_ERRORS",
@@ -303,18 +303,6 @@ Draft = tuple[
     float,
     Mapping[str, Any] | None,
 ]
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
-
-
-def to_micros(at: datetime) -> int:
-    """A timestamp as whole microseconds since the epoch (exact; pickles as a small int)."""
-    return (at - _EPOCH) // _MICROSECOND
-
-
-def from_micros(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
 
 
 def _is_skip(error: Mapping[str, Any] | None) -> bool:
