@@ -32,19 +32,18 @@ import contextlib
 import dataclasses
 import fcntl
 import logging
-import multiprocessing
-import multiprocessing.process
 import os
 import pickle
 import select
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -753,8 +752,8 @@ class ProcessPublisher:
         self._backlog: deque[bytes | memoryview] = deque()
         self._backlog_bytes = 0
         self._fd = -1
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._replies: Connection | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._replies: _FrameReader | None = None
         self._closed = False
         self._started = False
         self._restarts = 0
@@ -771,30 +770,43 @@ class ProcessPublisher:
         return self
 
     def _spawn(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        reader, writer = context.Pipe(duplex=False)
-        replies, reply_writer = context.Pipe(duplex=False)
+        """Start the child: a fresh interpreter (no re-import of ``__main__``, no fork of
+        this process's threads) given the read end of the frame pipe and a reply pipe."""
+        frames_read, frames_write = os.pipe()
+        replies_read, replies_write = os.pipe()
         with contextlib.suppress(OSError):
-            fcntl.fcntl(writer.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
-        process = context.Process(
-            target=_child_main,
-            args=(self.settings, self._journal_path, self._options, reader, reply_writer),
-            name="ledger-publisher",
-            daemon=True,
+            fcntl.fcntl(frames_write, _F_SETPIPE_SZ, _PIPE_BYTES)
+        code = (
+            "from producers.publisher import _child_main; "
+            f"_child_main({frames_read}, {replies_write})"
         )
-        process.start()
-        reader.close()
-        reply_writer.close()
-        if not replies.poll(self._start_timeout):
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", code],
+                pass_fds=(frames_read, replies_write),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(frames_read)
+            os.close(replies_write)
+        replies = _FrameReader(replies_read)
+        try:
+            # The child's imports first (sys.path), then its configuration.
+            for message in (sys.path, (self.settings, self._journal_path, self._options)):
+                data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+                _write_all(frames_write, _FRAME.pack(len(data)) + data)
+            answer = replies.read(self._start_timeout)
+        except OSError as exc:
+            answer = ("failed", repr(exc))
+        if answer is None or answer[0] != "started":
             process.kill()
-            raise PublishError("the publisher's child process did not start")
-        answer = replies.recv()
-        if answer[0] != "started":
-            process.join(5)
-            raise PublishError(f"the publisher's child process failed: {answer[1]}")
-        self._fd = os.dup(writer.fileno())
-        writer.close()
-        os.set_blocking(self._fd, False)
+            process.wait(5)
+            replies.close()
+            os.close(frames_write)
+            why = "no answer" if answer is None else answer[1]
+            raise PublishError(f"the publisher's child process did not start: {why}")
+        os.set_blocking(frames_write, False)
+        self._fd = frames_write
         self._process, self._replies = process, replies
 
     def _close_at_exit(self) -> None:
@@ -876,7 +888,10 @@ class ProcessPublisher:
         with contextlib.suppress(OSError):
             os.close(self._fd)
         if self._process is not None:
-            self._process.join(5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(5)
+        if self._replies is not None:
+            self._replies.close()
         self._restarts += 1
         self._spawn()
 
@@ -896,12 +911,7 @@ class ProcessPublisher:
                     return None
                 replies = self._replies
             # Callers keep writing meanwhile: only the lock above is theirs too.
-            if not replies.poll(max(0.0, deadline - time.monotonic()) + 5.0):
-                return None
-            try:
-                return replies.recv()
-            except (EOFError, OSError):
-                return None
+            return replies.read(max(0.0, deadline - time.monotonic()) + 5.0)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything published so far is in Kafka (False on timeout)."""
@@ -940,9 +950,13 @@ class ProcessPublisher:
                 os.close(self._fd)
             process = self._process
         if process is not None:
-            process.join(timeout + 10.0)
-            if process.is_alive():
+            try:
+                process.wait(timeout + 10.0)
+            except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait(5)
+        if self._replies is not None:
+            self._replies.close()
         if answer is None:
             log.error("publisher: the child process did not report on close")
             return PublisherStats(0, 0, 0, 0, 0, 0, 0, 0, len(self._backlog), False)
@@ -950,13 +964,81 @@ class ProcessPublisher:
         return stats
 
 
-def _child_main(
-    settings: Settings,
-    journal_path: Path,
-    options: dict[str, Any],
-    reader: Connection,
-    replies: Connection,
-) -> None:
+_NOTHING: Any = object()
+#: How often the child looks at its pipe (it sleeps between looks; see _FrameReader.poll).
+_CHILD_POLL = 0.005
+#: The child's niceness (``MIGRATION_LEDGER_PUBLISHER_NICE`` overrides it).
+_CHILD_NICE = 5
+
+
+class _FrameReader:
+    """Length-prefixed pickles from a pipe, with a timeout per frame."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buffer = bytearray()
+
+    def buffered(self) -> Any:
+        """The next message already read, or :data:`_NOTHING`."""
+        if len(self._buffer) >= _FRAME.size:
+            (size,) = _FRAME.unpack_from(self._buffer)
+            if len(self._buffer) >= _FRAME.size + size:
+                data = bytes(self._buffer[_FRAME.size : _FRAME.size + size])
+                del self._buffer[: _FRAME.size + size]
+                return pickle.loads(data)
+        return _NOTHING
+
+    def poll(self, interval: float) -> bool:
+        """Read what the pipe holds, sleeping ``interval`` first when it holds nothing; False
+        at end of file. Never *waits on* the pipe: a writer's ``write`` then wakes nobody, so
+        the writing thread is not preempted by this process at every event it writes."""
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 20)
+            except BlockingIOError:
+                time.sleep(interval)
+                return True
+            except InterruptedError:
+                continue
+            if not chunk:
+                return False
+            self._buffer += chunk
+            if len(chunk) < 1 << 20:
+                return True
+
+    def read(self, timeout: float | None) -> Any:
+        """The next message; None at end of file or when ``timeout`` passes first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            message = self.buffered()
+            if message is not _NOTHING:
+                return message
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                    return None
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except InterruptedError:
+                continue
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            self._buffer += chunk
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _child_main(frames: int, replies: int) -> None:
     """The child of a :class:`ProcessPublisher`: read frames, build, publish; answer requests."""
     # Late imports: the child alone needs them, and producers.shadow imports this module.
     import signal
@@ -966,54 +1048,54 @@ def _child_main(
 
     # A terminal's Ctrl-C reaches the whole process group: the parent decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reader = _FrameReader(frames)
+    niceness = int(os.environ.get("MIGRATION_LEDGER_PUBLISHER_NICE", _CHILD_NICE))
+    with contextlib.suppress(OSError, AttributeError):
+        # Batch scheduling: this process never preempts the caller's on waking up, and
+        # a lower priority: on a busy machine the caller's threads get the CPU first.
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        os.nice(niceness)
+
+    def answer(message: tuple[Any, ...]) -> None:
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        _write_all(replies, _FRAME.pack(len(data)) + data)
+
+    sys.path[:] = reader.read(None)
     try:
+        settings, journal_path, options = reader.read(None)
         publisher = Publisher(settings, journal_path=journal_path, **options).start()
     except Exception as exc:
-        replies.send(("failed", repr(exc)))
+        answer(("failed", repr(exc)))
         return
-    replies.send(("started",))
+    answer(("started",))
 
     def new_id() -> str:
         return uuid.uuid4().hex
 
-    fd = reader.fileno()
-    buffer = bytearray()
-    close_timeout = 10.0
+    os.set_blocking(frames, False)
     while True:
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except InterruptedError:
+        message = reader.buffered()
+        if message is _NOTHING:
+            if not reader.poll(_CHILD_POLL):
+                break  # the parent is gone: journal what we have and stop
             continue
-        if not chunk:
-            break  # the parent is gone: journal what we have and stop
-        buffer += chunk
-        start = 0
-        while len(buffer) - start >= _FRAME.size:
-            (size,) = _FRAME.unpack_from(buffer, start)
-            end = start + _FRAME.size + size
-            if end > len(buffer):
-                break
-            message = pickle.loads(memoryview(buffer)[start + _FRAME.size : end])
-            start = end
-            kind = message[0]
-            try:
-                if kind == "d":
-                    event = build_operation(message[1], new_id)
-                    if event is not None:
-                        publisher.publish(event)
-                elif kind == "p":
-                    publisher.publish(unpack_event(message[1]))  # type: ignore[arg-type]
-                elif kind == "s":
-                    publisher.send(message[1], message[2], unpack_event(message[3]))
-                elif kind == "flush":
-                    replies.send(("flush", publisher.flush(message[1])))
-                elif kind == "stats":
-                    replies.send(("stats", publisher.stats))
-                elif kind == "close":
-                    close_timeout = message[1]
-                    replies.send(("close", publisher.close(close_timeout)))
-                    return
-            except Exception:
-                log.exception("publisher child: could not handle a %r frame", kind)
-        del buffer[:start]
-    publisher.close(close_timeout)
+        kind = message[0]
+        try:
+            if kind == "d":
+                event = build_operation(message[1], new_id)
+                if event is not None:
+                    publisher.publish(event)
+            elif kind == "p":
+                publisher.publish(unpack_event(message[1]))  # type: ignore[arg-type]
+            elif kind == "s":
+                publisher.send(message[1], message[2], unpack_event(message[3]))
+            elif kind == "flush":
+                answer(("flush", publisher.flush(message[1])))
+            elif kind == "stats":
+                answer(("stats", publisher.stats))
+            elif kind == "close":
+                answer(("close", publisher.close(message[1])))
+                return
+        except Exception:
+            log.exception("publisher child: could not handle a %r frame", kind)
+    publisher.close(10.0)

@@ -207,7 +207,7 @@ def test_a_child_that_dies_is_replaced_and_what_it_journaled_is_kept(
     process = child._process  # noqa: SLF001 - the test kills the child on purpose
     assert process is not None and process.pid is not None
     os.kill(process.pid, signal.SIGKILL)
-    process.join(10)
+    process.wait(10)
     for n in range(10):
         runner.run("double", {"x": n}, "s", correlation_id=f"after-{n}")
     stats = child.close(timeout=1)
