@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -740,9 +740,15 @@ class ProcessPublisher:
         journal_path: Path | None = None,
         backlog_bytes: int = 64 << 20,
         start_timeout: float = 60.0,
+        pools: Callable[[], Any] | None = None,
         **publisher_options: Any,
     ) -> None:
         self.settings = settings
+        #: Called once in the child: ``{"v1": pool, "v2": pool}`` to run shadows there.
+        self._pools = pools
+        self._reply_lock = threading.Lock()
+        self._outcomes: dict[str, list[bool]] = {}
+        self._hosted: dict[str, dict[str, Any]] = {}
         self._journal_path = journal_path or settings.cache_dir / "journal" / "publisher.jsonl"
         self._options = publisher_options
         self._backlog_limit = backlog_bytes
@@ -792,7 +798,8 @@ class ProcessPublisher:
         replies = _FrameReader(replies_read)
         try:
             # The child's imports first (sys.path), then its configuration.
-            for message in (sys.path, (self.settings, self._journal_path, self._options)):
+            config = (self.settings, self._journal_path, self._options, self._pools)
+            for message in (sys.path, config):
                 data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
                 _write_all(frames_write, _FRAME.pack(len(data)) + data)
             answer = replies.read(self._start_timeout)
@@ -894,6 +901,59 @@ class ProcessPublisher:
             self._replies.close()
         self._restarts += 1
         self._spawn()
+        for key, options in self._hosted.items():  # the new child hosts the same runners
+            data = pickle.dumps(("open", key, options), pickle.HIGHEST_PROTOCOL)
+            self._backlog.appendleft(_FRAME.pack(len(data)) + data)
+            self._backlog_bytes += len(data) + _FRAME.size
+
+    # -- shadows run by the child (``pools=``) ------------------------------------------------
+
+    @property
+    def runs_shadows(self) -> bool:
+        """True when the child runs the shadow executions (it was given ``pools``)."""
+        return self._pools is not None
+
+    def open_shadows(self, key: str, options: Mapping[str, Any]) -> None:
+        """A runner ``key`` will hand shadows over (``options``: its shadow settings)."""
+        self._hosted[key] = dict(options)
+        self._frame(("open", key, dict(options)))
+
+    def submit_shadow(self, key: str, request: Any, args: Mapping[str, Any]) -> None:
+        """Run one shadow in the child. Raises pickle's errors when ``args`` do not pickle."""
+        self._write(pickle.dumps(("shadow", key, request, args), pickle.HIGHEST_PROTOCOL))
+
+    def breaker_outcomes(self, key: str) -> list[bool]:
+        """Outcomes (failed?) of V2 shadows the child ran for ``key`` since the last look.
+
+        Never waits: when another thread is reading the child's answers, the outcomes it
+        reads are kept for the next look.
+        """
+        replies = self._replies
+        if replies is not None and self._reply_lock.acquire(blocking=False):
+            try:
+                while (message := replies.read_ready()) is not _NOTHING:
+                    if message is None:
+                        break
+                    if message[0] == "outcome":
+                        self._outcomes.setdefault(message[1], []).append(message[2])
+            finally:
+                self._reply_lock.release()
+        outcomes = self._outcomes.get(key)
+        if not outcomes:
+            return []
+        self._outcomes[key] = []
+        return outcomes
+
+    def shadow_stats(self, key: str) -> tuple[Any, int]:
+        """The child's counters for runner ``key`` and its shadows in flight."""
+        answer = self._ask(("shadow_stats", key), 10.0)
+        return (None, 0) if answer is None else (answer[1], answer[2])
+
+    def close_shadows(self, key: str, timeout: float) -> Any:
+        """Wait up to ``timeout`` for runner ``key``'s shadows in the child; their counters."""
+        self._hosted.pop(key, None)
+        answer = self._ask(("shadow_close", key, timeout), timeout + 10.0)
+        return None if answer is None else answer[1]
 
     # -- asking the child ------------------------------------------------------------------
 
@@ -911,7 +971,12 @@ class ProcessPublisher:
                     return None
                 replies = self._replies
             # Callers keep writing meanwhile: only the lock above is theirs too.
-            return replies.read(max(0.0, deadline - time.monotonic()) + 5.0)
+            with self._reply_lock:
+                while True:
+                    answer = replies.read(max(0.0, deadline - time.monotonic()) + 5.0)
+                    if answer is None or answer[0] != "outcome":
+                        return answer
+                    self._outcomes.setdefault(answer[1], []).append(answer[2])
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything published so far is in Kafka (False on timeout)."""
@@ -1006,6 +1071,22 @@ class _FrameReader:
             if len(chunk) < 1 << 20:
                 return True
 
+    def read_ready(self) -> Any:
+        """The next message if one can be had without waiting, else :data:`_NOTHING`."""
+        while True:
+            message = self.buffered()
+            if message is not _NOTHING:
+                return message
+            if not select.select([self.fd], [], [], 0)[0]:
+                return _NOTHING
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            self._buffer += chunk
+
     def read(self, timeout: float | None) -> Any:
         """The next message; None at end of file or when ``timeout`` passes first."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -1044,7 +1125,7 @@ def _child_main(frames: int, replies: int) -> None:
     import signal
     import uuid
 
-    from producers.shadow import build_operation
+    from producers.shadow import HostedShadows, build_operation
 
     # A terminal's Ctrl-C reaches the whole process group: the parent decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -1056,18 +1137,28 @@ def _child_main(frames: int, replies: int) -> None:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
         os.nice(niceness)
 
+    answer_lock = threading.Lock()
+
     def answer(message: tuple[Any, ...]) -> None:
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-        _write_all(replies, _FRAME.pack(len(data)) + data)
+        with answer_lock:  # shadow threads report outcomes too
+            _write_all(replies, _FRAME.pack(len(data)) + data)
 
     sys.path[:] = reader.read(None)
     try:
-        settings, journal_path, options = reader.read(None)
+        settings, journal_path, options, pools_factory = reader.read(None)
         publisher = Publisher(settings, journal_path=journal_path, **options).start()
+        pools = pools_factory() if pools_factory is not None else None
+        if pools is not None and not isinstance(pools, Mapping):
+            pools = {"v1": pools.v1, "v2": pools.v2}  # a Simulator, say
     except Exception as exc:
         answer(("failed", repr(exc)))
         return
     answer(("started",))
+    hosts: dict[str, HostedShadows] = {}
+
+    def reporter(key: str) -> Callable[[bool], None]:
+        return lambda failed: answer(("outcome", key, failed))
 
     def new_id() -> str:
         return uuid.uuid4().hex
@@ -1093,7 +1184,24 @@ def _child_main(frames: int, replies: int) -> None:
                 answer(("flush", publisher.flush(message[1])))
             elif kind == "stats":
                 answer(("stats", publisher.stats))
+            elif kind == "shadow":
+                hosts[message[1]].submit(message[2], message[3])
+            elif kind == "open":
+                if pools is None:
+                    raise ValueError("shadows handed over, but this publisher has no pools")
+                hosts[message[1]] = HostedShadows(
+                    pools, publisher, reporter(message[1]), **message[2]
+                )
+            elif kind == "shadow_stats":
+                host = hosts.get(message[1])
+                in_flight = host.shadows_in_flight if host is not None else 0
+                answer(("shadow_stats", host.stats if host else None, in_flight))
+            elif kind == "shadow_close":
+                host = hosts.pop(message[1], None)
+                answer(("shadow_close", host.close(message[2]) if host else None))
             elif kind == "close":
+                for host in hosts.values():
+                    host.close(min(message[1], 5.0))
                 answer(("close", publisher.close(message[1])))
                 return
         except Exception:

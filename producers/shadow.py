@@ -46,6 +46,7 @@ not count it as one (no error, no latency) and pair it as the missing half it is
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import heapq
 import inspect
@@ -438,6 +439,21 @@ class ShadowRunner:
         self._record_draft: Callable[[Draft], None] | None = getattr(
             publisher, "record_draft", None
         )
+        #: A publisher whose process runs the shadows (``ProcessPublisher(pools=...)``).
+        self._shadow_host: ShadowHost | None = (
+            publisher if getattr(publisher, "runs_shadows", False) else None  # type: ignore[assignment]
+        )
+        self._host_key = f"{id(self):x}-{_new_id()[:8]}"
+        self._host_final: ShadowStats | None = None
+        if self._shadow_host is not None:
+            self._shadow_host.open_shadows(
+                self._host_key,
+                {
+                    "shadow_timeout": shadow_timeout,
+                    "shadow_concurrency": shadow_concurrency,
+                    "shadow_queue": shadow_queue,
+                },
+            )
         if self._breaker is not None:
             self._rules = rules or load_rules()
             chained = self._breaker.on_event
@@ -461,9 +477,8 @@ class ShadowRunner:
         correlation_id: str | None = None,
     ) -> Any:
         """Run ``operation`` on the routed pool; return its value or raise its exception."""
-        execution = self._begin(
-            operation, args, session_id, environment, correlation_id, self._submit_shadow
-        )
+        start = self._submit_shadow if self._shadow_host is None else self._send_shadow
+        execution = self._begin(operation, args, session_id, environment, correlation_id, start)
         primary = execution.pool
         try:
             answer = self._pools[primary](operation, args)
@@ -506,9 +521,14 @@ class ShadowRunner:
 
     @property
     def stats(self) -> ShadowStats:
+        """Counters; with shadows in the publisher's process, theirs added (a round trip)."""
         state = self._breaker.state.status if self._breaker is not None else None
         with self._lock:
-            return ShadowStats(**vars(self._counters), breaker_state=state)
+            own = ShadowStats(**vars(self._counters), breaker_state=state)
+        hosted = self._host_final
+        if hosted is None and self._shadow_host is not None:
+            hosted = self._shadow_host.shadow_stats(self._host_key)[0]
+        return own if hosted is None else _merged(own, hosted)
 
     @property
     def breaker(self) -> CircuitBreaker | None:
@@ -517,13 +537,19 @@ class ShadowRunner:
     @property
     def shadows_in_flight(self) -> int:
         with self._lock:
-            return self._admitted + len(self._tasks)
+            here = self._admitted + len(self._tasks)
+        if self._shadow_host is not None and self._host_final is None:
+            here += self._shadow_host.shadow_stats(self._host_key)[1]
+        return here
 
     def close(self, timeout: float = 5.0) -> ShadowStats:
         """Wait up to ``timeout`` for running shadows to finish (hung ones are abandoned)."""
         deadline = time.monotonic() + timeout
         with self._lock:
             self._closed = True
+        if self._shadow_host is not None and self._host_final is None:
+            self._host_final = self._shadow_host.close_shadows(self._host_key, timeout)
+            self._apply_host_outcomes()
         while self.shadows_in_flight and time.monotonic() < deadline:
             time.sleep(0.01)
         if self._executor is not None:
@@ -564,6 +590,8 @@ class ShadowRunner:
 
     def _route(self, session_id: str | None, correlation_id: str, environment: str | None) -> Route:
         """The decision, with the breaker consulted: a V2 primary is admitted by the breaker."""
+        if self._shadow_host is not None:
+            self._apply_host_outcomes()
         try:
             open_ = self._breaker_refuses()
             route = self._ask(session_id, correlation_id, environment, breaker_open=open_)
@@ -800,6 +828,10 @@ class ShadowRunner:
             self._count(shadow_circuit_open=1)
             self._record_skipped(route, operation, pool, digest, "circuit_open")
             return
+        self._submit_execution(self._execution(route, operation, pool, "shadow", digest), args)
+
+    def _submit_execution(self, execution: _Execution, args: Mapping[str, Any]) -> None:
+        """Queue one shadow execution on the shadow threads (or record why it was not)."""
         with self._lock:
             skipped: SkipReason | None = None
             if self._closed:
@@ -809,7 +841,7 @@ class ShadowRunner:
             if skipped is not None:
                 self._counters.shadow_dropped += 1
         if skipped is not None:
-            self._record_skipped(route, operation, pool, digest, skipped)
+            self._skip(execution, skipped)
             return
         with self._lock:
             self._admitted += 1
@@ -820,8 +852,8 @@ class ShadowRunner:
                 )
                 self._watchdog = _Watchdog(self._expire)
         job = _ShadowJob(
-            execution=self._execution(route, operation, pool, "shadow", digest),
-            pool=self._pools[pool],
+            execution=execution,
+            pool=self._pools[execution.pool],
             args=args,
             submitted=time.monotonic(),
         )
@@ -832,6 +864,58 @@ class ShadowRunner:
                 self._admitted -= 1
                 self._counters.shadow_dropped += 1
             self._skip(job.execution, "closed")
+
+    def _send_shadow(
+        self,
+        pool: Pool,
+        operation: str,
+        args: Mapping[str, Any],
+        route: Route,
+        digest: str | None,
+    ) -> None:
+        """Hand the shadow to the publisher's process, which runs and records it there."""
+        if pool == "v2" and self._breaker_refuses():
+            self._count(shadow_circuit_open=1)
+            self._record_skipped(route, operation, pool, digest, "circuit_open")
+            return
+        with self._lock:
+            closed = self._closed
+        if closed:
+            self._count(shadow_dropped=1)
+            self._record_skipped(route, operation, pool, digest, "closed")
+            return
+        execution = self._execution(route, operation, pool, "shadow", digest)
+        request = (
+            execution.correlation_id,
+            execution.session_id,
+            execution.environment,
+            operation,
+            pool,
+            digest,
+            pool == "v2" and self._breaker is not None,  # report the outcome back
+        )
+        try:
+            assert self._shadow_host is not None
+            self._shadow_host.submit_shadow(self._host_key, request, args)
+        except Exception:  # arguments that do not pickle: run it here
+            log.debug("shadow runner: shadow not handed over, running it here", exc_info=True)
+            self._submit_shadow(pool, operation, args, route, digest)
+
+    def _apply_host_outcomes(self) -> None:
+        """Outcomes of V2 shadows run in the publisher's process, for the breaker."""
+        assert self._shadow_host is not None
+        try:
+            failures = self._shadow_host.breaker_outcomes(self._host_key)
+        except Exception:
+            log.exception("shadow runner: could not read the shadows' outcomes")
+            return
+        for failed in failures:
+            self._breaker_outcome("v2", None, failed=failed)
+
+    def _shadow_outcome(
+        self, execution: _Execution, exc: BaseException | None, *, failed: bool = False
+    ) -> None:
+        self._breaker_outcome(execution.pool, exc, failed=failed)
 
     def _run_shadow(self, job: _ShadowJob) -> None:
         try:
@@ -854,11 +938,11 @@ class ShadowRunner:
                 answer = job.pool(execution.operation, job.args)
             except BaseException as exc:
                 if self._finish(job):
-                    self._breaker_outcome(execution.pool, exc)
+                    self._shadow_outcome(execution, exc)
                     self._record_failure(execution, exc)
             else:
                 if self._finish(job):
-                    self._breaker_outcome(execution.pool, None)
+                    self._shadow_outcome(execution, None)
                     self._record_answer(execution, answer)
         except BaseException:  # nothing from the shadow side may escape, not even a bug here
             log.exception("shadow runner: shadow execution failed to record")
@@ -882,7 +966,7 @@ class ShadowRunner:
                 return
             job.timed_out = True
         self._count(shadow_timeouts=1)
-        self._breaker_outcome(job.execution.pool, None, failed=True)
+        self._shadow_outcome(job.execution, None, failed=True)
         self._record_timeout(job.execution)
 
     def _record_skipped(
@@ -985,6 +1069,96 @@ class ShadowRunner:
         else:
             self._breaker_outcome(execution.pool, None)
             self._record_answer(execution, answer)
+
+
+class ShadowHost(Protocol):
+    """A publisher that runs shadow executions in its own process (``ProcessPublisher``)."""
+
+    runs_shadows: bool
+
+    def open_shadows(self, key: str, options: Mapping[str, Any]) -> None: ...
+
+    def submit_shadow(self, key: str, request: ShadowRequest, args: Mapping[str, Any]) -> None: ...
+
+    def breaker_outcomes(self, key: str) -> list[bool]: ...
+
+    def shadow_stats(self, key: str) -> tuple[ShadowStats | None, int]: ...
+
+    def close_shadows(self, key: str, timeout: float) -> ShadowStats | None: ...
+
+
+#: What a shadow host needs to run one shadow: correlation id, session id, environment,
+#: operation, pool, args digest, and whether to report its outcome for the V2 breaker.
+ShadowRequest = tuple[str, str | None, str | None, str, str, str | None, bool]
+
+_HOST_COUNTERS: Final = (
+    "shadow_started",
+    "shadow_dropped",
+    "shadow_timeouts",
+    "shadow_errors",
+    "shadow_late",
+    "record_errors",
+    "shadow_circuit_open",
+)
+
+
+def _merged(own: ShadowStats, hosted: ShadowStats) -> ShadowStats:
+    added = {name: getattr(own, name) + getattr(hosted, name) for name in _HOST_COUNTERS}
+    return dataclasses.replace(own, **added)
+
+
+class HostedShadows(ShadowRunner):
+    """The shadow side of a runner, in the publisher's process: runs what it is handed.
+
+    No router and no breaker of its own: the caller's runner decided the shadow, and the
+    outcome of each V2 shadow it asked about goes to ``report(failed)`` for its breaker.
+    """
+
+    def __init__(
+        self,
+        pools: Mapping[str, PoolCallable],
+        publisher: EventSink,
+        report: Callable[[bool], None],
+        **options: Any,
+    ) -> None:
+        super().__init__(pools["v1"], pools["v2"], _NoRouter(), publisher, breaker=None, **options)
+        self._rules = load_rules()
+        self._report = report
+        self._reporting: set[str] = set()
+
+    def submit(self, request: ShadowRequest, args: Mapping[str, Any]) -> None:
+        correlation_id, session_id, environment, operation, pool, digest, report = request
+        if report:
+            with self._lock:
+                self._reporting.add(correlation_id)
+        execution = _Execution(
+            correlation_id=correlation_id,
+            session_id=session_id,
+            environment=environment,
+            operation=operation,
+            pool=pool,  # type: ignore[arg-type]
+            role="shadow",
+            digest=digest,
+            started_at=self._clock(),
+        )
+        self._submit_execution(execution, args)
+
+    def _shadow_outcome(
+        self, execution: _Execution, exc: BaseException | None, *, failed: bool = False
+    ) -> None:
+        with self._lock:
+            asked = execution.correlation_id in self._reporting
+            self._reporting.discard(execution.correlation_id)
+        if asked:
+            try:
+                self._report(failed or (exc is not None and self._is_v2_failure(exc)))
+            except Exception:
+                log.exception("shadow host: could not report an outcome")
+
+
+class _NoRouter:
+    def route(self, session_id: str | None, **kwargs: Any) -> Route:
+        raise RuntimeError("a hosted shadow runner routes nothing")
 
 
 async def _awaited(pool: PoolCallable, operation: str, args: Mapping[str, Any]) -> Any:

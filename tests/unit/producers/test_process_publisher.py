@@ -114,7 +114,8 @@ def test_every_call_is_journaled_by_the_child_while_kafka_is_away_and_sent_after
     shadow_7 = next(e for e in operations if e.correlation_id == "c-7" and e.role == "shadow")
     assert shadow_7.result == {"answer": 14}
     shadow_9 = next(e for e in operations if e.correlation_id == "c-9" and e.role == "shadow")
-    assert shadow_9.error is not None and shadow_9.error.type == "ValueError"
+    assert shadow_9.error is not None
+    assert shadow_9.error.type == "ValueError"
 
 
 def test_the_child_builds_what_the_runner_would_have_built_itself(
@@ -204,8 +205,9 @@ def test_a_child_that_dies_is_replaced_and_what_it_journaled_is_kept(
     for n in range(10):
         runner.run("double", {"x": n}, "s", correlation_id=f"before-{n}")
     assert child.flush(0.5) is False  # Kafka is away; the child answers, it has them
-    process = child._process  # noqa: SLF001 - the test kills the child on purpose
-    assert process is not None and process.pid is not None
+    process = child._process
+    assert process is not None
+    assert process.pid is not None
     os.kill(process.pid, signal.SIGKILL)
     process.wait(10)
     for n in range(10):
@@ -220,3 +222,84 @@ def test_a_child_that_dies_is_replaced_and_what_it_journaled_is_kept(
         if isinstance(e, OperationRecorded)
     }
     assert correlation_ids == {f"{when}-{n}" for when in ("before", "after") for n in range(10)}
+
+
+# -- shadows run by the child ---------------------------------------------------------------
+
+
+def worker_failing_v2(operation: str, args: Mapping[str, Any]) -> Any:
+    from producers.shadow import PoolError
+
+    raise PoolError({"type": "connection_error", "message": "gone", "category": "connection"})
+
+
+def child_pools() -> dict[str, Any]:
+    """The pools the child builds (module-level, so the child can import it)."""
+    return {"v1": v1_pool, "v2": worker_failing_v2}
+
+
+def test_shadows_run_in_the_child_and_their_v2_failures_open_the_callers_breaker(
+    settings: Settings, tmp_path: Path
+) -> None:
+    publisher = ProcessPublisher(
+        settings,
+        journal_path=tmp_path / "journal.jsonl",
+        producer_factory=unreachable_kafka,
+        pools=child_pools,
+    ).start()
+    ran_here: list[int] = []
+
+    def v2_here(operation: str, args: Mapping[str, Any]) -> Any:
+        ran_here.append(args["x"])  # must never run: the child has its own V2
+        return {}
+
+    runner = ShadowRunner(v1_pool, v2_here, FixedRouter("v1"), publisher)
+    try:
+        for n in range(6):
+            runner.run("double", {"x": n}, "s", correlation_id=f"c-{n}")
+            while runner.shadows_in_flight:
+                time.sleep(0.005)
+        stats = runner.close()
+    finally:
+        publisher.close(timeout=1)
+
+    assert ran_here == []
+    assert (stats.shadow_started, stats.shadow_errors, stats.shadow_circuit_open) == (5, 5, 1)
+    assert stats.breaker_state == "open"
+    shadows = {
+        e.correlation_id: e
+        for e in _delivered(settings, tmp_path / "journal.jsonl")
+        if isinstance(e, OperationRecorded) and e.role == "shadow"
+    }
+    assert sorted(shadows) == [f"c-{n}" for n in range(6)]
+    errors = [shadows[f"c-{n}"].error for n in range(6)]
+    assert [e.type if e else None for e in errors] == ["connection_error"] * 5 + ["shadow_skipped"]
+
+
+def test_a_simulator_can_be_the_childs_pools(settings: Settings, tmp_path: Path) -> None:
+    import functools
+
+    from producers.simulator import Simulator
+
+    publisher = ProcessPublisher(
+        settings,
+        journal_path=tmp_path / "journal.jsonl",
+        producer_factory=unreachable_kafka,
+        pools=functools.partial(Simulator, seed=3),
+    ).start()
+    sim = Simulator(seed=3)
+    runner = ShadowRunner(sim.v1, sim.v2, FixedRouter("v1"), publisher, breaker=None)
+    try:
+        for n in range(20):
+            runner.run("health_check", {"n": n}, "s", correlation_id=f"c-{n}")
+        stats = runner.close(timeout=10)
+    finally:
+        publisher.close(timeout=1)
+    assert stats.shadow_started == 20
+    shadows = [
+        e
+        for e in _delivered(settings, tmp_path / "journal.jsonl")
+        if isinstance(e, OperationRecorded) and e.role == "shadow"
+    ]
+    assert len(shadows) == 20
+    assert {e.pool for e in shadows} == {"v2"}
