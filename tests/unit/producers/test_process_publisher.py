@@ -28,7 +28,14 @@ from ledger.events import (
     encode_event,
 )
 from ledger.settings import Settings
-from producers.publisher import ProcessPublisher, Publisher, pack_event, unpack_event
+from producers.publisher import (
+    ProcessPublisher,
+    Publisher,
+    pack_decision,
+    pack_event,
+    unpack_decision,
+    unpack_event,
+)
 from producers.shadow import ShadowRunner, is_skipped_shadow
 
 AT = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -92,6 +99,7 @@ def test_events_pack_and_unpack_to_the_same_wire_form() -> None:
     )
     for event in (decision, transition):
         assert encode_event(unpack_event(pack_event(event))) == encode_event(event)
+    assert encode_event(unpack_decision(pack_decision(decision))) == encode_event(decision)
 
 
 def test_every_call_is_journaled_by_the_child_while_kafka_is_away_and_sent_after_a_restart(
