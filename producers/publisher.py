@@ -772,7 +772,12 @@ class ProcessPublisher:
 
     ``publisher_options`` go to the child's :class:`Publisher` and must pickle (a
     ``producer_factory`` must be a module-level callable). ``stats`` and ``flush`` ask the
-    child (a round trip).
+    child (a round trip; ``stats`` raises :class:`PublishError` when it gets no answer).
+
+    ``pools``: a picklable zero-argument callable the child calls once, returning ``{"v1":
+    pool, "v2": pool}`` or an object with ``.v1``/``.v2`` (``functools.partial(Simulator,
+    seed=0)``); with it the child also runs the shadow executions a :class:`ShadowRunner`
+    hands over (see ``producers.shadow.HostedShadows``).
     """
 
     def __init__(
@@ -1033,7 +1038,7 @@ class ProcessPublisher:
         with self._lock:
             waiting = len(self._backlog)
         if answer is None:
-            return PublisherStats(0, 0, 0, 0, 0, 0, 0, 0, waiting, False)
+            raise PublishError("the publisher's child process did not answer within 10 s")
         stats: PublisherStats = answer[1]
         return dataclasses.replace(stats, pending=stats.pending + waiting)
 
@@ -1077,7 +1082,7 @@ _NOTHING: Any = object()
 #: How often the child looks at its pipe (it sleeps between looks; see _FrameReader.poll).
 _CHILD_POLL = 0.005
 #: The child's niceness (``MIGRATION_LEDGER_PUBLISHER_NICE`` overrides it).
-_CHILD_NICE = 5
+_CHILD_NICE = 0
 
 
 class _FrameReader:

@@ -7,6 +7,7 @@ one), stops it for about 30 s in the middle of a simulated run and starts it aga
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections import Counter
@@ -18,7 +19,7 @@ import pytest
 
 from ledger.events import OperationRecorded, RolloutDecided, decode_event
 from ledger.settings import Settings
-from producers.publisher import Publisher
+from producers.publisher import ProcessPublisher, Publisher
 from producers.shadow import PoolError, Route, ShadowRunner, is_skipped_shadow
 from producers.simulator import Simulator, Workload
 
@@ -189,9 +190,12 @@ class Callers:
             self._stop.wait(max(0.0, interval - elapsed))
 
 
+@pytest.mark.parametrize("where", ["threads", "child"])
 def test_with_the_broker_down_for_30_s_every_operation_arrives_exactly_once_afterwards(
-    private_broker: Any, topic_prefix: str, tmp_path: Path
+    private_broker: Any, topic_prefix: str, tmp_path: Path, where: str
 ) -> None:
+    """``threads``: the publisher and the shadows on the caller's process; ``child``: both in
+    the ProcessPublisher's child process (the caller's process only writes a pipe)."""
     from kafka import KafkaAdminClient
 
     settings = Settings(bootstrap_servers=private_broker.bootstrap, topic_prefix=topic_prefix)
@@ -206,7 +210,13 @@ def test_with_the_broker_down_for_30_s_every_operation_arrives_exactly_once_afte
     admin.close()
 
     sim = Simulator(seed=3)
-    publisher = Publisher(settings, journal_path=tmp_path / "journal.jsonl").start()
+    journal = tmp_path / "journal.jsonl"
+    publisher: Publisher | ProcessPublisher
+    if where == "threads":
+        publisher = Publisher(settings, journal_path=journal).start()
+    else:
+        pools = functools.partial(Simulator, seed=3)
+        publisher = ProcessPublisher(settings, journal_path=journal, pools=pools).start()
     runner = ShadowRunner(sim.v1, sim.v2, V1Router(), publisher)
     callers = Callers(runner, Workload(seed=3, sessions=50, rate=40.0))
     callers.start()
