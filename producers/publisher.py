@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ledger import events as ledger_events
 from ledger.errors import PublishError
 from ledger.events import Event, OperationRecorded, RolloutDecided, encode_event
+from ledger.kafka import clients
 from ledger.settings import Settings
 from producers.journal import Envelope, Journal, JournalEntry
 
@@ -128,7 +129,6 @@ def kafka_producer_factory(
     deduplicated by the broker) rather than failed and sent anew.
     """
     config: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
         "client_id": client_id,
         "enable_idempotence": True,
         "acks": "all",
@@ -144,10 +144,9 @@ def kafka_producer_factory(
     }
 
     def create() -> KafkaLikeProducer:
-        from kafka import KafkaProducer
-
-        producer: KafkaLikeProducer = KafkaProducer(**config)
-        return producer
+        # Built where every client is (connection and security settings in one place).
+        built: KafkaLikeProducer = clients.producer(settings, **config)
+        return built
 
     return create
 

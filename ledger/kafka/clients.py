@@ -2,9 +2,10 @@
 
 Library errors are converted at this boundary: callers see ``BrokerError`` (cannot reach or
 read) and ``PublishError`` (cannot hand a record over), never a library's own exception type.
-Security (TLS, SASL) comes from ``Settings`` and is applied here to every client, faust's
-included (``faust_credentials``). The client libraries are imported inside the builders:
-importing ``ledger.kafka`` stays light, and the command line starts fast.
+Security (TLS, SASL) comes from ``Settings`` and is applied here to every client (faust's
+credentials are built from the same ``ssl_context`` in ``streams.app``). The client libraries
+are imported inside the builders: importing ``ledger.kafka`` stays light, and the command line
+starts fast.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ __all__ = [
     "aiokafka_security",
     "broker_errors",
     "consumer",
-    "faust_credentials",
     "kafka_python_security",
     "producer",
     "publish_errors",
@@ -76,25 +76,6 @@ def aiokafka_security(settings: Settings) -> dict[str, Any]:
     if context is not None:
         options["ssl_context"] = context
     return options
-
-
-def faust_credentials(settings: Settings) -> Any:
-    """faust's ``broker_credentials`` for these settings (None for PLAINTEXT)."""
-    if settings.security_protocol == "PLAINTEXT":
-        return None
-    # Deferred: faust loads only in the worker.
-    from faust import SASLCredentials, SSLCredentials
-
-    context = ssl_context(settings)
-    if settings.sasl_mechanism is None:
-        return SSLCredentials(context)
-    assert settings.sasl_password is not None
-    return SASLCredentials(
-        username=settings.sasl_username,
-        password=settings.sasl_password.get_secret_value(),
-        ssl_context=context,
-        mechanism=settings.sasl_mechanism,
-    )
 
 
 def _connection(settings: Settings) -> dict[str, Any]:

@@ -8,13 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ledger.kafka.clients import (
-    aiokafka_security,
-    faust_credentials,
-    kafka_python_security,
-    ssl_context,
-)
+from ledger.kafka.clients import aiokafka_security, kafka_python_security, ssl_context
 from ledger.settings import Settings
+from streams.app import faust_credentials
 
 SASL = {
     "security_protocol": "SASL_PLAINTEXT",
