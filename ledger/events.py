@@ -114,6 +114,27 @@ class OperationRecorded(Event):
         return self
 
 
+#: ``error.type`` of a shadow the runner decided not to run (breaker open, queue full...).
+SHADOW_SKIPPED = "shadow_skipped"
+#: ``error.source`` of every error the shadow runner itself records (skips and timeouts).
+RUNNER_SOURCE = "shadow_runner"
+
+
+def is_skipped_shadow(event: OperationRecorded) -> bool:
+    """True for the record of a shadow the runner did not run: not an execution of its pool.
+
+    Pairing classifies its pair ``shadow_missing`` at once (no wait for the timeout), and the
+    health windows do not count it: a breaker open for a minute is not thousands of V2 errors.
+    """
+    error = event.error
+    return (
+        event.role == "shadow"
+        and error is not None
+        and error.type == SHADOW_SKIPPED
+        and (error.model_extra or {}).get("source") == RUNNER_SOURCE
+    )
+
+
 class DecisionReason(StrEnum):
     """Why a request went where it went, in the spirit of OpenFeature's reason codes."""
 

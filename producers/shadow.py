@@ -68,6 +68,8 @@ from ledger.breaker import CircuitBreaker
 from ledger.breaker import allow as breaker_allow
 from ledger.comparison import RuleSet, load_rules
 from ledger.events import (
+    RUNNER_SOURCE,
+    SHADOW_SKIPPED,
     BreakerStateChanged,
     DecisionReason,
     OperationError,
@@ -75,6 +77,7 @@ from ledger.events import (
     Pool,
     Resources,
     RolloutDecided,
+    is_skipped_shadow,
 )
 from ledger.settings import Settings
 from producers.publisher import EventSink, from_micros, to_micros
@@ -103,23 +106,8 @@ Clock = Callable[[], datetime]
 PoolCallable = Callable[[str, Mapping[str, Any]], Any]
 #: Canonical error types that are the program's fault, not V2's: they never trip the breaker.
 PROGRAM_ERRORS: Final = frozenset({"python"})
-#: ``error.type`` of a shadow the runner decided not to run (see "Skipped shadows" above).
-SHADOW_SKIPPED: Final = "shadow_skipped"
-#: ``error.source`` of every error the runner itself records (skips and timeouts).
-RUNNER_SOURCE: Final = "shadow_runner"
 #: Why a shadow was skipped: ``error.reason`` of a ``shadow_skipped`` record.
 SkipReason = Literal["circuit_open", "queue_full", "queued_too_long", "closed"]
-
-
-def is_skipped_shadow(event: OperationRecorded) -> bool:
-    """True for the record of a shadow the runner did not run: not an execution of its pool."""
-    error = event.error
-    return (
-        event.role == "shadow"
-        and error is not None
-        and error.type == SHADOW_SKIPPED
-        and (error.model_extra or {}).get("source") == RUNNER_SOURCE
-    )
 
 
 def _utc_now() -> datetime:
