@@ -33,16 +33,22 @@ __all__ = [
 T = TypeVar("T")
 
 
-def kafka_python_security(settings: Settings) -> dict[str, Any]:
-    """The security options of a kafka-python client (none for PLAINTEXT)."""
+def _sasl_options(settings: Settings) -> dict[str, Any]:
+    """Protocol and SASL options: the same names in kafka-python and aiokafka."""
     options: dict[str, Any] = {}
     if settings.security_protocol != "PLAINTEXT":
         options["security_protocol"] = settings.security_protocol
     if settings.sasl_mechanism is not None:
+        assert settings.sasl_password is not None  # the settings refuse SASL without one
         options["sasl_mechanism"] = settings.sasl_mechanism
         options["sasl_plain_username"] = settings.sasl_username
-        assert settings.sasl_password is not None  # the settings refuse SASL without one
         options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    return options
+
+
+def kafka_python_security(settings: Settings) -> dict[str, Any]:
+    """The security options of a kafka-python client (none for PLAINTEXT)."""
+    options = _sasl_options(settings)
     for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         value = getattr(settings, name)
         if value is not None:
@@ -64,14 +70,7 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 def aiokafka_security(settings: Settings) -> dict[str, Any]:
     """The security options of an aiokafka client (none for PLAINTEXT)."""
-    options: dict[str, Any] = {}
-    if settings.security_protocol != "PLAINTEXT":
-        options["security_protocol"] = settings.security_protocol
-    if settings.sasl_mechanism is not None:
-        options["sasl_mechanism"] = settings.sasl_mechanism
-        options["sasl_plain_username"] = settings.sasl_username
-        assert settings.sasl_password is not None
-        options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    options = _sasl_options(settings)
     context = ssl_context(settings)
     if context is not None:
         options["ssl_context"] = context
