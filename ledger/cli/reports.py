@@ -40,6 +40,7 @@ class TextFormat(StrEnum):
 
 
 def _open(duckdb: Path | None) -> tuple[Any, Path]:
+    # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.store import open_reader
 
     settings = build_settings(duckdb=duckdb)
@@ -77,6 +78,7 @@ def _emit(text: str, out: Path | None) -> None:
 
 
 def _console(out: Path | None) -> Any:
+    # Deferred: rich loads only when something is printed.
     from rich.console import Console
 
     if out is None:
@@ -88,6 +90,7 @@ def render(
     report: Report, fmt: Format, out: Path | None, *, source: str, section: str | None
 ) -> None:
     """Print (or write to ``out``) ``report`` in ``fmt``."""
+    # Deferred: the reports load DuckDB: only the reading commands need them.
     from reports.html import render_html
     from reports.render import render_csv, render_json, render_table
 
@@ -134,6 +137,8 @@ def report(
     duckdb: DuckdbOption = None,
 ) -> None:
     """Build a report over the ledger. go-no-go exits 1 on NO-GO."""
+    # Deferred: DuckDB loads only when the ledger is read or written; the reports load DuckDB: only
+    # the reading commands need them.
     import duckdb as duck
 
     from reports.catalog import REPORTS, ReportOptions, build_report
@@ -183,6 +188,8 @@ def replay(
 
     Exits 1 when the recomputed decision differs from the recorded one.
     """
+    # Deferred: DuckDB loads only when the ledger is read or written; the reports load DuckDB: only
+    # the reading commands need them.
     import duckdb as duck
 
     from reports.explain import explain, render_explanation
@@ -234,6 +241,8 @@ def audit(
     Exits 1 when a decision disagrees, the chain is broken or a checkpoint fails, naming the
     version, or the table, partition and offsets.
     """
+    # Deferred: DuckDB loads only when the ledger is read or written; the reports load DuckDB: only
+    # the reading commands need them.
     import duckdb as duck
 
     from reports.audit import audit as run_audit
@@ -268,6 +277,8 @@ def reclassify(
     duckdb: DuckdbOption = None,
 ) -> None:
     """Re-run the comparisons of stored pairs under other rules; print how categories move."""
+    # Deferred: DuckDB loads only when the ledger is read or written; the reports load DuckDB: only
+    # the reading commands need them.
     import duckdb as duck
 
     from reports.reclassify import reclassify as run
