@@ -15,8 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from store_factories import comparison, operation
-
 from ledger import flags, rollout
 from ledger.checkpoint import Signer, flag_log_origin
 from ledger.events import (
@@ -30,6 +28,7 @@ from ledger.events import (
 from ledger.evidence import flag_log_checkpoint
 from ledger.merkle import CompactTree, leaf_hash
 from ledger.store.writer import LedgerWriter, SourceRecord
+from tests.unit.store_factories import comparison, operation
 
 T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 FLAG = "v2_migration"

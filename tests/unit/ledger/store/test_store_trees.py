@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from store_factories import every_type, records
 
 from ledger.checkpoint import parse_note, partition_origin
 from ledger.merkle import root_of
@@ -18,6 +17,7 @@ from ledger.store.integrity import (
 )
 from ledger.store.trees import record_leaf
 from ledger.store.writer import LedgerWriter
+from tests.unit.store_factories import every_type, records
 
 
 def held(ledger: Path) -> list[HeldCheckpoint]:

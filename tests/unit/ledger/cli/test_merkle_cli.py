@@ -16,12 +16,12 @@ from typing import Any
 
 import duckdb
 import pytest
-from merkle_factories import FLAG_TOPIC, KEY, Built, build
 from typer.testing import CliRunner
 
 from ledger import flags
 from ledger.cli.app import app
 from ledger.events import FlagChanged, decode_event, encode_event
+from tests.unit.merkle_factories import FLAG_TOPIC, KEY, Built, build
 
 runner = CliRunner()
 
