@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["TOPICS", "Settings"]
@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     health_grace: float = Field(default=5.0, ge=0)
     #: A TOML health policy (``ledger.policy.load_policy``); None = the defaults.
     health_policy: Path | None = None
+    #: Bearer token of ``migration-ledger serve``; required when it binds beyond loopback.
+    serve_token: SecretStr | None = None
 
     def topic(self, logical: str) -> str:
         """The Kafka topic for a logical name such as ``"operations"``."""
