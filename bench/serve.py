@@ -12,8 +12,9 @@ deque append). With ``--url`` (e.g. ``http://127.0.0.1:8016``) a running ``serve
 
 The load is open-loop: request *i* is sent at ``start + i / R`` whatever the earlier ones did,
 over 32 keep-alive connections, for 1000 sessions in turn. Two latencies: from the moment the
-request was sent (``p50_ms``, ``p99_ms``), and from the moment it was due (``*_due_ms``: when
-the client falls behind its schedule this shows it, instead of hiding the queueing). The
+client issued the request (``p50_ms``, ``p99_ms``; this includes waiting for a free connection),
+and from the moment it was due (``*_due_ms``: when the client falls behind its schedule this
+shows it, instead of hiding the queueing). The
 client runs on the same machine as the server: on a loaded machine both fight for the CPUs,
 so the load average is printed beside the figures. The goal is p99 <= 5 ms at 1000/s.
 """
@@ -212,9 +213,9 @@ def main() -> None:
     print(
         f"OFREP single evaluation at {options.rate:.0f}/s for {options.seconds:.0f} s on {url}:\n"
         f"  {figures['requests_per_s']} requests/s, {figures['errors']} errors\n"
-        f"  from send: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, "
+        f"  from issue: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, "
         f"max {figures['max_ms']} ms\n"
-        f"  from due:  p50 {figures['p50_due_ms']} ms, p99 {figures['p99_due_ms']} ms\n"
+        f"  from due:   p50 {figures['p50_due_ms']} ms, p99 {figures['p99_due_ms']} ms\n"
         f"  CPU per request: server {figures.get('server_cpu_us_per_request', '?')} us, "
         f"client {figures['client_cpu_us_per_request']} us\n"
         f"  load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"

@@ -11,7 +11,9 @@ Routes (OFREP core, plus its configuration extension):
 * ``POST /ofrep/v1/evaluate/flags`` — both flags from one routing, with a weak ``ETag``; an
   ``If-None-Match`` naming it gets ``304`` and is *not* recorded (the client keeps the answer
   it already has, which was recorded when it was given);
-* ``GET /ofrep/v1/configuration`` — name, polling and the supported types.
+* ``GET /ofrep/v1/configuration`` — name, polling and the supported types;
+* ``GET /api/status`` — the flag as this server sees it and what it served; ``GET /`` — a
+  small live page polling it (``producers/static/live.html``).
 
 Every answered evaluation of ``migration-pool`` (and every ``200`` bulk answer, which holds it)
 publishes its ``RolloutDecided`` through the same :class:`~producers.publisher.EventSink` the
@@ -32,6 +34,7 @@ import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from importlib.resources import files
 from typing import Any
 
 from aiohttp import web
@@ -58,6 +61,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: ``GET /``: the live page (HTML and JS, no build step), shipped in the package.
+LIVE_PAGE: bytes = files("producers").joinpath("static/live.html").read_bytes()
+
 #: The polling interval offered to static-context (browser) providers.
 MIN_POLLING_INTERVAL_MS = 1_000
 
@@ -77,6 +83,8 @@ class OfrepService:
         self.stale_after = stale_after
         self.evaluations = 0
         self.not_modified = 0
+        #: Recorded pool decisions by pool, since start (the live page shows the split).
+        self.pools: dict[str, int] = {"v1": 0, "v2": 0}
 
     def _route(self, context: OfrepContext) -> Route:
         return self.client.route(
@@ -90,6 +98,7 @@ class OfrepService:
 
     def _record(self, route: Route) -> None:
         self.evaluations += 1
+        self.pools[route.decision.pool] += 1
         if self.publisher is not None:
             self.publisher.publish(route.decision)
 
@@ -125,6 +134,43 @@ class OfrepService:
             return 304, None, etag
         self._record(route)
         return 200, {"flags": answers}, etag
+
+    def status(self) -> dict[str, Any]:
+        """The flag as this server sees it, and what it served (``GET /api/status``)."""
+        state = self.client.state
+        values = state.values
+        staleness = self.client.staleness()
+        if values.frozen:
+            stage = "frozen"
+        elif not values.v2_pool_enabled:
+            stage = "V2 off"
+        elif values.v2_rollout_bp >= 10_000:
+            stage = "V2 at 100%"
+        elif values.v2_rollout_bp > 0:
+            stage = "ramping"
+        else:
+            stage = "V2 on, 0%"
+        return {
+            "flag": state.flag,
+            "flag_version": state.version,
+            "stage": stage,
+            "described": values.describe(),
+            "v2_pool_enabled": values.v2_pool_enabled,
+            "v2_rollout_bp": values.v2_rollout_bp,
+            "shadow_mode_enabled": values.shadow_mode_enabled,
+            "shadow_sample_bp": values.shadow_sample_bp,
+            "session_overrides": len(values.session_overrides),
+            "environment_overrides": dict(values.environment_overrides),
+            "frozen": values.frozen,
+            "changed_at": state.changed_at.isoformat() if state.changed_at else None,
+            "staleness_s": round(staleness, 3),
+            "stale": staleness > self.stale_after,
+            "served": {
+                "evaluations": self.evaluations,
+                "not_modified": self.not_modified,
+                "pools": dict(self.pools),
+            },
+        }
 
     def configuration(self) -> dict[str, Any]:
         return {
@@ -166,6 +212,12 @@ def make_app(service: OfrepService, *, token: str | None = None) -> web.Applicat
     async def configuration(_request: web.Request) -> web.Response:
         return _json(200, service.configuration())
 
+    async def status(_request: web.Request) -> web.Response:
+        return _json(200, service.status(), {"Cache-Control": "no-store"})
+
+    async def page(_request: web.Request) -> web.Response:
+        return web.Response(body=LIVE_PAGE, content_type="text/html", charset="utf-8")
+
     middlewares: list[Any] = [_errors]
     if token:
         middlewares.append(_bearer(token))
@@ -173,6 +225,8 @@ def make_app(service: OfrepService, *, token: str | None = None) -> web.Applicat
     app.router.add_post("/ofrep/v1/evaluate/flags/{key}", evaluate)
     app.router.add_post("/ofrep/v1/evaluate/flags", evaluate_bulk)
     app.router.add_get("/ofrep/v1/configuration", configuration)
+    app.router.add_get("/api/status", status)
+    app.router.add_get("/", page)
     return app
 
 

@@ -362,3 +362,42 @@ def test_only_loopback_binds_without_a_token(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
     assert (bind_refusal(host, None) is None) is loopback
     assert bind_refusal(host, "token") is None
+
+
+# --- the live page ------------------------------------------------------------------------------
+
+
+def test_the_status_follows_the_flag_and_counts_what_was_served() -> None:
+    client = flag_client(*RAMP)
+    service = OfrepService(client, ListSink())
+
+    async def scenario(http_client: TestClient[Any, Any]) -> None:
+        response = await http_client.get("/api/status")
+        assert response.status == 200
+        status = await response.json()
+        assert (status["flag_version"], status["stage"], status["v2_rollout_bp"]) == (
+            2,
+            "ramping",
+            5_000,
+        )
+        nothing = {"evaluations": 0, "not_modified": 0, "pools": {"v1": 0, "v2": 0}}
+        assert status["served"] == nothing
+        for n in range(10):
+            await http_client.post(
+                f"/ofrep/v1/evaluate/flags/{POOL_FLAG}", json={"context": {"targetingKey": f"s{n}"}}
+            )
+        client.ingest_all(changes(*RAMP, {"command": "freeze"})[2:])
+        status = await (await http_client.get("/api/status")).json()
+        assert (status["flag_version"], status["stage"], status["frozen"]) == (3, "frozen", True)
+        pools = status["served"]["pools"]
+        assert pools == {
+            "v1": sum(client.decide(f"s{n}").pool == "v1" for n in range(10)),
+            "v2": sum(client.decide(f"s{n}").pool == "v2" for n in range(10)),
+        }
+
+        page = await http_client.get("/")
+        assert page.status == 200
+        assert page.content_type == "text/html"
+        assert "api/status" in await page.text()
+
+    http(service, scenario)
