@@ -105,6 +105,10 @@ def test_ofrep_answers_agree_with_decide_and_each_decision_reaches_the_decisions
             )
             assert status == 200, answer
             answers[f"ofrep-{n}"] = answer
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as page:
+            status_document = json.loads(page.read())
+        assert (status_document["flag_version"], status_document["stage"]) == (2, "ramping")
+        assert sum(status_document["served"]["pools"].values()) >= len(SESSIONS)
         status, missing = post(port, "/ofrep/v1/evaluate/flags/other-flag", {"context": {}})
         assert (status, missing["errorCode"]) == (404, "FLAG_NOT_FOUND")
 
