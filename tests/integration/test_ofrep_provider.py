@@ -1,4 +1,4 @@
-"""The official Python OFREP provider against the OFREP server: same answers as the router.
+"""The official OFREP providers (Python, Node) against the OFREP server: the router's answers.
 
 No broker: the server runs in this process on a loopback port, over a flag client fed the
 events the flag log writer would append, and records into a list. What is checked is the wire:
@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,3 +127,61 @@ def test_the_official_python_provider_gets_the_routers_answers(
     decisions = [e for e in recorded.events if isinstance(e, RolloutDecided)]
     assert [d.correlation_id for d in decisions] == [f"op-{n}" for n in range(len(SESSIONS))]
     assert {d.pool for d in decisions} == {"v1", "v2"}
+
+
+NODE_PACKAGES = [
+    "@openfeature/server-sdk",
+    "@openfeature/core",
+    "@openfeature/ofrep-provider",
+    "@openfeature/ofrep-core",
+]
+NODE_SCRIPT = """
+import { OpenFeature } from '@openfeature/server-sdk';
+import { OFREPProvider } from '@openfeature/ofrep-provider';
+const [baseUrl, ...sessions] = process.argv.slice(2);
+await OpenFeature.setProviderAndWait(new OFREPProvider({ baseUrl }));
+const client = OpenFeature.getClient();
+const out = [];
+for (const [n, targetingKey] of sessions.entries()) {
+  const d = await client.getStringDetails(
+    'migration-pool', 'v1', { targetingKey, correlation_id: 'node-' + n });
+  out.push({ value: d.value, reason: d.reason, bucket: d.flagMetadata.bucket, error: d.errorCode });
+}
+const missing = await client.getStringDetails('migration-colour', 'v1', { targetingKey: 's' });
+out.push({ value: missing.value, error: missing.errorCode });
+console.log(JSON.stringify(out));
+"""
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="needs node and npm")
+def test_the_official_node_provider_gets_the_routers_answers(
+    served: tuple[str, FlagClient, Recorded], tmp_path: Path
+) -> None:
+    base_url, client, recorded = served
+    install = subprocess.run(
+        ["npm", "install", "--silent", "--no-audit", "--no-fund", *NODE_PACKAGES],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert install.returncode == 0, install.stderr
+    (tmp_path / "evaluate.mjs").write_text(NODE_SCRIPT)
+    sessions = SESSIONS[:20]
+    run = subprocess.run(
+        ["node", "evaluate.mjs", base_url, *sessions],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    *answers, missing = json.loads(run.stdout)
+    for n, (session, answer) in enumerate(zip(sessions, answers, strict=True)):
+        decision = client.decide(session)
+        assert answer.get("error") is None  # JSON drops an undefined errorCode
+        assert (answer["value"], answer["bucket"]) == (decision.pool, decision.bucket)
+        assert answer["reason"] == ("TARGETING_MATCH" if n == 0 else "SPLIT")
+    assert (missing["value"], missing["error"]) == ("v1", "FLAG_NOT_FOUND")
+    decisions = [e for e in recorded.events if isinstance(e, RolloutDecided)]
+    assert [d.correlation_id for d in decisions] == [f"node-{n}" for n in range(len(sessions))]
