@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     health_grace: float = Field(default=5.0, ge=0)
     #: A TOML health policy (``ledger.policy.load_policy``); None = the defaults.
     health_policy: Path | None = None
+    #: Bearer token of ``migration-ledger serve``; required when it binds beyond loopback.
+    serve_token: SecretStr | None = None
     #: Ed25519 key signing checkpoints: a file path or the key itself (PEM, or base64 of the
     #: 32-byte seed). None: checkpoints are unsigned. Never logged (a SecretStr).
     signing_key: SecretStr | None = None

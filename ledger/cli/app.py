@@ -20,6 +20,7 @@ from ledger.cli import (
     reports,
     rules,
     schema,
+    serve,
     simulate,
     sink,
     store,
@@ -44,6 +45,8 @@ app.command("sink")(sink.sink)
 app.command("simulate")(simulate.simulate)
 app.command("demo")(demo.demo)
 app.command("check")(check.check)
+# Serving routers in any language: OFREP over HTTP.
+app.command("serve")(serve.serve)
 
 # Steering the migration: flags, the switchover controller, rollback.
 app.add_typer(flags.flags_app, name="flags")
