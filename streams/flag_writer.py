@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ledger.errors import CommandError, EventDecodeError
 from ledger.events import CommandRejected, FlagChanged, decode_event, encode_event
 from streams.dead_letters import dead_letter
+from streams.message import Message
 from streams.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -44,14 +45,6 @@ class LogSource(Protocol):
     async def read_to_end(self) -> list[tuple[int, bytes | None]]:
         """Every record after the last one returned, up to the log's current end."""
         ...
-
-
-class Message(Protocol):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 class FlagWriter:

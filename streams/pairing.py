@@ -2,7 +2,7 @@
 
 Faust has no stream-stream join, so the first half of each correlation id waits in a table
 (``pairing``) whose changelog is co-partitioned with ``pool.operations``; the other half is
-compared with it by ``ledger.comparison``. The slot logic itself is pure (``streams.pairs``);
+compared with it by ``ledger.comparison``. The slot logic itself is pure (``ledger.pairing``);
 this module feeds it messages, keeps the in-memory indexes it needs (deadlines, emissions by
 input position) and publishes what it returns.
 
@@ -30,12 +30,10 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ledger.events import ComparisonRecorded, OperationRecorded, encode_event
-from streams.dead_letters import Rejected, dead_letter, decode_or_reject
-from streams.metrics import Metrics
-from streams.pairs import (
+from ledger.pairing import (
     Classifier,
     Decided,
     Outcome,
@@ -47,6 +45,9 @@ from streams.pairs import (
     expire,
     receive,
 )
+from streams.dead_letters import Rejected, dead_letter, decode_or_reject
+from streams.message import Message
+from streams.metrics import Metrics
 
 if TYPE_CHECKING:
     from streams.app import LedgerApp
@@ -63,7 +64,7 @@ TICK_SLACK_S = 1.0
 
 
 class RuleClassifier:
-    """``streams.pairs.Classifier`` backed by ``ledger.comparison`` and one rule set."""
+    """``ledger.pairing.Classifier`` backed by ``ledger.comparison`` and one rule set."""
 
     def __init__(self, rules_path: Path | None = None) -> None:
         from ledger.comparison import load_rules
@@ -83,17 +84,6 @@ class RuleClassifier:
         from ledger.comparison import missing_comparison
 
         return missing_comparison(present, at=at, late=late, rules=self.rules)
-
-
-class Message(Protocol):
-    """The parts of a faust message the agent reads."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float
-    key: bytes | None
-    value: bytes | None
 
 
 Send = Callable[..., Awaitable[Any]]
@@ -360,7 +350,7 @@ def install(ledger: LedgerApp) -> None:
         key_type=bytes,
         value_type=bytes,
         partitions=settings.partitions,
-        help="correlation id -> pending half or decided comparison (streams.pairs)",
+        help="correlation id -> pending half or decided comparison (ledger.pairing)",
     )
 
     def caught_up(partition: int, next_offset: int | None) -> bool:

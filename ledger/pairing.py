@@ -22,9 +22,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from ledger.events import ComparisonRecorded, OperationRecorded, Pool
+from ledger.frozen import Frozen
 
 __all__ = [
     "Classifier",
@@ -55,11 +56,7 @@ class Classifier(Protocol):
     ) -> ComparisonRecorded: ...
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Position(_Frozen):
+class Position(Frozen):
     """Where an input message sits in Kafka: what caused an emission."""
 
     topic: str
@@ -67,7 +64,7 @@ class Position(_Frozen):
     offset: int
 
 
-class Emission(_Frozen):
+class Emission(Frozen):
     """A comparison the slot emitted, and the input whose processing emitted it.
 
     If the worker dies after the table write reached the changelog but before the comparison
@@ -79,7 +76,7 @@ class Emission(_Frozen):
     event: ComparisonRecorded
 
 
-class Pending(_Frozen):
+class Pending(Frozen):
     state: Literal["pending"] = "pending"
     half: OperationRecorded
     partition: int
@@ -87,7 +84,7 @@ class Pending(_Frozen):
     due: float
 
 
-class Decided(_Frozen):
+class Decided(Frozen):
     state: Literal["decided"] = "decided"
     #: pool -> event id of every half that took part (a late half included).
     halves: dict[Pool, str]

@@ -1,4 +1,4 @@
-"""The pairing table's slot logic (streams.pairs): pure, so hypothesis drives it hard."""
+"""The pairing table's slot logic (ledger.pairing): pure, so hypothesis drives it hard."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stream_factories import half
 
 from ledger.comparison import comparison_id_for
-from streams.pairs import (
+from ledger.pairing import (
     Decided,
     Outcome,
     Pending,
@@ -20,6 +19,7 @@ from streams.pairs import (
     expire,
     receive,
 )
+from tests.unit.streams.stream_factories import half
 
 AT = datetime(2025, 3, 1, 10, 0, 5, tzinfo=UTC)
 TIMEOUT = 30.0
