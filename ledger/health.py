@@ -38,6 +38,8 @@ __all__ = [
     "HealthWindow",
     "HealthWindows",
     "LatencySketch",
+    "PartialWindows",
+    "WindowMerger",
     "assessment_id_for",
     "merge_windows",
     "window_start",
@@ -453,3 +455,86 @@ class HealthWindows:
         if self.closed_before is None or horizon > self.closed_before:
             self.closed_before = horizon
         return [self.open.pop(key) for key in due]
+
+
+@dataclass(frozen=True)
+class PartialWindows:
+    """What one input partition closed in one step: its windows, and how far it has closed.
+
+    ``closed_before`` says every window of this partition starting before it is final, even
+    one that had nothing (a partition without traffic still reports its progress); a merger
+    waits for every partition's progress before it publishes a whole window.
+    """
+
+    partition: int
+    closed_before: datetime
+    windows: tuple[HealthWindow, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "partition": self.partition,
+            "closed_before": self.closed_before.astimezone(UTC).isoformat(),
+            "windows": [window.to_dict() for window in self.windows],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PartialWindows:
+        if data.get("format") != _FORMAT:
+            raise ValueError(f"unknown partial windows format {data.get('format')!r}")
+        return cls(
+            partition=int(data["partition"]),
+            closed_before=datetime.fromisoformat(data["closed_before"]),
+            windows=tuple(HealthWindow.from_dict(w) for w in data["windows"]),
+        )
+
+
+WindowKey = tuple[str, str, datetime]
+
+
+@dataclass
+class WindowMerger:
+    """Merges the partial windows of ``partitions`` input partitions into whole windows.
+
+    A window is whole once every partition has closed past its start; then the partial
+    windows received for it (one per partition at most: a partition that re-sends one after a
+    restart sends the same figures, and the first copy is kept) merge into exactly the window
+    one accumulator fed with every partition would hold. A partial arriving for a window
+    already merged is counted in ``late`` and dropped: a published window never changes.
+    """
+
+    partitions: int
+    closed_before: dict[int, datetime] = field(default_factory=dict)
+    parts: dict[WindowKey, dict[int, HealthWindow]] = field(default_factory=dict)
+    #: Every window starting before this has been merged (and handed out by ``ready``).
+    merged_before: datetime | None = None
+    late: int = 0
+
+    def add(self, partial: PartialWindows) -> None:
+        if not 0 <= partial.partition < self.partitions:
+            return  # a partition of another partition count: not one of ours
+        seen = self.closed_before.get(partial.partition)
+        if seen is None or partial.closed_before > seen:
+            self.closed_before[partial.partition] = partial.closed_before
+        for window in partial.windows:
+            if self.merged_before is not None and window.start < self.merged_before:
+                self.late += 1
+                continue
+            self.parts.setdefault(window.key, {}).setdefault(partial.partition, window)
+
+    @property
+    def horizon(self) -> datetime | None:
+        """Windows starting before this are closed on every partition (None: not all heard)."""
+        if len(self.closed_before) < self.partitions:
+            return None
+        return min(self.closed_before.values())
+
+    def ready(self) -> list[HealthWindow]:
+        """Remove and return every whole window, sorted by (start, pool, operation)."""
+        horizon = self.horizon
+        if horizon is None:
+            return []
+        due = sorted((k for k in self.parts if k[2] < horizon), key=lambda k: (k[2], k[0], k[1]))
+        if self.merged_before is None or horizon > self.merged_before:
+            self.merged_before = horizon
+        return [merge_windows(self.parts.pop(key).values()) for key in due]

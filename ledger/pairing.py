@@ -36,6 +36,8 @@ __all__ = [
     "Position",
     "Slot",
     "Step",
+    "bare",
+    "counted",
     "decode_slot",
     "encode_slot",
     "expire",
@@ -91,6 +93,9 @@ class Decided(Frozen):
     emissions: tuple[Emission, ...]
     partition: int
     forget_at: float
+    #: Every half that took part, without its result (``bare``): what the health windows
+    #: counted, so a restarted worker rebuilds its open windows from the slots alone.
+    executions: tuple[OperationRecorded, ...] = ()
 
     @property
     def comparison(self) -> ComparisonRecorded:
@@ -99,6 +104,25 @@ class Decided(Frozen):
 
 Slot = Annotated[Pending | Decided, Field(discriminator="state")]
 _SLOT: TypeAdapter[Pending | Decided] = TypeAdapter(Slot)
+
+
+def bare(half: OperationRecorded) -> OperationRecorded:
+    """The half without its result: all the health windows read of it, a fraction of its size."""
+    return half if half.result is None else half.model_copy(update={"result": None})
+
+
+def counted(
+    slot: Pending | Decided,
+) -> tuple[tuple[OperationRecorded, ...], tuple[ComparisonRecorded, ...]]:
+    """The executions and the (not late) comparisons the health windows counted for a slot.
+
+    Every half a slot holds was counted once when it arrived (a duplicate never reaches a
+    slot), and every comparison it emitted once when it was emitted: the windows of a
+    partition are the fold of its slots, which is how they survive a crash exactly.
+    """
+    if isinstance(slot, Pending):
+        return (slot.half,), ()
+    return slot.executions, tuple(e.event for e in slot.emissions if not e.event.late)
 
 
 def encode_slot(slot: Pending | Decided) -> bytes:
@@ -163,6 +187,7 @@ def receive(
             emissions=(Emission(position=position, event=comparison),),
             partition=slot.partition,
             forget_at=max(arrived, slot.arrived) + keep_for,
+            executions=(bare(first), bare(half)),
         )
         return Step(Outcome.PAIRED, decided, (comparison,))
     if half.event_id in slot.halves.values():
@@ -174,6 +199,7 @@ def receive(
         update={
             "halves": {**slot.halves, half.pool: half.event_id},
             "emissions": (*slot.emissions, Emission(position=position, event=marker)),
+            "executions": (*slot.executions, bare(half)),
         }
     )
     return Step(Outcome.LATE, late, (marker,))
@@ -196,6 +222,7 @@ def expire(
             emissions=(Emission(position=position, event=comparison),),
             partition=slot.partition,
             forget_at=slot.due + keep_for,
+            executions=(bare(slot.half),),
         )
         return Step(Outcome.EXPIRED, decided, (comparison,))
     if isinstance(slot, Decided) and now >= slot.forget_at:
