@@ -15,6 +15,7 @@ the other pool's window. Pure code: time is always passed in.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -180,7 +181,7 @@ class HealthWindow:
     sample_size: int = SAMPLE_SIZE
     #: hash priority -> latency (ms): the ``sample_size`` events with the smallest priority.
     sample: dict[int, float] = field(default_factory=dict)
-    _largest: int | None = field(default=None, compare=False, repr=False)
+    _largest: list[int] | None = field(default=None, compare=False, repr=False)
 
     @property
     def end(self) -> datetime:
@@ -237,13 +238,16 @@ class HealthWindow:
             self.sample[priority] = value_ms
             self._largest = None
             return
-        largest = self._largest if self._largest is not None else max(self.sample)
-        if priority < largest:
+        heap = self._largest
+        if heap is None or len(heap) != len(self.sample):
+            # A max-heap (negated) of the kept priorities: replacing the largest is O(log k).
+            heap = [-kept for kept in self.sample]
+            heapq.heapify(heap)
+            self._largest = heap
+        if priority < -heap[0]:
+            largest = -heapq.heapreplace(heap, -priority)
             del self.sample[largest]
             self.sample[priority] = value_ms
-            # Replacing gets rarer as the window fills (k/n): only then is the max recomputed.
-            largest = max(self.sample)
-        self._largest = largest
 
     def merged(self, other: HealthWindow) -> HealthWindow:
         """A new window holding both; raises ``ValueError`` for windows of another key/size."""
@@ -401,6 +405,7 @@ class HealthWindows:
     #: Windows starting before this have been closed.
     closed_before: datetime | None = None
     late: int = 0
+    _last: datetime | None = field(default=None, compare=False, repr=False)
 
     def _window(self, pool: Pool, operation: str, start: datetime) -> HealthWindow:
         key = (pool, operation, start)
@@ -422,8 +427,16 @@ class HealthWindows:
             return True
         return False
 
+    def _start(self, at: datetime) -> datetime:
+        # Events come roughly in time order: most fall in the window of the one before.
+        last = self._last
+        if last is not None and last <= at < last + self.size:
+            return last
+        start = self._last = window_start(at, self.size)
+        return start
+
     def add_operation(self, operation: OperationRecorded, *, error_type: str | None = None) -> None:
-        start = window_start(operation.started_at, self.size)
+        start = self._start(operation.started_at)
         if self._is_late(start):
             return
         for name in (operation.operation, ALL_OPERATIONS):
@@ -434,7 +447,7 @@ class HealthWindows:
             )
 
     def add_comparison(self, comparison: ComparisonRecorded) -> None:
-        start = window_start(comparison.at, self.size)
+        start = self._start(comparison.at)
         if self._is_late(start):
             return
         names = [ALL_OPERATIONS]

@@ -143,6 +143,8 @@ class PartitionHealth:
                 self.count_operation(slot.partition, operation)
             for comparison in comparisons:
                 self.count_comparison(slot.partition, comparison)
+        # Rebuilt, not read: only executions read from now on say a partition is still busy.
+        self.seen_at.clear()
 
     @property
     def late(self) -> int:

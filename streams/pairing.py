@@ -109,6 +109,7 @@ Write = Callable[[int, bytes, bytes | None], None]
 #: An input position (topic, partition, offset) as a plain tuple: hashed per message.
 PositionKey = tuple[str, int, int]
 _COUNTED = frozenset({Outcome.STORED, Outcome.PAIRED, Outcome.LATE})
+_NOWHERE = Position(topic="", partition=-1, offset=-1)
 
 
 class PairingAgent:
@@ -156,7 +157,10 @@ class PairingAgent:
         self.health = health
         self.send_partial = send_partial
         self.assigned = assigned or self._partitions_seen
-        self.slots: dict[bytes, Pending | Decided] = {}
+        #: Pending slots decoded; decided ones as the bytes the table holds (the same object),
+        #: decoded again only if a duplicate or a late half needs them.
+        self.slots: dict[bytes, Pending | Decided | bytes] = {}
+        self._forget_at: dict[bytes, float] = {}
         self.clock: dict[int, float] = {}
         self.next_offset: dict[int, int] = {}
         self.deadlines: dict[int, list[tuple[float, bytes]]] = defaultdict(list)
@@ -183,26 +187,45 @@ class PairingAgent:
 
     def rebuild(self) -> None:
         """Decode the table and rebuild the indexes and health windows (after a rebalance)."""
-        self.slots = {key: decode_slot(raw) for key, raw in list(self.table.items())}
+        decoded = {key: (raw, decode_slot(raw)) for key, raw in list(self.table.items())}
+        self.slots = {}
+        self._forget_at.clear()
         self.deadlines.clear()
         self.pending.clear()
         self.emitted_at.clear()
         self.ticks_out.clear()
         self._dirty.clear()
-        for key, slot in self.slots.items():
-            self._index(key, slot)
+        for key, (raw, slot) in decoded.items():
+            # Emissions are indexed here only: a position is read again only after a restart
+            # or a rebalance, and both come through here.
+            self._index(key, slot, emissions=True)
+            self._keep(key, slot, raw)
         if self.health is not None:
-            self.health.restore(self.slots.values())
+            self.health.restore(slot for _, slot in decoded.values())
         self.indexed = True
         self._set_pending_gauge()
 
-    def _index(self, key: bytes, slot: Pending | Decided) -> None:
+    def _keep(self, key: bytes, slot: Pending | Decided, raw: bytes) -> None:
+        if isinstance(slot, Decided):
+            self.slots[key] = raw
+            self._forget_at[key] = slot.forget_at
+        else:
+            self.slots[key] = slot
+            self._forget_at.pop(key, None)
+
+    def _slot(self, key: bytes) -> Pending | Decided | None:
+        slot = self.slots.get(key)
+        return decode_slot(slot) if isinstance(slot, bytes) else slot
+
+    def _index(self, key: bytes, slot: Pending | Decided, *, emissions: bool = False) -> None:
         if isinstance(slot, Pending):
             heapq.heappush(self.deadlines[slot.partition], (slot.due, key))
             self.pending[slot.partition].add(key)
         else:
             heapq.heappush(self.deadlines[slot.partition], (slot.forget_at, key))
             self.pending[slot.partition].discard(key)
+            if not emissions:
+                return
             for emission in slot.emissions:
                 at = emission.position
                 self.emitted_at[(at.topic, at.partition, at.offset)].add(key)
@@ -252,7 +275,13 @@ class PairingAgent:
         slots = self.slots
         for key, partition in self._dirty.items():
             slot = slots.get(key)
-            self.write(partition, key, None if slot is None else encode_slot(slot))
+            if slot is None:
+                self.write(partition, key, None)
+                continue
+            assert not isinstance(slot, bytes)  # written since the last flush: an object
+            raw = encode_slot(slot)
+            self.write(partition, key, raw)
+            self._keep(key, slot, raw)
         self._dirty.clear()
         self._set_pending_gauge()
 
@@ -278,15 +307,16 @@ class PairingAgent:
         except Rejected as rejected:
             await self._dead_letter(message, rejected.reason)
         else:
-            old = self.slots.get(key)
+            old = self._slot(key)
             try:
                 step = receive(
                     old,
                     half,
                     partition=partition,
-                    position=Position.model_construct(
-                        topic=position[0], partition=position[1], offset=position[2]
-                    ),
+                    # A first half emits nothing, so records no position.
+                    position=_NOWHERE
+                    if old is None
+                    else Position(topic=position[0], partition=position[1], offset=position[2]),
                     arrived=arrived,
                     at=self._now(),
                     timeout=self.timeout,
@@ -323,12 +353,20 @@ class PairingAgent:
         now = self.clock.get(partition)
         if not heap or now is None or heap[0][0] > now:
             return
-        at = Position.model_construct(topic=position[0], partition=position[1], offset=position[2])
+        at = Position(topic=position[0], partition=position[1], offset=position[2])
         while heap and heap[0][0] <= now:
             _, key = heapq.heappop(heap)
-            old = self.slots.get(key)
-            if old is None:
+            kept = self.slots.get(key)
+            if kept is None:
                 continue
+            if isinstance(kept, bytes):
+                forget_at = self._forget_at.get(key)
+                if forget_at is not None and forget_at <= now:
+                    # A decided slot past its memory: forgotten without decoding it.
+                    self._outcomes[Outcome.FORGOTTEN].inc()
+                    self._forget(key, partition)
+                continue  # a stale deadline: the slot was decided again since
+            old = kept
             step = expire(
                 old,
                 now=now,
@@ -340,9 +378,17 @@ class PairingAgent:
             if step.outcome is not Outcome.UNCHANGED:
                 await self._apply(key, partition, old, step, None)
 
+    def _forget(self, key: bytes, partition: int) -> None:
+        self.slots.pop(key, None)
+        self._forget_at.pop(key, None)
+        keys = self.pending.get(partition)
+        if keys is not None:
+            keys.discard(key)
+        self._dirty[key] = partition
+
     async def _republish(self, position: PositionKey) -> None:
         for key in list(self.emitted_at.get(position, ())):
-            slot = self.slots.get(key)
+            slot = self._slot(key)
             if not isinstance(slot, Decided):
                 continue
             for emission in slot.emissions:
@@ -365,8 +411,10 @@ class PairingAgent:
                 self._unindex(key, old)
             if step.slot is None:
                 self.slots.pop(key, None)
+                self._forget_at.pop(key, None)
             else:
                 self.slots[key] = step.slot
+                self._forget_at.pop(key, None)
                 self._index(key, step.slot)
             self._dirty[key] = partition
         health = self.health
