@@ -14,6 +14,7 @@ from ledger.pairing import (
     Outcome,
     Pending,
     Position,
+    counted,
     decode_slot,
     encode_slot,
     expire,
@@ -174,3 +175,50 @@ def test_any_arrival_order_gives_one_comparison_per_correlation_id(
             frozenset({"v2"}): "primary_missing",
         }[frozenset(seen)]
         assert emitted[cid] == [expected]
+
+
+@st.composite
+def arrivals(draw: st.DrawFn) -> list[Any]:
+    """Halves of a few correlation ids in any order, some sent twice (same event id)."""
+    halves = []
+    for n in range(draw(st.integers(1, 6))):
+        pools = draw(st.sampled_from([("v1", "v2"), ("v1",), ("v2",)]))
+        halves.extend(half(f"c{n}", pool) for pool in pools)
+    halves.extend(draw(st.lists(st.sampled_from(halves), max_size=4)) if halves else [])
+    return list(draw(st.permutations(halves)))
+
+
+@settings(max_examples=80, deadline=None)
+@given(order=arrivals(), data=st.data())
+def test_the_slots_hold_every_distinct_execution_once_whatever_the_order(
+    order: list[Any], data: st.DataObject, classifier: Any
+) -> None:
+    """What the health windows rebuild from (``counted``) is what they counted live: each
+    distinct execution once, each non-late comparison once, timeouts and late halves too."""
+    slots: dict[str, Any] = {}
+    live_executions: list[str] = []
+    live_comparisons: list[str] = []
+    clock = 100.0
+    for offset, h in enumerate(order):
+        clock += data.draw(st.sampled_from([0.0, 1.0, TIMEOUT + 1]))
+        for cid in list(slots):
+            step = tick(slots[cid], clock, classifier)
+            if step.outcome is not Outcome.UNCHANGED:
+                slots[cid] = step.slot
+                live_comparisons += [e.comparison_id for e in step.emit if not e.late]
+        step = arrive(slots.get(h.correlation_id), h, classifier, offset=offset, arrived=clock)
+        if step.outcome in (Outcome.STORED, Outcome.PAIRED, Outcome.LATE):
+            live_executions.append(h.event_id)
+        live_comparisons += [e.comparison_id for e in step.emit if not e.late]
+        slots[h.correlation_id] = decode_slot(encode_slot(step.slot))  # through the table
+
+    rebuilt_executions: list[str] = []
+    rebuilt_comparisons: list[str] = []
+    for slot in slots.values():
+        executions, comparisons = counted(slot)
+        rebuilt_executions += [e.event_id for e in executions]
+        rebuilt_comparisons += [c.comparison_id for c in comparisons]
+        assert all(e.result is None for e in executions if isinstance(slot, Decided))
+    assert sorted(rebuilt_executions) == sorted(live_executions)
+    assert sorted(live_executions) == sorted({h.event_id for h in order})
+    assert sorted(rebuilt_comparisons) == sorted(live_comparisons)
