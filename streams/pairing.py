@@ -157,6 +157,7 @@ class PairingAgent:
         self.health = health
         self.send_partial = send_partial
         self.assigned = assigned or self._partitions_seen
+        self._owned_only = assigned is not None
         #: Pending slots decoded; decided ones as the bytes the table holds (the same object),
         #: decoded again only if a duplicate or a late half needs them.
         self.slots: dict[bytes, Pending | Decided | bytes] = {}
@@ -188,6 +189,9 @@ class PairingAgent:
     def rebuild(self) -> None:
         """Decode the table and rebuild the indexes and health windows (after a rebalance)."""
         decoded = {key: (raw, decode_slot(raw)) for key, raw in list(self.table.items())}
+        if self._owned_only:
+            owned = set(self.assigned())
+            decoded = {k: v for k, v in decoded.items() if v[1].partition in owned}
         self.slots = {}
         self._forget_at.clear()
         self.deadlines.clear()
@@ -535,12 +539,19 @@ def install(ledger: LedgerApp) -> None:
         # The store directly, and the changelog of the partition the slot belongs to: in a
         # batch the "current event" faust would take the partition from is another one.
         store = table.data
+        # faust's memory store drops the keys of revoked partitions after a rebalance only
+        # for keys whose partition it knows (those it recovered): tell it ours.
+        owners = getattr(store, "_key_partition", None)
         if value is None:
             if key in store:
                 del store[key]
+            if owners is not None:
+                owners.pop(key, None)
             table.send_changelog(partition, key, None, value_serializer="raw")
         else:
             store[key] = value
+            if owners is not None:
+                owners[key] = partition
             table.send_changelog(partition, key, value)
 
     # The producer faust flushes before every commit, without faust's per-send bookkeeping.
