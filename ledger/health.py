@@ -92,6 +92,19 @@ def _sample_priority(event_id: str) -> int:
     return int.from_bytes(digest, "big")
 
 
+def latency_key(value_ms: float, relative_accuracy: float = RELATIVE_ACCURACY) -> int | None:
+    """The DDSketch bin of a latency (None: at or below the smallest it can tell from 0)."""
+    mapping = _mapping(relative_accuracy)
+    if value_ms <= mapping.min_possible:
+        return None
+    return int(mapping.key(value_ms))
+
+
+def execution_keys(operation: OperationRecorded) -> tuple[int, int | None]:
+    """The sample priority and the latency bin of one execution (its windows share them)."""
+    return _sample_priority(operation.event_id), latency_key(operation.duration_ms)
+
+
 def _micros(value_ms: float) -> int:
     return round(value_ms * 1000)
 
@@ -114,11 +127,13 @@ class LatencySketch:
         return self.zero_count + sum(self.bins.values())
 
     def add(self, value_ms: float) -> None:
-        mapping = _mapping(self.relative_accuracy)
-        if value_ms <= mapping.min_possible:
+        self.add_key(latency_key(value_ms, self.relative_accuracy))
+
+    def add_key(self, key: int | None) -> None:
+        """Count one value by its bin (``latency_key``; None: the zero bucket)."""
+        if key is None:
             self.zero_count += 1
             return
-        key = int(mapping.key(value_ms))
         self.bins[key] = self.bins.get(key, 0) + 1
 
     def merged(self, other: LatencySketch) -> LatencySketch:
@@ -197,8 +212,14 @@ class HealthWindow:
         *,
         error_type: str | None = None,
         worker_failure_types: frozenset[str] = WORKER_FAILURE_TYPES,
+        keys: tuple[int, int | None] | None = None,
     ) -> None:
-        """Count one execution; ``error_type`` is its canonical error type (else ``error.type``)."""
+        """Count one execution; ``error_type`` is its canonical error type (else ``error.type``).
+
+        ``keys`` are ``execution_keys(operation)`` when the caller counts the same execution
+        in several windows (its operation's and the pool's): the hash and the sketch key are
+        then computed once.
+        """
         self.count += 1
         if operation.outcome == "error":
             self.error_count += 1
@@ -210,9 +231,13 @@ class HealthWindow:
             # Latency describes answers only: a failure is judged by the error rate, and a
             # timeout's duration is the timeout setting. One timeout among the ~100 executions
             # of a short window would otherwise *be* its p99 and roll back a healthy pool.
-            self.latency.add(operation.duration_ms)
+            priority, bin_key = keys if keys is not None else execution_keys(operation)
+            if self.latency.relative_accuracy == RELATIVE_ACCURACY:
+                self.latency.add_key(bin_key)
+            else:  # a sketch of its own accuracy: its own bins
+                self.latency.add(operation.duration_ms)
             self.latency_sum_us += _micros(operation.duration_ms)
-            self._sample(_sample_priority(operation.event_id), operation.duration_ms)
+            self._sample(priority, operation.duration_ms)
         resources = operation.resources
         if resources is not None:
             if resources.cpu_ms is not None:
@@ -439,11 +464,13 @@ class HealthWindows:
         start = self._start(operation.started_at)
         if self._is_late(start):
             return
+        keys = execution_keys(operation) if operation.outcome != "error" else None
         for name in (operation.operation, ALL_OPERATIONS):
             self._window(operation.pool, name, start).add_operation(
                 operation,
                 error_type=error_type,
                 worker_failure_types=self.worker_failure_types,
+                keys=keys,
             )
 
     def add_comparison(self, comparison: ComparisonRecorded) -> None:

@@ -105,7 +105,7 @@ class RuleClassifier:
 
 Send = Callable[..., Awaitable[Any]]
 #: (partition, key, value or None to delete): one table write, in the partition's changelog.
-Write = Callable[[int, bytes, bytes | None], None]
+Write = Callable[[int, bytes, bytes | None], Awaitable[Any]]
 #: An input position (topic, partition, offset) as a plain tuple: hashed per message.
 PositionKey = tuple[str, int, int]
 _COUNTED = frozenset({Outcome.STORED, Outcome.PAIRED, Outcome.LATE})
@@ -175,7 +175,7 @@ class PairingAgent:
         self._events_in: dict[str, Any] = {}
         self._comparisons_out: dict[tuple[str, bool], Any] = {}
 
-    def _write_table(self, partition: int, key: bytes, value: bytes | None) -> None:
+    async def _write_table(self, partition: int, key: bytes, value: bytes | None) -> None:
         if value is None:
             self.table.pop(key, None)
         else:
@@ -269,22 +269,22 @@ class PairingAgent:
             else:
                 await self._operation(message, position)
                 read.add(message.partition)
-        self._flush()
+        await self._flush()
         for partition in read:
             await self._close_health(partition, caught_up=False)
 
-    def _flush(self) -> None:
+    async def _flush(self) -> None:
         if not self._dirty:
             return
         slots = self.slots
         for key, partition in self._dirty.items():
             slot = slots.get(key)
             if slot is None:
-                self.write(partition, key, None)
+                await self.write(partition, key, None)
                 continue
             assert not isinstance(slot, bytes)  # written since the last flush: an object
             raw = encode_slot(slot)
-            self.write(partition, key, raw)
+            await self.write(partition, key, raw)
             self._keep(key, slot, raw)
         self._dirty.clear()
         self._set_pending_gauge()
@@ -349,7 +349,7 @@ class PairingAgent:
         if caught_up:
             self.clock[partition] = max(self.clock.get(partition, 0.0), wall - TICK_SLACK_S)
             await self._expire_due(partition, position)
-        self._flush()
+        await self._flush()
         await self._close_health(partition, caught_up=caught_up)
 
     async def _expire_due(self, partition: int, position: PositionKey) -> None:
@@ -535,9 +535,13 @@ def install(ledger: LedgerApp) -> None:
             return []
         return [tp.partition for tp in tps if tp.topic == operations_name]
 
-    def write(partition: int, key: bytes, value: bytes | None) -> None:
-        # The store directly, and the changelog of the partition the slot belongs to: in a
-        # batch the "current event" faust would take the partition from is another one.
+    changelog_name = table.changelog_topic.get_topic_name()
+
+    async def write(partition: int, key: bytes, value: bytes | None) -> Any:
+        # The store directly, and the changelog of the partition the slot belongs to (in a
+        # batch the "current event" faust would take the partition from is another one),
+        # through the producer itself: faust's table path queues each write in a buffer that
+        # it drains one message at a time, and every commit waits for it to run dry.
         store = table.data
         # faust's memory store drops the keys of revoked partitions after a rebalance only
         # for keys whose partition it knows (those it recovered): tell it ours.
@@ -547,12 +551,11 @@ def install(ledger: LedgerApp) -> None:
                 del store[key]
             if owners is not None:
                 owners.pop(key, None)
-            table.send_changelog(partition, key, None, value_serializer="raw")
         else:
             store[key] = value
             if owners is not None:
                 owners[key] = partition
-            table.send_changelog(partition, key, value)
+        return await app.producer.send(changelog_name, key, value, partition, None, None)
 
     # The producer faust flushes before every commit, without faust's per-send bookkeeping.
     async def send_comparison(key: bytes, value: bytes) -> Any:
