@@ -363,7 +363,7 @@ def install(ledger: LedgerApp) -> None:
     policy = options.get("health_policy") or load_policy(settings.health_policy)
     health = ledger.topic("health")
     flag_commands = ledger.topic("flag_commands")
-    from streams.topics import topic_name
+    from ledger.kafka.topics import topic_name
 
     partials_name = topic_name(settings, "health_partials")
     health_name = health.get_topic_name()

@@ -490,8 +490,8 @@ def install(ledger: LedgerApp) -> None:
     """Add the pairing table, agent and timeout timer to the app."""
     from faust.types import TP
 
+    from ledger.kafka.topics import topic_name
     from streams.health import partition_health
-    from streams.topics import topic_name
 
     app = ledger.app
     settings = ledger.settings

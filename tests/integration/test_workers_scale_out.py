@@ -16,8 +16,8 @@ from pathlib import Path
 from pipeline_support import TopicReader, Worker, operation, publish
 
 from ledger.events import encode_event
+from ledger.kafka.admin import ensure_topics
 from ledger.settings import Settings
-from streams.topics import ensure_topics
 
 PAIRS = 300
 PAIRING_TIMEOUT = 3.0
