@@ -93,8 +93,8 @@ class Decided(Frozen):
     emissions: tuple[Emission, ...]
     partition: int
     forget_at: float
-    #: Every half that took part, without its result (``bare``): what the health windows
-    #: counted, so a restarted worker rebuilds its open windows from the slots alone.
+    #: Every half that took part: what the health windows counted, so a restarted worker
+    #: rebuilds its open windows from the slots alone (stored without results: ``bare``).
     executions: tuple[OperationRecorded, ...] = ()
 
     @property
@@ -125,7 +125,14 @@ def counted(
     return slot.executions, tuple(e.event for e in slot.emissions if not e.event.late)
 
 
+#: What a decided slot's executions lose on the way to the table: their results.
+_BARE: dict[str, object] = {"executions": {"__all__": {"result"}}}
+
+
 def encode_slot(slot: Pending | Decided) -> bytes:
+    """The table's form of a slot: a decided slot's executions go without their results."""
+    if isinstance(slot, Decided):
+        return slot.model_dump_json(exclude=_BARE).encode()  # type: ignore[arg-type]
     return slot.model_dump_json().encode()
 
 
@@ -187,7 +194,7 @@ def receive(
             emissions=(Emission(position=position, event=comparison),),
             partition=slot.partition,
             forget_at=max(arrived, slot.arrived) + keep_for,
-            executions=(bare(first), bare(half)),
+            executions=(first, half),
         )
         return Step(Outcome.PAIRED, decided, (comparison,))
     if half.event_id in slot.halves.values():
@@ -199,7 +206,7 @@ def receive(
         update={
             "halves": {**slot.halves, half.pool: half.event_id},
             "emissions": (*slot.emissions, Emission(position=position, event=marker)),
-            "executions": (*slot.executions, bare(half)),
+            "executions": (*slot.executions, half),
         }
     )
     return Step(Outcome.LATE, late, (marker,))
@@ -222,7 +229,7 @@ def expire(
             emissions=(Emission(position=position, event=comparison),),
             partition=slot.partition,
             forget_at=slot.due + keep_for,
-            executions=(bare(slot.half),),
+            executions=(slot.half,),
         )
         return Step(Outcome.EXPIRED, decided, (comparison,))
     if isinstance(slot, Decided) and now >= slot.forget_at:

@@ -173,6 +173,8 @@ class PairingAgent:
         # Labelled children looked up once: ``labels()`` costs more than the increment.
         self._outcomes = {outcome: metrics.pairing.labels(outcome.value) for outcome in Outcome}
         self._events_in: dict[str, Any] = {}
+        #: Counted per batch, added to the metrics at its end (an ``inc`` takes a lock).
+        self._tally: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self._comparisons_out: dict[tuple[str, bool], Any] = {}
 
     async def _write_table(self, partition: int, key: bytes, value: bytes | None) -> None:
@@ -260,6 +262,8 @@ class PairingAgent:
         if not self.indexed:
             self.rebuild()
         read: set[int] = set()
+        operations = 0
+        topic = ""
         for message in messages:
             position = (message.topic, message.partition, message.offset)
             if position in self.emitted_at:
@@ -269,9 +273,24 @@ class PairingAgent:
             else:
                 await self._operation(message, position)
                 read.add(message.partition)
+                operations += 1
+                topic = message.topic
+        if operations:
+            counter = self._events_in.get(topic)
+            if counter is None:
+                counter = self._events_in[topic] = self.metrics.events_in.labels(topic)
+            counter.inc(operations)
         await self._flush()
         for partition in read:
             await self._close_health(partition, caught_up=False)
+        self._count()
+
+    def _count(self) -> None:
+        tally = self._tally
+        for outcome, count in tally.items():
+            if count:
+                self._outcomes[outcome].inc(count)
+                tally[outcome] = 0
 
     async def _flush(self) -> None:
         if not self._dirty:
@@ -291,10 +310,6 @@ class PairingAgent:
 
     async def _operation(self, message: Message, position: PositionKey) -> None:
         partition = message.partition
-        counter = self._events_in.get(message.topic)
-        if counter is None:
-            counter = self._events_in[message.topic] = self.metrics.events_in.labels(message.topic)
-        counter.inc()
         self.next_offset[partition] = message.offset + 1
         arrived = message.timestamp
         if arrived > self.clock.get(partition, 0.0):
@@ -367,7 +382,7 @@ class PairingAgent:
                 forget_at = self._forget_at.get(key)
                 if forget_at is not None and forget_at <= now:
                     # A decided slot past its memory: forgotten without decoding it.
-                    self._outcomes[Outcome.FORGOTTEN].inc()
+                    self._tally[Outcome.FORGOTTEN] += 1
                     self._forget(key, partition)
                 continue  # a stale deadline: the slot was decided again since
             old = kept
@@ -409,7 +424,7 @@ class PairingAgent:
         step: Step,
         half: OperationRecorded | None,
     ) -> None:
-        self._outcomes[step.outcome].inc()
+        self._tally[step.outcome] += 1
         if step.writes:
             if old is not None:
                 self._unindex(key, old)
