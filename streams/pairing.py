@@ -141,6 +141,7 @@ class PairingAgent:
         health: PartitionHealth | None = None,
         send_partial: Send | None = None,
         assigned: Callable[[], Iterable[int]] | None = None,
+        after_batch: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.table = table
         self.classifier = classifier
@@ -158,6 +159,7 @@ class PairingAgent:
         self.send_partial = send_partial
         self.assigned = assigned or self._partitions_seen
         self._owned_only = assigned is not None
+        self.after_batch = after_batch
         #: Pending slots decoded; decided ones as the bytes the table holds (the same object),
         #: decoded again only if a duplicate or a late half needs them.
         self.slots: dict[bytes, Pending | Decided | bytes] = {}
@@ -284,6 +286,8 @@ class PairingAgent:
         for partition in read:
             await self._close_health(partition, caught_up=False)
         self._count()
+        if self.after_batch is not None:
+            await self.after_batch()
 
     def _count(self) -> None:
         tally = self._tally
@@ -413,7 +417,7 @@ class PairingAgent:
             for emission in slot.emissions:
                 at = emission.position
                 if (at.topic, at.partition, at.offset) == position:
-                    await self._publish(key, emission.event)
+                    await self._publish(key, emission.event, partition=at.partition)
                     self.metrics.replayed.inc()
 
     async def _apply(
@@ -443,7 +447,7 @@ class PairingAgent:
             for event in step.emit:
                 health.count_comparison(partition, event)
         for event in step.emit:
-            await self._publish(key, event)
+            await self._publish(key, event, partition=partition)
             label = (event.category, event.late)
             counter = self._comparisons_out.get(label)
             if counter is None:
@@ -452,8 +456,9 @@ class PairingAgent:
                 )
             counter.inc()
 
-    async def _publish(self, key: bytes, event: ComparisonRecorded) -> None:
-        await self.send_comparison(key, encode_event(event))
+    async def _publish(self, key: bytes, event: ComparisonRecorded, *, partition: int) -> None:
+        # The comparison goes to the partition of its input: co-partitioned by construction.
+        await self.send_comparison(key, encode_event(event), partition=partition)
 
     async def _dead_letter(self, message: Message, reason: str) -> None:
         letter = dead_letter(
@@ -570,11 +575,37 @@ def install(ledger: LedgerApp) -> None:
             store[key] = value
             if owners is not None:
                 owners[key] = partition
-        return await app.producer.send(changelog_name, key, value, partition, None, None)
+        outbox.append((changelog_name, partition, key, value))
 
-    # The producer faust flushes before every commit, without faust's per-send bookkeeping.
-    async def send_comparison(key: bytes, value: bytes) -> Any:
-        return await app.producer.send(comparisons_name, key, value, None, None, None)
+    # A batch's comparisons and changelog writes, sent at its end in one aiokafka batch per
+    # partition, through the producer faust flushes before every commit.
+    outbox: list[tuple[str, int, bytes, bytes | None]] = []
+
+    async def send_comparison(key: bytes, value: bytes, *, partition: int) -> Any:
+        outbox.append((comparisons_name, partition, key, value))
+
+    async def send_outbox() -> None:
+        if not outbox:
+            return
+        records = list(outbox)
+        outbox.clear()
+        producer = getattr(app.producer, "_ensure_producer", None)
+        if producer is None:  # a stand-in producer (tests): one send per record
+            for topic, partition, key, value in records:
+                await app.producer.send(topic, key, value, partition, None, None)
+            return
+        kafka = producer()
+        batches: dict[tuple[str, int], Any] = {}
+        for topic, partition, key, value in records:
+            batch = batches.get((topic, partition))
+            if batch is None:
+                batch = batches[(topic, partition)] = kafka.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                await kafka.send_batch(batch, topic, partition=partition)
+                batch = batches[(topic, partition)] = kafka.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        for (topic, partition), batch in batches.items():
+            await kafka.send_batch(batch, topic, partition=partition)
 
     async def send_dead_letter(key: bytes | None, value: bytes) -> Any:
         return await dead_letters.send(key=key, value=value)
@@ -600,6 +631,7 @@ def install(ledger: LedgerApp) -> None:
         health=partition_health(ledger),
         send_partial=send_partial,
         assigned=assigned,
+        after_batch=send_outbox,
     )
 
     async def on_assigned(*args: Any, **kwargs: Any) -> None:
