@@ -34,6 +34,8 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 
 import argparse
 import contextlib
+import functools
+import json
 import os
 import statistics
 import tempfile
@@ -45,7 +47,7 @@ from typing import Any
 
 from ledger.events import OperationRecorded
 from ledger.settings import Settings
-from producers.publisher import Publisher
+from producers.publisher import ProcessPublisher, Publisher
 from producers.shadow import PoolError, Route, ShadowRunner
 from producers.simulator import Simulator, Workload
 
@@ -72,7 +74,7 @@ def _event(n: int) -> OperationRecorded:
     )
 
 
-def throughput(settings: Settings, events: int, journal: Path) -> None:
+def throughput(settings: Settings, events: int, journal: Path) -> dict[str, Any]:
     batch = [_event(n) for n in range(events)]
     costs: list[float] = []
     with Publisher(settings, journal_path=journal) as publisher:
@@ -96,6 +98,11 @@ def throughput(settings: Settings, events: int, journal: Path) -> None:
         f"  publish() on the caller's thread: p50 {_percentile(costs, 0.5) * 1e6:.1f} us, "
         f"p99 {_percentile(costs, 0.99) * 1e6:.1f} us, max {max(costs) * 1e3:.2f} ms"
     )
+    return {
+        "events_per_s": round(events / (finished - started)),
+        "publish_p50_us": round(_percentile(costs, 0.5) * 1e6, 2),
+        "publish_p99_us": round(_percentile(costs, 0.99) * 1e6, 2),
+    }
 
 
 class _NoShadow:
@@ -105,10 +112,18 @@ class _NoShadow:
         self.client = client
 
     def route(
-        self, session_id: str | None, *, correlation_id: str, environment: str | None = None
+        self,
+        session_id: str | None,
+        *,
+        correlation_id: str,
+        environment: str | None = None,
+        breaker_open: bool = False,
     ) -> Route:
         route = self.client.route(
-            session_id, correlation_id=correlation_id, environment=environment
+            session_id,
+            correlation_id=correlation_id,
+            environment=environment,
+            breaker_open=breaker_open,
         )
         return Route(route.decision, shadow=False)
 
@@ -132,36 +147,61 @@ def _timed_calls(
     return durations
 
 
-def callers_path(settings: Settings, count: int, rate: float, journal: Path) -> None:
+def callers_path(settings: Settings, count: int, rate: float, journal: Path) -> dict[str, Any]:
     from producers.flag_client import FlagClient
 
     calls = Workload(seed=1, sessions=500, rate=rate).calls(count)
     sim = Simulator(seed=1)
     client = FlagClient(settings, environ={})  # default flag state: V1 primary, V2 shadowed
     rows: list[tuple[str, list[float], str]] = []
-    rows.append(("direct pool call", _timed_calls(lambda o, a, s: sim.v1(o, a), calls, rate), ""))
+    direct = _timed_calls(lambda o, a, s: sim.v1(o, a), calls, rate)
+    # Before: the publisher's threads and the shadow threads in the caller's process.
     with Publisher(settings, journal_path=journal) as publisher:
         plain = ShadowRunner(sim.v1, sim.v2, _NoShadow(client), publisher)
-        rows.append(("runner, no shadow", _timed_calls(plain.run, calls, rate), ""))
+        rows.append(("threads: runner, no shadow", _timed_calls(plain.run, calls, rate), ""))
         shadowed = ShadowRunner(sim.v1, sim.v2, client, publisher)
         durations = _timed_calls(shadowed.run, calls, rate)
         stats = shadowed.close(timeout=10)
         note = f"shadow started {stats.shadow_started}, dropped {stats.shadow_dropped}"
-        rows.append(("runner, every call shadowed", durations, note))
+        rows.append(("threads: every call shadowed", durations, note))
         publisher.flush(120)
-    base50, base99 = _percentile(rows[0][1], 0.5), _percentile(rows[0][1], 0.99)
+    # After: publisher and shadows in a child process; the caller decides and writes a pipe.
+    child_journal = journal.with_name("child-" + journal.name)
+    pools = functools.partial(Simulator, seed=1)
+    with ProcessPublisher(settings, journal_path=child_journal, pools=pools) as child:
+        plain = ShadowRunner(sim.v1, sim.v2, _NoShadow(client), child)
+        rows.append(("child: runner, no shadow", _timed_calls(plain.run, calls, rate), ""))
+        shadowed = ShadowRunner(sim.v1, sim.v2, client, child)
+        started = time.perf_counter()
+        durations = _timed_calls(shadowed.run, calls, rate)
+        elapsed = time.perf_counter() - started
+        stats = shadowed.close(timeout=10)
+        note = f"shadow started {stats.shadow_started}, dropped {stats.shadow_dropped}"
+        rows.append(("child: every call shadowed", durations, note))
+        delivered = child.flush(120)
+        child_stats = child.stats
+    direct += _timed_calls(lambda o, a, s: sim.v1(o, a), calls, rate)  # before and after
+    base50, base99 = _percentile(direct, 0.5), _percentile(direct, 0.99)
     print(f"caller's path: {count} calls at {rate:g}/s")
+    print(f"  {'direct pool call':<30} p50 {base50 * 1e6:7.0f} us  p99 {base99 * 1e6:7.0f} us")
+    figures: dict[str, Any] = {"calls_per_s": round(count / elapsed, 1)}
     for name, durations, note in rows:
         p50, p99 = _percentile(durations, 0.5), _percentile(durations, 0.99)
-        added = (
-            ""
-            if name.startswith("direct")
-            else (f"  added p50 {(p50 - base50) * 1e6:+.0f} us, p99 {(p99 - base99) * 1e6:+.0f} us")
-        )
         print(
-            f"  {name:<28} p50 {p50 * 1e6:7.0f} us  p99 {p99 * 1e6:7.0f} us  "
-            f"mean {statistics.fmean(durations) * 1e6:7.0f} us{added}  {note}"
+            f"  {name:<30} p50 {p50 * 1e6:7.0f} us  p99 {p99 * 1e6:7.0f} us  "
+            f"mean {statistics.fmean(durations) * 1e6:7.0f} us  "
+            f"added p50 {(p50 - base50) * 1e6:+.0f} us, p99 {(p99 - base99) * 1e6:+.0f} us  "
+            f"{note}"
         )
+        key = name.split(":")[0] + ("_shadowed" if "shadowed" in name else "_no_shadow")
+        figures[f"{key}_added_p50_ms"] = round((p50 - base50) * 1e3, 3)
+        figures[f"{key}_added_p99_ms"] = round((p99 - base99) * 1e3, 3)
+    print(f"  child publisher: delivered={delivered} {child_stats}")
+    figures["caller_added_p50_ms"] = figures["child_shadowed_added_p50_ms"]
+    figures["caller_added_p99_ms"] = figures["child_shadowed_added_p99_ms"]
+    figures["direct_p50_ms"] = round(base50 * 1e3, 3)
+    figures["direct_p99_ms"] = round(base99 * 1e3, 3)
+    return figures
 
 
 def main() -> None:
@@ -172,16 +212,25 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--calls", type=int, default=3_000)
-    parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     options = parser.parse_args()
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     settings = Settings(bootstrap_servers=options.bootstrap_servers, topic_prefix=prefix)
     _ensure_topics(settings)
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    load_start = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} cores, load average {load_start:.1f} at start")
     with tempfile.TemporaryDirectory() as tmp:
-        throughput(settings, options.events, Path(tmp) / "throughput.jsonl")
-        callers_path(settings, options.calls, options.rate, Path(tmp) / "callers.jsonl")
-    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+        figures = throughput(settings, options.events, Path(tmp) / "throughput.jsonl")
+        figures |= callers_path(settings, options.calls, options.rate, Path(tmp) / "callers.jsonl")
+    load_end = os.getloadavg()[0]
+    print(f"load average {load_end:.1f} at the end")
+    if options.json:
+        figures |= {
+            "load_average_start": round(load_start, 2),
+            "load_average_end": round(load_end, 2),
+        }
+        print(json.dumps(figures, sort_keys=True))
 
 
 def _ensure_topics(settings: Settings) -> None:

@@ -11,6 +11,7 @@ producer is caught, not stored), and require timezone-aware timestamps.
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeAlias
@@ -111,6 +112,27 @@ class OperationRecorded(Event):
         if self.outcome == "error" and self.result is not None:
             raise ValueError("result: must be null when outcome is 'error'")
         return self
+
+
+#: ``error.type`` of a shadow the runner decided not to run (breaker open, queue full...).
+SHADOW_SKIPPED = "shadow_skipped"
+#: ``error.source`` of every error the shadow runner itself records (skips and timeouts).
+RUNNER_SOURCE = "shadow_runner"
+
+
+def is_skipped_shadow(event: OperationRecorded) -> bool:
+    """True for the record of a shadow the runner did not run: not an execution of its pool.
+
+    Pairing classifies its pair ``shadow_missing`` at once (no wait for the timeout), and the
+    health windows do not count it: a breaker open for a minute is not thousands of V2 errors.
+    """
+    error = event.error
+    return (
+        event.role == "shadow"
+        and error is not None
+        and error.type == SHADOW_SKIPPED
+        and (error.model_extra or {}).get("source") == RUNNER_SOURCE
+    )
 
 
 class DecisionReason(StrEnum):
@@ -352,6 +374,39 @@ class DeadLettered(Event):
     original_key: str | None = None
     original_b64: str
     at: AwareDatetime
+
+
+#: Longest dead-letter reason kept; a longer one is cut (its start says what went wrong).
+MAX_DEAD_LETTER_REASON = 2_000
+
+
+def dead_letter(
+    raw: bytes | None,
+    *,
+    reason: str,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    key: bytes | None,
+    at: datetime,
+) -> DeadLettered:
+    """The dead letter of one unusable record; its id is its position, so a retry matches.
+
+    Every door that refuses a record (worker agents, sink, ingest) builds it here, so the
+    same record is the same dead letter whoever refused it.
+    """
+    if len(reason) > MAX_DEAD_LETTER_REASON:
+        reason = reason[: MAX_DEAD_LETTER_REASON - 1] + "…"
+    return DeadLettered(
+        event_id=f"dead-letter:{topic}:{partition}:{offset}",
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        reason=reason,
+        original_key=None if key is None else key.decode("utf-8", errors="replace"),
+        original_b64=base64.b64encode(raw or b"").decode("ascii"),
+        at=at,
+    )
 
 
 AnyEvent = Annotated[

@@ -26,7 +26,13 @@ from ddsketch import LogarithmicMapping
 from ddsketch.ddsketch import BaseDDSketch
 from ddsketch.store import DenseStore
 
-from ledger.events import ComparisonRecorded, HealthAssessed, OperationRecorded, Pool
+from ledger.events import (
+    ComparisonRecorded,
+    HealthAssessed,
+    OperationRecorded,
+    Pool,
+    is_skipped_shadow,
+)
 
 __all__ = [
     "ALL_OPERATIONS",
@@ -461,6 +467,9 @@ class HealthWindows:
         return start
 
     def add_operation(self, operation: OperationRecorded, *, error_type: str | None = None) -> None:
+        """Count one execution in its pool's windows; a skipped shadow is not an execution."""
+        if is_skipped_shadow(operation):
+            return
         start = self._start(operation.started_at)
         if self._is_late(start):
             return

@@ -33,6 +33,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, JsonValue, model_validator
 
+from ledger import flags
 from ledger.errors import ConfigurationError, SwitchoverError
 from ledger.events import (
     CommandRejected,
@@ -42,6 +43,8 @@ from ledger.events import (
     SwitchoverRecorded,
 )
 from ledger.frozen import Frozen
+from ledger.gates import Figures, Thresholds
+from ledger.gates import judge as judge_gates
 from ledger.health import ALL_OPERATIONS
 from ledger.policy import JudgePolicy, judge_windows
 
@@ -107,6 +110,21 @@ class SwitchoverPlan(Frozen):
     #: Hold when the canary judge, over the whole soak, says ``fail``.
     require_judge: bool = True
     judge: JudgePolicy = JudgePolicy()
+
+    def soak_thresholds(self) -> Thresholds:
+        """The gates a soak is held to: enough V2 samples, few mismatches, the judge."""
+        return Thresholds(
+            min_comparisons=None,
+            min_samples=self.min_samples,
+            max_mismatch_rate=self.max_mismatch_rate,
+            max_missing_rate=None,
+            max_v2_error_ratio=None,
+            max_p99_ratio=None,
+            max_dead_letter_rate=None,
+            max_rollbacks=None,
+            require_judge=self.require_judge,
+        )
+
     #: Re-send a command that the flag log has not answered after this long.
     command_timeout_s: float = Field(default=30.0, gt=0)
 
@@ -442,8 +460,6 @@ class ControllerCommand(Frozen):
 
 def to_flag_command(command: ControllerCommand) -> Any:
     """The ``ledger.flags`` command model the flag log writer decides."""
-    from ledger import flags  # the flag log's own module, imported when a command is sent
-
     data: dict[str, Any] = {
         "command": command.command,
         "command_id": command.command_id,
@@ -460,8 +476,6 @@ def to_flag_command(command: ControllerCommand) -> Any:
 
 def encode_controller_command(command: ControllerCommand) -> bytes:
     """The wire form of a controller command, as the flag log writer reads commands."""
-    from ledger import flags
-
     encoded: bytes = flags.encode_command(to_flag_command(command))
     return encoded
 
@@ -666,13 +680,16 @@ def _soak_gates(
         "judge_score": judgement.score,
         "judge": {m.name: m.classification.value for m in judgement.metrics},
     }
-    failed: list[str] = []
-    if samples < plan.min_samples:
-        failed.append("samples")
-    if mismatch_rate > plan.max_mismatch_rate:
-        failed.append("mismatch_rate")
-    if plan.require_judge and judgement.verdict == "fail":
-        failed.append("judge")
+    # The one go/no-go evaluation (ledger.gates), on the figures the health windows hold.
+    figures = Figures(
+        comparisons=comparisons,
+        mismatches=mismatches,
+        v2_operations=samples,
+        judge_verdict=judgement.verdict,
+        judge_detail=f"{judgement.verdict} (score {judgement.score})",
+    )
+    checks = judge_gates(figures, plan.soak_thresholds())
+    failed = [check.gate for check in checks if not check.passed]
     return gates, failed
 
 

@@ -29,32 +29,66 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
+import fcntl
 import logging
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ledger import events as ledger_events
+from ledger.errors import PublishError
 from ledger.events import Event, OperationRecorded, RolloutDecided, encode_event
+from ledger.kafka import clients
 from ledger.settings import Settings
 from producers.journal import Envelope, Journal, JournalEntry
+
+if TYPE_CHECKING:
+    from producers.shadow import Draft
 
 __all__ = [
     "DeliveryFuture",
     "EventSink",
     "KafkaLikeProducer",
+    "ProcessPublisher",
     "Publisher",
     "PublisherStats",
+    "from_micros",
     "kafka_producer_factory",
+    "pack_decision",
+    "pack_event",
+    "to_micros",
+    "unpack_decision",
+    "unpack_event",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Events moved from the buffer to the journal per lock hold.
 _MOVE_CHUNK = 256
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_micros(at: datetime) -> int:
+    """A timestamp as whole microseconds since the epoch (exact; pickles as a small int)."""
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    """The UTC timestamp of :func:`to_micros`."""
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 class EventSink(Protocol):
@@ -95,7 +129,6 @@ def kafka_producer_factory(
     deduplicated by the broker) rather than failed and sent anew.
     """
     config: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
         "client_id": client_id,
         "enable_idempotence": True,
         "acks": "all",
@@ -111,10 +144,9 @@ def kafka_producer_factory(
     }
 
     def create() -> KafkaLikeProducer:
-        from kafka import KafkaProducer
-
-        producer: KafkaLikeProducer = KafkaProducer(**config)
-        return producer
+        # Built where every client is (connection and security settings in one place).
+        built: KafkaLikeProducer = clients.producer(settings, **config)
+        return built
 
     return create
 
@@ -652,3 +684,576 @@ class Publisher:
             self._online = True
             self._deferred_until = self._journal.size
         log.warning("publisher: Kafka reachable again; sending the journal in order")
+
+
+# -- the publisher in a child process ------------------------------------------------------------
+#
+# What the caller's process keeps is one non-blocking pipe write per event; everything else
+# (building and encoding the events, the journal, kafka-python and its I/O thread) runs in a
+# child process, where its threads never hold the caller's GIL.
+
+_FRAME = struct.Struct("!I")
+#: Linux's default pipe holds 64 KiB; ask for this much (capped by fs/pipe-max-size).
+_PIPE_BYTES = 1 << 20
+_F_SETPIPE_SZ = 1031
+
+
+def pack_event(event: Event) -> tuple[str, dict[str, Any], tuple[str, ...]]:
+    """An event as (type, fields, names of datetime fields as µs): quick to pickle."""
+    fields = dict(event.__dict__)
+    times = tuple(name for name, value in fields.items() if isinstance(value, datetime))
+    for name in times:
+        fields[name] = to_micros(fields[name])
+    return type(event).__name__, fields, times
+
+
+def unpack_event(packed: tuple[str, dict[str, Any], tuple[str, ...]]) -> Event:
+    name, fields, times = packed
+    for field_name in times:
+        fields[field_name] = from_micros(fields[field_name])
+    model: type[Event] = getattr(ledger_events, name)
+    return model.model_validate(fields)
+
+
+def pack_decision(decision: RolloutDecided) -> tuple[Any, ...]:
+    """A decision as plain values (a third of :func:`pack_event`'s cost: it goes every call)."""
+    return (
+        decision.event_id,
+        decision.schema_version,
+        decision.flag,
+        decision.session_id,
+        decision.correlation_id,
+        decision.environment,
+        decision.pool,
+        decision.reason.value,
+        decision.bucket,
+        decision.threshold_bp,
+        decision.flag_version,
+        decision.hash_version,
+        to_micros(decision.at),
+    )
+
+
+def unpack_decision(packed: tuple[Any, ...]) -> RolloutDecided:
+    names = (
+        "event_id",
+        "schema_version",
+        "flag",
+        "session_id",
+        "correlation_id",
+        "environment",
+        "pool",
+        "reason",
+        "bucket",
+        "threshold_bp",
+        "flag_version",
+        "hash_version",
+    )
+    fields = dict(zip(names, packed, strict=False))
+    fields["reason"] = ledger_events.DecisionReason(fields["reason"])
+    fields["at"] = from_micros(packed[-1])
+    return RolloutDecided.model_validate(fields)
+
+
+class ProcessPublisher:
+    """A :class:`Publisher` that runs in a child process; this side only writes to a pipe.
+
+    Same guarantees as :class:`Publisher` (the child *is* one, on ``journal_path``): nothing
+    is lost across a broker outage or a restart, pending journal lines go first. The caller's
+    thread pickles a few plain values and makes one non-blocking ``write``; the shadow runner
+    hands it drafts (:meth:`record_draft`), so even building the event happens in the child.
+
+    If the pipe is full (the child is starved), frames wait in a backlog here, in order, and
+    go out with the next write; beyond ``backlog_bytes`` the caller waits for the child rather
+    than lose an event. If the child dies, the next write starts a new one on the same
+    journal (it sends what its predecessor journaled); frames the dead child had read but
+    not yet journaled are lost, as they would be in a crash of a one-process publisher.
+
+    ``publisher_options`` go to the child's :class:`Publisher` and must pickle (a
+    ``producer_factory`` must be a module-level callable). ``stats`` and ``flush`` ask the
+    child (a round trip; ``stats`` raises :class:`PublishError` when it gets no answer).
+
+    ``pools``: a picklable zero-argument callable the child calls once, returning ``{"v1":
+    pool, "v2": pool}`` or an object with ``.v1``/``.v2`` (``functools.partial(Simulator,
+    seed=0)``); with it the child also runs the shadow executions a :class:`ShadowRunner`
+    hands over (see ``producers.shadow.HostedShadows``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        journal_path: Path | None = None,
+        backlog_bytes: int = 64 << 20,
+        start_timeout: float = 60.0,
+        pools: Callable[[], Any] | None = None,
+        **publisher_options: Any,
+    ) -> None:
+        self.settings = settings
+        #: Called once in the child: ``{"v1": pool, "v2": pool}`` to run shadows there.
+        self._pools = pools
+        self._reply_lock = threading.Lock()
+        self._outcomes: dict[str, list[bool]] = {}
+        self._hosted: dict[str, dict[str, Any]] = {}
+        self._journal_path = journal_path or settings.cache_dir / "journal" / "publisher.jsonl"
+        self._options = publisher_options
+        self._backlog_limit = backlog_bytes
+        self._start_timeout = start_timeout
+        self._lock = threading.Lock()
+        self._ask_lock = threading.Lock()
+        self._backlog: deque[bytes | memoryview] = deque()
+        self._backlog_bytes = 0
+        self._fd = -1
+        self._process: subprocess.Popen[bytes] | None = None
+        self._replies: _FrameReader | None = None
+        self._closed = False
+        self._started = False
+        self._restarts = 0
+        self._pickle_errors = 0
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> ProcessPublisher:
+        with self._lock:
+            if not self._started:
+                self._spawn()
+                self._started = True
+                atexit.register(self._close_at_exit)
+        return self
+
+    def _spawn(self) -> None:
+        """Start the child: a fresh interpreter (no re-import of ``__main__``, no fork of
+        this process's threads) given the read end of the frame pipe and a reply pipe."""
+        frames_read, frames_write = os.pipe()
+        replies_read, replies_write = os.pipe()
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(frames_write, _F_SETPIPE_SZ, _PIPE_BYTES)
+        code = (
+            "from producers.publisher import _child_main; "
+            f"_child_main({frames_read}, {replies_write})"
+        )
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", code],
+                pass_fds=(frames_read, replies_write),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(frames_read)
+            os.close(replies_write)
+        replies = _FrameReader(replies_read)
+        try:
+            # The child's imports first (sys.path), then its configuration.
+            config = (self.settings, self._journal_path, self._options, self._pools)
+            for message in (sys.path, config):
+                data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+                _write_all(frames_write, _FRAME.pack(len(data)) + data)
+            answer = replies.read(self._start_timeout)
+        except OSError as exc:
+            answer = ("failed", repr(exc))
+        if answer is None or answer[0] != "started":
+            process.kill()
+            process.wait(5)
+            replies.close()
+            os.close(frames_write)
+            why = "no answer" if answer is None else answer[1]
+            raise PublishError(f"the publisher's child process did not start: {why}")
+        os.set_blocking(frames_write, False)
+        self._fd = frames_write
+        self._process, self._replies = process, replies
+
+    def _close_at_exit(self) -> None:
+        self.close(timeout=2.0)
+
+    def __enter__(self) -> ProcessPublisher:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- the caller's side ---------------------------------------------------------------
+
+    def publish(self, event: OperationRecorded | RolloutDecided) -> None:
+        """Queue an operation (key: correlation id) or a decision (key: session id)."""
+        if not isinstance(event, OperationRecorded | RolloutDecided):
+            raise TypeError(f"publish() takes OperationRecorded or RolloutDecided, not {event!r}")
+        self._frame(("p", pack_event(event)))
+
+    def send(self, topic: str, key: str | None, event: Event) -> None:
+        """Queue any event for ``topic`` under ``key``. Never raises."""
+        self._frame(("s", topic, key, pack_event(event)))
+
+    def record_draft(self, draft: Draft, decision: RolloutDecided | None = None) -> None:
+        """Queue an execution the child builds into an ``OperationRecorded`` and publishes
+        (after ``decision``, the routing decision that sent it there, when given).
+
+        Raises (pickle's errors) when the draft does not pickle: the runner then builds the
+        event itself and publishes it.
+        """
+        packed = None if decision is None else pack_decision(decision)
+        self._write(pickle.dumps(("d", draft, packed), pickle.HIGHEST_PROTOCOL))
+
+    def _frame(self, message: tuple[Any, ...]) -> None:
+        try:
+            data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            log.exception("publisher: cannot pass an event to the child process")
+            with self._lock:
+                self._pickle_errors += 1
+            return
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        frame = _FRAME.pack(len(data)) + data
+        with self._lock:
+            if self._closed or not self._started:
+                state = "closed" if self._closed else "not started"
+                log.error("publisher is %s: event not recorded", state)
+                return
+            self._backlog.append(frame)
+            self._backlog_bytes += len(frame)
+            self._drain(block=self._backlog_bytes > self._backlog_limit)
+
+    def _drain(self, *, block: bool, deadline: float = float("inf")) -> bool:
+        """Write the backlog to the pipe, in order (hold the lock); True when it is empty."""
+        while self._backlog:
+            head = self._backlog[0]
+            try:
+                written = os.write(self._fd, head)
+            except BlockingIOError:
+                if not block or time.monotonic() >= deadline:
+                    return False
+                select.select([], [self._fd], [], min(0.1, max(0.0, deadline - time.monotonic())))
+                continue
+            except OSError as exc:  # the child is gone: start another one, same journal
+                self._restart(exc)
+                continue
+            self._backlog_bytes -= written
+            if written == len(head):
+                self._backlog.popleft()
+            else:
+                self._backlog[0] = memoryview(head)[written:]
+        return True
+
+    def _restart(self, why: BaseException) -> None:
+        log.error("publisher: child process lost (%s); starting another on the journal", why)
+        # A frame cut in the middle would be garbage to the new child: restart it whole.
+        if self._backlog and isinstance(self._backlog[0], memoryview):
+            self._backlog[0] = bytes(self._backlog[0])
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        if self._process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(5)
+        if self._replies is not None:
+            self._replies.close()
+        self._restarts += 1
+        self._spawn()
+        for key, options in self._hosted.items():  # the new child hosts the same runners
+            data = pickle.dumps(("open", key, options), pickle.HIGHEST_PROTOCOL)
+            self._backlog.appendleft(_FRAME.pack(len(data)) + data)
+            self._backlog_bytes += len(data) + _FRAME.size
+
+    # -- shadows run by the child (``pools=``) ------------------------------------------------
+
+    @property
+    def runs_shadows(self) -> bool:
+        """True when the child runs the shadow executions (it was given ``pools``)."""
+        return self._pools is not None
+
+    def open_shadows(self, key: str, options: Mapping[str, Any]) -> None:
+        """A runner ``key`` will hand shadows over (``options``: its shadow settings)."""
+        self._hosted[key] = dict(options)
+        self._frame(("open", key, dict(options)))
+
+    def submit_shadow(self, key: str, request: Any, args: Mapping[str, Any]) -> None:
+        """Run one shadow in the child. Raises pickle's errors when ``args`` do not pickle."""
+        self._write(pickle.dumps(("shadow", key, request, args), pickle.HIGHEST_PROTOCOL))
+
+    def breaker_outcomes(self, key: str) -> list[bool]:
+        """Outcomes (failed?) of V2 shadows the child ran for ``key`` since the last look.
+
+        Never waits: when another thread is reading the child's answers, the outcomes it
+        reads are kept for the next look.
+        """
+        replies = self._replies
+        if replies is not None and self._reply_lock.acquire(blocking=False):
+            try:
+                while (message := replies.read_ready()) is not _NOTHING:
+                    if message is None:
+                        break
+                    if message[0] == "outcome":
+                        self._outcomes.setdefault(message[1], []).append(message[2])
+            finally:
+                self._reply_lock.release()
+        outcomes = self._outcomes.get(key)
+        if not outcomes:
+            return []
+        self._outcomes[key] = []
+        return outcomes
+
+    def shadow_stats(self, key: str) -> tuple[Any, int]:
+        """The child's counters for runner ``key`` and its shadows in flight."""
+        answer = self._ask(("shadow_stats", key), 10.0)
+        return (None, 0) if answer is None else (answer[1], answer[2])
+
+    def close_shadows(self, key: str, timeout: float) -> Any:
+        """Wait up to ``timeout`` for runner ``key``'s shadows in the child; their counters."""
+        self._hosted.pop(key, None)
+        answer = self._ask(("shadow_close", key, timeout), timeout + 10.0)
+        return None if answer is None else answer[1]
+
+    # -- asking the child ------------------------------------------------------------------
+
+    def _ask(self, request: tuple[Any, ...], timeout: float) -> Any:
+        """Send a request behind everything written so far; the child's answer (None: none)."""
+        deadline = time.monotonic() + timeout
+        data = pickle.dumps(request, pickle.HIGHEST_PROTOCOL)
+        with self._ask_lock:  # one request at a time: answers come in order
+            with self._lock:
+                if not self._started or self._replies is None:
+                    return None
+                self._backlog.append(_FRAME.pack(len(data)) + data)
+                self._backlog_bytes += len(data) + _FRAME.size
+                if not self._drain(block=True, deadline=deadline):
+                    return None
+                replies = self._replies
+            # Callers keep writing meanwhile: only the lock above is theirs too.
+            with self._reply_lock:
+                while True:
+                    answer = replies.read(max(0.0, deadline - time.monotonic()) + 5.0)
+                    if answer is None or answer[0] != "outcome":
+                        return answer
+                    self._outcomes.setdefault(answer[1], []).append(answer[2])
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything published so far is in Kafka (False on timeout)."""
+        answer = self._ask(("flush", timeout), timeout)
+        return bool(answer is not None and answer[1])
+
+    @property
+    def stats(self) -> PublisherStats:
+        answer = self._ask(("stats",), 10.0)
+        with self._lock:
+            waiting = len(self._backlog)
+        if answer is None:
+            raise PublishError("the publisher's child process did not answer within 10 s")
+        stats: PublisherStats = answer[1]
+        return dataclasses.replace(stats, pending=stats.pending + waiting)
+
+    @property
+    def journal_path(self) -> Path:
+        return self._journal_path
+
+    @property
+    def restarts(self) -> int:
+        """How many times the child process had to be started again."""
+        return self._restarts
+
+    def close(self, timeout: float = 10.0) -> PublisherStats:
+        """Deliver what can be delivered within ``timeout``; the child keeps the rest journaled."""
+        if self._closed or not self._started:
+            self._closed = True
+            return PublisherStats(0, 0, 0, 0, 0, 0, 0, 0, 0, False)
+        atexit.unregister(self._close_at_exit)
+        answer = self._ask(("close", timeout), timeout + 10.0)
+        with self._lock:
+            self._closed = True
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            process = self._process
+        if process is not None:
+            try:
+                process.wait(timeout + 10.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        if self._replies is not None:
+            self._replies.close()
+        if answer is None:
+            log.error("publisher: the child process did not report on close")
+            return PublisherStats(0, 0, 0, 0, 0, 0, 0, 0, len(self._backlog), False)
+        stats: PublisherStats = answer[1]
+        return stats
+
+
+_NOTHING: Any = object()
+#: How often the child looks at its pipe (it sleeps between looks; see _FrameReader.poll).
+_CHILD_POLL = 0.005
+#: The child's niceness (``MIGRATION_LEDGER_PUBLISHER_NICE`` overrides it).
+_CHILD_NICE = 0
+
+
+class _FrameReader:
+    """Length-prefixed pickles from a pipe, with a timeout per frame."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buffer = bytearray()
+
+    def buffered(self) -> Any:
+        """The next message already read, or :data:`_NOTHING`."""
+        if len(self._buffer) >= _FRAME.size:
+            (size,) = _FRAME.unpack_from(self._buffer)
+            if len(self._buffer) >= _FRAME.size + size:
+                data = bytes(self._buffer[_FRAME.size : _FRAME.size + size])
+                del self._buffer[: _FRAME.size + size]
+                return pickle.loads(data)
+        return _NOTHING
+
+    def poll(self, interval: float) -> bool:
+        """Read what the pipe holds, sleeping ``interval`` first when it holds nothing; False
+        at end of file. Never *waits on* the pipe: a writer's ``write`` then wakes nobody, so
+        the writing thread is not preempted by this process at every event it writes."""
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 20)
+            except BlockingIOError:
+                time.sleep(interval)
+                return True
+            except InterruptedError:
+                continue
+            if not chunk:
+                return False
+            self._buffer += chunk
+            if len(chunk) < 1 << 20:
+                return True
+
+    def read_ready(self) -> Any:
+        """The next message if one can be had without waiting, else :data:`_NOTHING`."""
+        while True:
+            message = self.buffered()
+            if message is not _NOTHING:
+                return message
+            if not select.select([self.fd], [], [], 0)[0]:
+                return _NOTHING
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            self._buffer += chunk
+
+    def read(self, timeout: float | None) -> Any:
+        """The next message; None at end of file or when ``timeout`` passes first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            message = self.buffered()
+            if message is not _NOTHING:
+                return message
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                    return None
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except InterruptedError:
+                continue
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            self._buffer += chunk
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _child_main(frames: int, replies: int) -> None:
+    """The child of a :class:`ProcessPublisher`: read frames, build, publish; answer requests."""
+    # Late imports: the child alone needs them, and producers.shadow imports this module.
+    import signal
+    import uuid
+
+    from producers.shadow import HostedShadows, build_operation
+
+    # A terminal's Ctrl-C reaches the whole process group: the parent decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reader = _FrameReader(frames)
+    niceness = int(os.environ.get("MIGRATION_LEDGER_PUBLISHER_NICE", _CHILD_NICE))
+    with contextlib.suppress(OSError, AttributeError):
+        # Batch scheduling: this process never preempts the caller's on waking up, and
+        # a lower priority: on a busy machine the caller's threads get the CPU first.
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        os.nice(niceness)
+
+    answer_lock = threading.Lock()
+
+    def answer(message: tuple[Any, ...]) -> None:
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        with answer_lock:  # shadow threads report outcomes too
+            _write_all(replies, _FRAME.pack(len(data)) + data)
+
+    sys.path[:] = reader.read(None)
+    try:
+        settings, journal_path, options, pools_factory = reader.read(None)
+        publisher = Publisher(settings, journal_path=journal_path, **options).start()
+        pools = pools_factory() if pools_factory is not None else None
+        if pools is not None and not isinstance(pools, Mapping):
+            pools = {"v1": pools.v1, "v2": pools.v2}  # a Simulator, say
+    except Exception as exc:
+        answer(("failed", repr(exc)))
+        return
+    answer(("started",))
+    hosts: dict[str, HostedShadows] = {}
+
+    def reporter(key: str) -> Callable[[bool], None]:
+        return lambda failed: answer(("outcome", key, failed))
+
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    os.set_blocking(frames, False)
+    while True:
+        message = reader.buffered()
+        if message is _NOTHING:
+            if not reader.poll(_CHILD_POLL):
+                break  # the parent is gone: journal what we have and stop
+            continue
+        kind = message[0]
+        try:
+            if kind == "d":
+                if message[2] is not None:
+                    publisher.publish(unpack_decision(message[2]))
+                event = build_operation(message[1], new_id)
+                if event is not None:
+                    publisher.publish(event)
+            elif kind == "p":
+                publisher.publish(unpack_event(message[1]))  # type: ignore[arg-type]
+            elif kind == "s":
+                publisher.send(message[1], message[2], unpack_event(message[3]))
+            elif kind == "flush":
+                answer(("flush", publisher.flush(message[1])))
+            elif kind == "stats":
+                answer(("stats", publisher.stats))
+            elif kind == "shadow":
+                hosts[message[1]].submit(message[2], message[3])
+            elif kind == "open":
+                if pools is None:
+                    raise ValueError("shadows handed over, but this publisher has no pools")
+                hosts[message[1]] = HostedShadows(
+                    pools, publisher, reporter(message[1]), **message[2]
+                )
+            elif kind == "shadow_stats":
+                host = hosts.get(message[1])
+                in_flight = host.shadows_in_flight if host is not None else 0
+                answer(("shadow_stats", host.stats if host else None, in_flight))
+            elif kind == "shadow_close":
+                host = hosts.pop(message[1], None)
+                answer(("shadow_close", host.close(message[2]) if host else None))
+            elif kind == "close":
+                for host in hosts.values():
+                    host.close(min(message[1], 5.0))
+                answer(("close", publisher.close(message[1])))
+                return
+        except Exception:
+            log.exception("publisher child: could not handle a %r frame", kind)
+    publisher.close(10.0)

@@ -30,20 +30,32 @@ cancelled, or raised an error whose canonical type (default comparison rules) is
 ``python``: a program failing in its own code is the program's fault, and V1 fails it too.
 Each transition (``BreakerStateChanged``) goes to ``publisher.send(<health topic>, breaker
 name, event)``. The bookkeeping never reaches the caller: its errors are logged.
+
+**Skipped shadows are recorded.** Whenever a call is routed to be shadowed but the runner does
+not run the shadow — the V2 breaker is open (``circuit_open``), the shadow queue is full
+(``queue_full``), the shadow waited in the queue longer than its timeout
+(``queued_too_long``) or the runner is closing (``closed``) — it still publishes the shadow
+half: an ``OperationRecorded`` with ``role="shadow"``, ``outcome="error"``,
+``duration_ms=0`` and the error ``{"type": "shadow_skipped", "reason": <why>, "source":
+"shadow_runner", "message": ...}`` (:func:`is_skipped_shadow` recognises it). So every
+shadowed call yields exactly two halves, and pairing can close the pair at once instead of
+holding it until its timeout. Such a half is *not an execution* of its pool: consumers must
+not count it as one (no error, no latency) and pair it as the missing half it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import heapq
 import inspect
 import itertools
 import json
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,6 +68,8 @@ from ledger.breaker import CircuitBreaker
 from ledger.breaker import allow as breaker_allow
 from ledger.comparison import RuleSet, load_rules
 from ledger.events import (
+    RUNNER_SOURCE,
+    SHADOW_SKIPPED,
     BreakerStateChanged,
     DecisionReason,
     OperationError,
@@ -63,12 +77,15 @@ from ledger.events import (
     Pool,
     Resources,
     RolloutDecided,
+    is_skipped_shadow,
 )
 from ledger.settings import Settings
-from producers.publisher import EventSink
+from producers.publisher import EventSink, from_micros, to_micros
 
 __all__ = [
     "PROGRAM_ERRORS",
+    "RUNNER_SOURCE",
+    "SHADOW_SKIPPED",
     "Clock",
     "PoolCallable",
     "PoolError",
@@ -77,7 +94,9 @@ __all__ = [
     "Router",
     "ShadowRunner",
     "ShadowStats",
+    "SkipReason",
     "args_digest",
+    "is_skipped_shadow",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +106,8 @@ Clock = Callable[[], datetime]
 PoolCallable = Callable[[str, Mapping[str, Any]], Any]
 #: Canonical error types that are the program's fault, not V2's: they never trip the breaker.
 PROGRAM_ERRORS: Final = frozenset({"python"})
+#: Why a shadow was skipped: ``error.reason`` of a ``shadow_skipped`` record.
+SkipReason = Literal["circuit_open", "queue_full", "queued_too_long", "closed"]
 
 
 def _utc_now() -> datetime:
@@ -94,7 +115,8 @@ def _utc_now() -> datetime:
 
 
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, like uuid4().hex, at a fifth of its cost.
+    return os.urandom(16).hex()
 
 
 class PoolError(Exception):
@@ -213,9 +235,36 @@ class _Execution:
     operation: str
     pool: Pool
     role: Literal["primary", "shadow"]
-    digest: str | None
+    #: The digest, or the arguments to digest where the event is built (see ``Draft``).
+    digest: str | Mapping[str, Any] | None
     started_at: datetime
     started: float = field(default_factory=time.monotonic)
+    #: The routing decision, when it goes out with this (primary) execution's record.
+    decision: RolloutDecided | None = None
+
+    def draft(
+        self,
+        outcome: str,
+        result: Any,
+        error: Mapping[str, Any] | None,
+        duration_ms: float,
+        resources: Resources | None,
+    ) -> Draft:
+        return (
+            self.correlation_id,
+            self.session_id,
+            self.environment,
+            self.operation,
+            self.pool,
+            self.role,
+            self.digest,
+            to_micros(self.started_at),
+            outcome,
+            result,
+            error,
+            duration_ms,
+            None if resources is None else dict(resources.__dict__),
+        )
 
 
 @dataclass
@@ -227,6 +276,110 @@ class _ShadowJob:
     lock: threading.Lock = field(default_factory=threading.Lock)
     finished: bool = False
     timed_out: bool = False
+
+
+#: An execution ready to be recorded, as plain values (cheap to pickle): correlation id,
+#: session id, environment, operation, pool, role, args digest (or the arguments, digested
+#: where the event is built), started at (µs since the epoch, UTC), outcome, result, error
+#: object, duration (ms), resources (dict or None).
+Draft = tuple[
+    str,
+    str | None,
+    str | None,
+    str,
+    str,
+    str,
+    str | Mapping[str, Any] | None,
+    int,
+    str,
+    Any,
+    Mapping[str, Any] | None,
+    float,
+    Mapping[str, Any] | None,
+]
+
+
+def _is_skip(error: Mapping[str, Any] | None) -> bool:
+    return error is not None and error.get("type") == SHADOW_SKIPPED
+
+
+def build_operation(draft: Draft, new_id: Callable[[], str]) -> OperationRecorded | None:
+    """The ``OperationRecorded`` of a draft; None (logged) when not even its error can be.
+
+    A result that is not JSON, or an error object without type/message, is still recorded,
+    as an error of its own kind (``invalid_result`` / ``invalid_error``), so the ledger shows
+    it. Runs on the runner's threads, or in the publisher's process for a draft publisher.
+    """
+    outcome, result, error = draft[8], draft[9], draft[10]
+    try:
+        return _event(draft, outcome, result, error, new_id)
+    except (ValidationError, TypeError, ValueError) as exc:
+        try:
+            return _event(
+                draft,
+                "error",
+                None,
+                {
+                    "type": "invalid_result" if outcome == "ok" else "invalid_error",
+                    "message": _first_line(exc),
+                    "python_type": type(result if outcome == "ok" else error).__name__,
+                },
+                new_id,
+            )
+        except Exception:
+            log.exception("shadow runner: cannot record %s", draft[0])
+            return None
+
+
+def _event(
+    draft: Draft,
+    outcome: str,
+    result: Any,
+    error: Mapping[str, Any] | None,
+    new_id: Callable[[], str],
+) -> OperationRecorded:
+    try:
+        return _build(draft, outcome, result, error, new_id)
+    except ValidationError:
+        # Tuples, numpy scalars and the like: retry once with a JSON-shaped copy.
+        safe_result = _json_safe(result) if result is not None else None
+        safe_error = _json_safe(dict(error)) if error is not None else None
+        if not isinstance(safe_error, dict | None):
+            raise
+        return _build(draft, outcome, safe_result, safe_error, new_id)
+
+
+def _build(
+    draft: Draft,
+    outcome: str,
+    result: Any,
+    error: Mapping[str, Any] | None,
+    new_id: Callable[[], str],
+) -> OperationRecorded:
+    native_error = None
+    if error is not None:
+        native = dict(error)
+        native.setdefault("type", "unknown_error")
+        native["message"] = str(native.get("message", ""))
+        native_error = OperationError.model_validate(native)
+        json.dumps(native_error.model_extra or {})  # extras must be JSON too
+    resources = draft[12]
+    return OperationRecorded(
+        event_id=new_id(),
+        correlation_id=draft[0],
+        session_id=draft[1],
+        pool=draft[4],  # type: ignore[arg-type]
+        role=draft[5],  # type: ignore[arg-type]
+        operation=draft[3],
+        outcome=outcome,  # type: ignore[arg-type]
+        result=result,
+        error=native_error,
+        started_at=from_micros(draft[7]),
+        duration_ms=max(0.0, float(draft[11])),
+        environment=draft[2],
+        args_digest=digest if isinstance(digest := draft[6], str | None) else args_digest(digest),
+        resources=Resources.model_validate(resources) if resources is not None else None,
+    )
 
 
 class ShadowRunner:
@@ -275,6 +428,25 @@ class ShadowRunner:
         self._breaker = CircuitBreaker() if breaker == "default" else breaker
         self._health_topic = health_topic or _health_topic_of(publisher)
         self._rules = rules
+        #: ``publisher.record_draft``: the event is then built in the publisher's process.
+        self._record_draft: Callable[[Draft, RolloutDecided | None], None] | None = getattr(
+            publisher, "record_draft", None
+        )
+        #: A publisher whose process runs the shadows (``ProcessPublisher(pools=...)``).
+        self._shadow_host: ShadowHost | None = (
+            publisher if getattr(publisher, "runs_shadows", False) else None  # type: ignore[assignment]
+        )
+        self._host_key = f"{id(self):x}-{_new_id()[:8]}"
+        self._host_final: ShadowStats | None = None
+        if self._shadow_host is not None:
+            self._shadow_host.open_shadows(
+                self._host_key,
+                {
+                    "shadow_timeout": shadow_timeout,
+                    "shadow_concurrency": shadow_concurrency,
+                    "shadow_queue": shadow_queue,
+                },
+            )
         if self._breaker is not None:
             self._rules = rules or load_rules()
             chained = self._breaker.on_event
@@ -298,9 +470,8 @@ class ShadowRunner:
         correlation_id: str | None = None,
     ) -> Any:
         """Run ``operation`` on the routed pool; return its value or raise its exception."""
-        execution = self._begin(
-            operation, args, session_id, environment, correlation_id, self._submit_shadow
-        )
+        start = self._submit_shadow if self._shadow_host is None else self._send_shadow
+        execution = self._begin(operation, args, session_id, environment, correlation_id, start)
         primary = execution.pool
         try:
             answer = self._pools[primary](operation, args)
@@ -343,9 +514,14 @@ class ShadowRunner:
 
     @property
     def stats(self) -> ShadowStats:
+        """Counters; with shadows in the publisher's process, theirs added (a round trip)."""
         state = self._breaker.state.status if self._breaker is not None else None
         with self._lock:
-            return ShadowStats(**vars(self._counters), breaker_state=state)
+            own = ShadowStats(**vars(self._counters), breaker_state=state)
+        hosted = self._host_final
+        if hosted is None and self._shadow_host is not None:
+            hosted = self._shadow_host.shadow_stats(self._host_key)[0]
+        return own if hosted is None else _merged(own, hosted)
 
     @property
     def breaker(self) -> CircuitBreaker | None:
@@ -354,13 +530,19 @@ class ShadowRunner:
     @property
     def shadows_in_flight(self) -> int:
         with self._lock:
-            return self._admitted + len(self._tasks)
+            here = self._admitted + len(self._tasks)
+        if self._shadow_host is not None and self._host_final is None:
+            here += self._shadow_host.shadow_stats(self._host_key)[1]
+        return here
 
     def close(self, timeout: float = 5.0) -> ShadowStats:
         """Wait up to ``timeout`` for running shadows to finish (hung ones are abandoned)."""
         deadline = time.monotonic() + timeout
         with self._lock:
             self._closed = True
+        if self._shadow_host is not None and self._host_final is None:
+            self._host_final = self._shadow_host.close_shadows(self._host_key, timeout)
+            self._apply_host_outcomes()
         while self.shadows_in_flight and time.monotonic() < deadline:
             time.sleep(0.01)
         if self._executor is not None:
@@ -387,20 +569,35 @@ class ShadowRunner:
         session_id: str | None,
         environment: str | None,
         correlation_id: str | None,
-        start_shadow: Callable[[Pool, str, Mapping[str, Any], Route, str | None], None],
+        start_shadow: Callable[
+            [Pool, str, Mapping[str, Any], Route, str | Mapping[str, Any] | None], None
+        ],
     ) -> _Execution:
         """Route, start the shadow if routed so (threads or a task: ``start_shadow``), and
         open the primary's execution: the same first steps for :meth:`run` and :meth:`arun`."""
         environment = environment or self._environment
-        route = self._route(session_id, correlation_id or self._new_id(), environment)
+        route, published = self._route(session_id, correlation_id or self._new_id(), environment)
         primary = route.decision.pool
-        digest = args_digest(args)
+        # A draft publisher digests the arguments in its own process.
+        digest = args if self._record_draft is not None else args_digest(args)
         if route.shadow:
             start_shadow(_other(primary), operation, args, route, digest)
-        return self._execution(route, operation, primary, "primary", digest)
+        execution = self._execution(route, operation, primary, "primary", digest)
+        if not published:
+            execution.decision = route.decision  # goes out with the primary's record
+        return execution
 
-    def _route(self, session_id: str | None, correlation_id: str, environment: str | None) -> Route:
-        """The decision, with the breaker consulted: a V2 primary is admitted by the breaker."""
+    def _route(
+        self, session_id: str | None, correlation_id: str, environment: str | None
+    ) -> tuple[Route, bool]:
+        """The decision, with the breaker consulted: a V2 primary is admitted by the breaker.
+
+        Also says whether the decision is recorded already: a draft publisher gets it with
+        the primary's record instead, in one write.
+        """
+        published = True
+        if self._shadow_host is not None:
+            self._apply_host_outcomes()
         try:
             open_ = self._breaker_refuses()
             route = self._ask(session_id, correlation_id, environment, breaker_open=open_)
@@ -426,13 +623,16 @@ class ShadowRunner:
                 shadow=False,
             )
         else:
-            self._publish(route.decision)
+            if self._record_draft is None:
+                self._publish(route.decision)
+            else:
+                published = False
         if route.decision.pool == "v1":
             circuit_open = int(route.decision.reason == DecisionReason.CIRCUIT_OPEN)
             self._count(runs=1, routed_v1=1, circuit_open=circuit_open)
         else:
             self._count(runs=1, routed_v2=1)
-        return route
+        return route, published
 
     def _ask(
         self,
@@ -528,7 +728,7 @@ class ShadowRunner:
         operation: str,
         pool: Pool,
         role: Literal["primary", "shadow"],
-        digest: str | None,
+        digest: str | Mapping[str, Any] | None,
     ) -> _Execution:
         decision = route.decision
         return _Execution(
@@ -586,84 +786,33 @@ class ShadowRunner:
         duration_ms: float,
         resources: Resources | None,
     ) -> None:
-        """Build and publish one OperationRecorded; never raises (the caller is waiting)."""
-        try:
-            event = self._event(execution, outcome, result, error, duration_ms, resources)
-        except (ValidationError, TypeError, ValueError) as exc:
-            # A result that is not JSON, or an error object without type/message: still
-            # recorded, as an error of its own kind, so the ledger shows it.
-            try:
-                event = self._event(
-                    execution,
-                    "error",
-                    None,
-                    {
-                        "type": "invalid_result" if outcome == "ok" else "invalid_error",
-                        "message": _first_line(exc),
-                        "python_type": type(result if outcome == "ok" else error).__name__,
-                    },
-                    duration_ms,
-                    resources,
-                )
-            except Exception:
-                log.exception("shadow runner: cannot record %s", execution.correlation_id)
-                self._count(record_errors=1)
-                return
-        if execution.role == "shadow" and event.outcome == "error":
+        """Hand one execution over to be recorded; never raises (the caller is waiting).
+
+        With a publisher that takes drafts (:class:`~producers.publisher.ProcessPublisher`)
+        the event is built and encoded in its process: this thread only packs a tuple.
+        """
+        if execution.role == "shadow" and outcome == "error" and not _is_skip(error):
             self._count(shadow_errors=1)
-        self._publish(event)
-
-    def _event(
-        self,
-        execution: _Execution,
-        outcome: str,
-        result: Any,
-        error: Mapping[str, Any] | None,
-        duration_ms: float,
-        resources: Resources | None,
-    ) -> OperationRecorded:
         try:
-            return self._build(execution, outcome, result, error, duration_ms, resources)
-        except ValidationError:
-            # Tuples, numpy scalars and the like: retry once with a JSON-shaped copy.
-            safe_result = _json_safe(result) if result is not None else None
-            safe_error = _json_safe(dict(error)) if error is not None else None
-            if not isinstance(safe_error, dict | None):
-                raise
-            return self._build(execution, outcome, safe_result, safe_error, duration_ms, resources)
-
-    def _build(
-        self,
-        execution: _Execution,
-        outcome: str,
-        result: Any,
-        error: Mapping[str, Any] | None,
-        duration_ms: float,
-        resources: Resources | None,
-    ) -> OperationRecorded:
-        native_error = None
-        if error is not None:
-            native = dict(error)
-            native.setdefault("type", "unknown_error")
-            native["message"] = str(native.get("message", ""))
-            native_error = OperationError.model_validate(native)
-            json.dumps(native_error.model_extra or {})  # extras must be JSON too
-        return OperationRecorded(
-            event_id=self._new_id(),
-            correlation_id=execution.correlation_id,
-            session_id=execution.session_id,
-            pool=execution.pool,
-            role=execution.role,
-            operation=execution.operation,
-            outcome=outcome,  # type: ignore[arg-type]
-            result=result,
-            error=native_error,
-            started_at=execution.started_at,
-            duration_ms=max(0.0, float(duration_ms)),
-            environment=execution.environment,
-            args_digest=execution.digest,
-            resources=resources,
-        )
+            draft = execution.draft(outcome, result, error, duration_ms, resources)
+        except Exception:  # a clock giving naive datetimes, say: nothing can be recorded
+            log.exception("shadow runner: cannot record %s", execution.correlation_id)
+            self._count(record_errors=1)
+            return
+        decision, execution.decision = execution.decision, None
+        if self._record_draft is not None:
+            try:
+                self._record_draft(draft, decision)
+                return
+            except Exception:  # a result that does not pickle: build the event here
+                log.debug("shadow runner: draft refused, recording here", exc_info=True)
+        if decision is not None:
+            self._publish(decision)
+        event = build_operation(draft, self._new_id)
+        if event is None:
+            self._count(record_errors=1)
+            return
+        self._publish(event)
 
     def _publish(self, event: OperationRecorded | RolloutDecided) -> None:
         try:
@@ -685,15 +834,28 @@ class ShadowRunner:
         operation: str,
         args: Mapping[str, Any],
         route: Route,
-        digest: str | None,
+        digest: str | Mapping[str, Any] | None,
     ) -> None:
         if pool == "v2" and self._breaker_refuses():
             self._count(shadow_circuit_open=1)
+            self._record_skipped(route, operation, pool, digest, "circuit_open")
+            return
+        self._submit_execution(self._execution(route, operation, pool, "shadow", digest), args)
+
+    def _submit_execution(self, execution: _Execution, args: Mapping[str, Any]) -> None:
+        """Queue one shadow execution on the shadow threads (or record why it was not)."""
+        with self._lock:
+            skipped: SkipReason | None = None
+            if self._closed:
+                skipped = "closed"
+            elif self._admitted >= self._capacity:
+                skipped = "queue_full"
+            if skipped is not None:
+                self._counters.shadow_dropped += 1
+        if skipped is not None:
+            self._skip(execution, skipped)
             return
         with self._lock:
-            if self._closed or self._admitted >= self._capacity:
-                self._counters.shadow_dropped += 1
-                return
             self._admitted += 1
             self._counters.shadow_started += 1
             if self._executor is None:
@@ -702,8 +864,8 @@ class ShadowRunner:
                 )
                 self._watchdog = _Watchdog(self._expire)
         job = _ShadowJob(
-            execution=self._execution(route, operation, pool, "shadow", digest),
-            pool=self._pools[pool],
+            execution=execution,
+            pool=self._pools[execution.pool],
             args=args,
             submitted=time.monotonic(),
         )
@@ -713,6 +875,59 @@ class ShadowRunner:
             with self._lock:
                 self._admitted -= 1
                 self._counters.shadow_dropped += 1
+            self._skip(job.execution, "closed")
+
+    def _send_shadow(
+        self,
+        pool: Pool,
+        operation: str,
+        args: Mapping[str, Any],
+        route: Route,
+        digest: str | Mapping[str, Any] | None,
+    ) -> None:
+        """Hand the shadow to the publisher's process, which runs and records it there."""
+        if pool == "v2" and self._breaker_refuses():
+            self._count(shadow_circuit_open=1)
+            self._record_skipped(route, operation, pool, digest, "circuit_open")
+            return
+        with self._lock:
+            closed = self._closed
+        if closed:
+            self._count(shadow_dropped=1)
+            self._record_skipped(route, operation, pool, digest, "closed")
+            return
+        execution = self._execution(route, operation, pool, "shadow", digest)
+        request = (
+            execution.correlation_id,
+            execution.session_id,
+            execution.environment,
+            operation,
+            pool,
+            digest if isinstance(digest, str | None) else None,  # None: digested there
+            pool == "v2" and self._breaker is not None,  # report the outcome back
+        )
+        try:
+            assert self._shadow_host is not None
+            self._shadow_host.submit_shadow(self._host_key, request, args)
+        except Exception:  # arguments that do not pickle: run it here
+            log.debug("shadow runner: shadow not handed over, running it here", exc_info=True)
+            self._submit_shadow(pool, operation, args, route, digest)
+
+    def _apply_host_outcomes(self) -> None:
+        """Outcomes of V2 shadows run in the publisher's process, for the breaker."""
+        assert self._shadow_host is not None
+        try:
+            failures = self._shadow_host.breaker_outcomes(self._host_key)
+        except Exception:
+            log.exception("shadow runner: could not read the shadows' outcomes")
+            return
+        for failed in failures:
+            self._breaker_outcome("v2", None, failed=failed)
+
+    def _shadow_outcome(
+        self, execution: _Execution, exc: BaseException | None, *, failed: bool = False
+    ) -> None:
+        self._breaker_outcome(execution.pool, exc, failed=failed)
 
     def _run_shadow(self, job: _ShadowJob) -> None:
         try:
@@ -720,10 +935,12 @@ class ShadowRunner:
                 # Queued longer than it may take: its primary half is long recorded and the
                 # pairing would wait for nothing useful. Dropped, like a full queue.
                 self._count(shadow_dropped=1, shadow_started=-1)
+                self._skip(job.execution, "queued_too_long")
                 return
             execution = job.execution
             if execution.pool == "v2" and not self._breaker_admits():
                 self._count(shadow_circuit_open=1, shadow_started=-1)
+                self._skip(execution, "circuit_open")
                 return
             execution.started_at = self._clock()
             execution.started = time.monotonic()
@@ -733,11 +950,11 @@ class ShadowRunner:
                 answer = job.pool(execution.operation, job.args)
             except BaseException as exc:
                 if self._finish(job):
-                    self._breaker_outcome(execution.pool, exc)
+                    self._shadow_outcome(execution, exc)
                     self._record_failure(execution, exc)
             else:
                 if self._finish(job):
-                    self._breaker_outcome(execution.pool, None)
+                    self._shadow_outcome(execution, None)
                     self._record_answer(execution, answer)
         except BaseException:  # nothing from the shadow side may escape, not even a bug here
             log.exception("shadow runner: shadow execution failed to record")
@@ -761,8 +978,34 @@ class ShadowRunner:
                 return
             job.timed_out = True
         self._count(shadow_timeouts=1)
-        self._breaker_outcome(job.execution.pool, None, failed=True)
+        self._shadow_outcome(job.execution, None, failed=True)
         self._record_timeout(job.execution)
+
+    def _record_skipped(
+        self,
+        route: Route,
+        operation: str,
+        pool: Pool,
+        digest: str | Mapping[str, Any] | None,
+        reason: SkipReason,
+    ) -> None:
+        self._skip(self._execution(route, operation, pool, "shadow", digest), reason)
+
+    def _skip(self, execution: _Execution, reason: SkipReason) -> None:
+        """Record a shadow not run, so pairing closes its pair now instead of at its timeout."""
+        self._record(
+            execution,
+            outcome="error",
+            result=None,
+            error={
+                "type": SHADOW_SKIPPED,
+                "message": f"shadow execution not run: {reason.replace('_', ' ')}",
+                "reason": reason,
+                "source": RUNNER_SOURCE,
+            },
+            duration_ms=0.0,
+            resources=None,
+        )
 
     def _record_timeout(self, execution: _Execution) -> None:
         self._record(
@@ -772,7 +1015,7 @@ class ShadowRunner:
             error={
                 "type": "timeout",
                 "message": f"shadow execution exceeded {self.shadow_timeout:g} s",
-                "source": "shadow_runner",
+                "source": RUNNER_SOURCE,
             },
             duration_ms=self.shadow_timeout * 1000.0,
             resources=None,
@@ -786,16 +1029,25 @@ class ShadowRunner:
         operation: str,
         args: Mapping[str, Any],
         route: Route,
-        digest: str | None,
+        digest: str | Mapping[str, Any] | None,
     ) -> None:
         if pool == "v2" and self._breaker_refuses():
             self._count(shadow_circuit_open=1)
+            self._record_skipped(route, operation, pool, digest, "circuit_open")
             return
         with self._lock:
-            if self._closed or len(self._tasks) >= self._capacity:
+            skipped: SkipReason | None = None
+            if self._closed:
+                skipped = "closed"
+            elif len(self._tasks) >= self._capacity:
+                skipped = "queue_full"
+            if skipped is not None:
                 self._counters.shadow_dropped += 1
-                return
-            self._counters.shadow_started += 1
+            else:
+                self._counters.shadow_started += 1
+        if skipped is not None:
+            self._record_skipped(route, operation, pool, digest, skipped)
+            return
         execution = self._execution(route, operation, pool, "shadow", digest)
         task = asyncio.get_running_loop().create_task(
             self._run_shadow_async(execution, self._pools[pool], args)
@@ -813,6 +1065,7 @@ class ShadowRunner:
     ) -> None:
         if execution.pool == "v2" and not self._breaker_admits():
             self._count(shadow_circuit_open=1, shadow_started=-1)
+            self._skip(execution, "circuit_open")
             return
         execution.started_at = self._clock()
         execution.started = time.monotonic()
@@ -833,6 +1086,96 @@ class ShadowRunner:
         else:
             self._breaker_outcome(execution.pool, None)
             self._record_answer(execution, answer)
+
+
+class ShadowHost(Protocol):
+    """A publisher that runs shadow executions in its own process (``ProcessPublisher``)."""
+
+    runs_shadows: bool
+
+    def open_shadows(self, key: str, options: Mapping[str, Any]) -> None: ...
+
+    def submit_shadow(self, key: str, request: ShadowRequest, args: Mapping[str, Any]) -> None: ...
+
+    def breaker_outcomes(self, key: str) -> list[bool]: ...
+
+    def shadow_stats(self, key: str) -> tuple[ShadowStats | None, int]: ...
+
+    def close_shadows(self, key: str, timeout: float) -> ShadowStats | None: ...
+
+
+#: What a shadow host needs to run one shadow: correlation id, session id, environment,
+#: operation, pool, args digest, and whether to report its outcome for the V2 breaker.
+ShadowRequest = tuple[str, str | None, str | None, str, str, str | None, bool]
+
+_HOST_COUNTERS: Final = (
+    "shadow_started",
+    "shadow_dropped",
+    "shadow_timeouts",
+    "shadow_errors",
+    "shadow_late",
+    "record_errors",
+    "shadow_circuit_open",
+)
+
+
+def _merged(own: ShadowStats, hosted: ShadowStats) -> ShadowStats:
+    added = {name: getattr(own, name) + getattr(hosted, name) for name in _HOST_COUNTERS}
+    return dataclasses.replace(own, **added)
+
+
+class HostedShadows(ShadowRunner):
+    """The shadow side of a runner, in the publisher's process: runs what it is handed.
+
+    No router and no breaker of its own: the caller's runner decided the shadow, and the
+    outcome of each V2 shadow it asked about goes to ``report(failed)`` for its breaker.
+    """
+
+    def __init__(
+        self,
+        pools: Mapping[str, PoolCallable],
+        publisher: EventSink,
+        report: Callable[[bool], None],
+        **options: Any,
+    ) -> None:
+        super().__init__(pools["v1"], pools["v2"], _NoRouter(), publisher, breaker=None, **options)
+        self._rules = load_rules()
+        self._report = report
+        self._reporting: set[str] = set()
+
+    def submit(self, request: ShadowRequest, args: Mapping[str, Any]) -> None:
+        correlation_id, session_id, environment, operation, pool, digest, report = request
+        if report:
+            with self._lock:
+                self._reporting.add(correlation_id)
+        execution = _Execution(
+            correlation_id=correlation_id,
+            session_id=session_id,
+            environment=environment,
+            operation=operation,
+            pool=pool,  # type: ignore[arg-type]
+            role="shadow",
+            digest=digest if digest is not None else args_digest(args),
+            started_at=self._clock(),
+        )
+        self._submit_execution(execution, args)
+
+    def _shadow_outcome(
+        self, execution: _Execution, exc: BaseException | None, *, failed: bool = False
+    ) -> None:
+        with self._lock:
+            asked = execution.correlation_id in self._reporting
+            self._reporting.discard(execution.correlation_id)
+        if asked:
+            try:
+                self._report(failed or (exc is not None and self._is_v2_failure(exc)))
+            except Exception:
+                log.exception("shadow host: could not report an outcome")
+
+
+class _NoRouter:
+    def route(self, session_id: str | None, **kwargs: Any) -> Route:
+        raise RuntimeError("a hosted shadow runner routes nothing")
 
 
 async def _awaited(pool: PoolCallable, operation: str, args: Mapping[str, Any]) -> Any:

@@ -10,10 +10,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ledger.gates import Thresholds
     from reports.audit import AuditResult, audit
     from reports.catalog import REPORTS, ReportOptions, build_report
     from reports.explain import Explained, explain, find_decision
-    from reports.gates import Thresholds, load_thresholds
+    from reports.gates import load_thresholds
     from reports.html import render_html
     from reports.model import Report, Section
     from reports.reclassify import Reclassification, reclassify
@@ -49,7 +50,7 @@ _LAZY = {
     "Explained": "reports.explain",
     "explain": "reports.explain",
     "find_decision": "reports.explain",
-    "Thresholds": "reports.gates",
+    "Thresholds": "ledger.gates",
     "load_thresholds": "reports.gates",
     "render_html": "reports.html",
     "Report": "reports.model",

@@ -28,14 +28,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.errors import EventDecodeError
+from ledger import rollout
+from ledger.errors import ChainError, EventDecodeError
 from ledger.events import (
     CommandRejected,
+    DecisionReason,
     FlagChanged,
     RolloutDecided,
     decode_event,
     decode_event_object,
 )
+from ledger.flags import state_at
+from ledger.replay import chain_report
+from ledger.rollout import HASH_VERSION, DecisionContext, decide
 
 __all__ = [
     "AuditResult",
@@ -225,8 +230,6 @@ def check_chains(con: Any) -> tuple[list[ChainFinding], list[str]]:
     Rejections go along (read from the wire): one recorded at a version beyond the end of
     the log shows that the last changes were removed, which no chain shows on its own.
     """
-    from ledger.replay import chain_report
-
     rows = con.execute(_CHANGES_SQL.format(where="")).fetchall()
     by_flag: dict[str, dict[str, list[Any]]] = {}
     mismatches: list[str] = []
@@ -288,8 +291,6 @@ def check_chains(con: Any) -> tuple[list[ChainFinding], list[str]]:
 
 def _bucket_sql(salt_sql: str, key_sql: str) -> str:
     """``ledger.rollout``'s DuckDB bucket expression over two SQL expressions."""
-    from ledger import rollout
-
     return rollout.bucket_sql(salt_sql, key_sql)
 
 
@@ -325,8 +326,6 @@ def recompute_sql(where: str = "", source: str = "decisions", sampled: str = "fa
 
     ``sampled`` is a SQL condition on the decision (``d``) marking the Python sample.
     """
-    from ledger import rollout
-
     key = "coalesce(d.session_id, d.correlation_id)"
     bucket = _bucket_sql("d.flag", key)
     hash_version = rollout.HASH_VERSION
@@ -514,7 +513,6 @@ class _States:
         self._cache: dict[tuple[str, int], Any] = {}
 
     def state(self, flag: str, version: int) -> Any:
-        from ledger.flags import state_at
 
         key = (flag, version)
         if key not in self._cache:
@@ -523,10 +521,6 @@ class _States:
 
     def redecide(self, decision: RolloutDecided) -> tuple[RolloutDecided | None, str | None]:
         """The decision made again, or None and why it cannot be."""
-        from ledger.errors import ChainError
-        from ledger.events import DecisionReason
-        from ledger.rollout import HASH_VERSION, DecisionContext, decide
-
         if decision.hash_version != HASH_VERSION:
             return (
                 None,

@@ -7,12 +7,13 @@ elsewhere. Every builder takes the same :class:`ReportOptions`, so the CLI is on
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
+from ledger.gates import judge
 from reports import queries
+from reports.gates import collect, load_thresholds
 from reports.model import (
     Bar,
     BarChart,
@@ -21,9 +22,11 @@ from reports.model import (
     LineChart,
     Marker,
     Report,
+    ReportOptions,
     Section,
     Series,
 )
+from reports.queries import fetch
 
 __all__ = [
     "REPORTS",
@@ -32,36 +35,8 @@ __all__ = [
     "charts",
     "choose_interval",
     "fetch",
+    "go_no_go",
 ]
-
-
-@dataclass(frozen=True)
-class ReportOptions:
-    """What every report accepts; each uses the parts it needs."""
-
-    flag: str = "v2_migration"
-    since: datetime | None = None
-    until: datetime | None = None
-    #: Time bucket of "over time" tables and charts (DuckDB interval text); None = automatic.
-    interval: str | None = None
-    top: int = 10
-    #: go-no-go: a TOML file of thresholds (None = the defaults).
-    thresholds: Path | None = None
-    #: go-no-go: decisions re-decided in Python besides the SQL audit.
-    audit_sample: int = 200
-    #: Latency histogram bins per factor of ten.
-    histogram_bins: int = 8
-    #: Build the charts (only the HTML form shows them; they cost extra scans).
-    charts: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def fetch(con: Any, sql: str, **params: Any) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
-    """Run one query; (column names, rows). Only the parameters the SQL names are passed."""
-    used = {name: value for name, value in params.items() if f"${name}" in sql}
-    cursor = con.execute(sql, used) if used else con.execute(sql)
-    columns = tuple(str(d[0]) for d in cursor.description)
-    return columns, cursor.fetchall()
 
 
 def _section(con: Any, name: str, title: str, sql: str, note: str = "", **params: Any) -> Section:
@@ -105,6 +80,7 @@ def _spans(con: Any) -> tuple[datetime | None, datetime | None]:
 
 def step_us(con: Any, interval: str) -> int:
     """An interval's length in microseconds (DuckDB parses the text: '15 minutes', '1 day')."""
+    # Deferred: DuckDB loads only when the ledger is read or written.
     import duckdb
 
     try:
@@ -400,10 +376,27 @@ def charts(con: Any, options: ReportOptions, interval: str | None = None) -> tup
     )
 
 
-def _go_no_go(con: Any, options: ReportOptions) -> Report:
-    from reports.gates import go_no_go
-
-    return go_no_go(con, options)
+def go_no_go(con: Any, options: ReportOptions) -> Report:
+    """The switchover checklist: the window's figures judged by ``ledger.gates.judge``."""
+    limits = load_thresholds(options.thresholds)
+    if options.audit_sample != ReportOptions().audit_sample:
+        limits = replace(limits, audit_sample=options.audit_sample)
+    checks = judge(collect(con, options, limits), limits)
+    section = Section(
+        "checklist",
+        "Switchover checklist",
+        ("check", "status", "figure", "threshold"),
+        tuple((c.name, "PASS" if c.passed else "FAIL", c.figure, c.threshold) for c in checks),
+        note="thresholds: " + (str(options.thresholds) if options.thresholds else "defaults"),
+    )
+    return Report(
+        "go-no-go",
+        "Go / no-go",
+        (section,),
+        charts=charts(con, options) if options.charts else (),
+        passed=all(c.passed for c in checks),
+        meta={"flag": options.flag},
+    )
 
 
 #: Report name -> builder.
@@ -411,7 +404,7 @@ REPORTS: dict[str, Callable[[Any, ReportOptions], Report]] = {
     "summary": summary,
     "performance": performance,
     "rollout": rollout,
-    "go-no-go": _go_no_go,
+    "go-no-go": go_no_go,
     "daily": daily,
 }
 

@@ -24,6 +24,7 @@ from ledger.events import (
     decode_event,
     decode_event_object,
 )
+from ledger.replay import chain_report, replay
 from reports.audit import DECISION_COLUMNS
 
 __all__ = ["DecisionNotFoundError", "Explained", "explain", "find_decision", "render_explanation"]
@@ -140,8 +141,6 @@ def explain(
     correlation_id: str | None = None,
 ) -> Explained:
     """Find the decision and replay it against the flag log stored in the ledger."""
-    from ledger.replay import chain_report, replay
-
     started = time.perf_counter()
     decision = find_decision(con, session_id=session_id, at=at, correlation_id=correlation_id)
     events = flag_log(con, decision.flag)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -122,3 +123,24 @@ class Report:
                 return section
         known = ", ".join(s.name for s in self.sections)
         raise KeyError(f"report {self.name} has no section {name!r} (sections: {known})")
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What every report accepts; each uses the parts it needs."""
+
+    flag: str = "v2_migration"
+    since: datetime | None = None
+    until: datetime | None = None
+    #: Time bucket of "over time" tables and charts (DuckDB interval text); None = automatic.
+    interval: str | None = None
+    top: int = 10
+    #: go-no-go: a TOML file of thresholds (None = the defaults).
+    thresholds: Path | None = None
+    #: go-no-go: decisions re-decided in Python besides the SQL audit.
+    audit_sample: int = 200
+    #: Latency histogram bins per factor of ten.
+    histogram_bins: int = 8
+    #: Build the charts (only the HTML form shows them; they cost extra scans).
+    charts: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)

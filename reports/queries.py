@@ -236,7 +236,8 @@ FROM scoped_comparisons
 GATE_POOLS = """
 SELECT pool, count(*) AS operations,
        count(*) FILTER (WHERE outcome = 'error') AS errors,
-       quantile_cont(duration_ms, 0.99) AS p99_ms
+       -- answers only, as the health windows: a timeout's duration is the timeout setting
+       quantile_cont(duration_ms, 0.99) FILTER (WHERE outcome <> 'error') AS p99_ms
 FROM scoped_operations
 GROUP BY pool
 """
@@ -354,3 +355,11 @@ GROUP BY ALL
 ORDER BY ALL
 """
 )
+
+
+def fetch(con: Any, sql: str, **params: Any) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Run one query; (column names, rows). Only the parameters the SQL names are passed."""
+    used = {name: value for name, value in params.items() if f"${name}" in sql}
+    cursor = con.execute(sql, used) if used else con.execute(sql)
+    columns = tuple(str(d[0]) for d in cursor.description)
+    return columns, cursor.fetchall()

@@ -21,11 +21,12 @@ from typing import Any
 
 import faust
 
+from ledger.kafka.clients import ssl_context
 from ledger.kafka.topics import topic_name
 from ledger.settings import Settings
 from streams.metrics import Metrics
 
-__all__ = ["AGENT_MODULES", "DEFAULT_WEB_PORT", "LedgerApp", "create_app"]
+__all__ = ["AGENT_MODULES", "DEFAULT_WEB_PORT", "LedgerApp", "create_app", "faust_credentials"]
 
 #: Modules whose ``install(ledger_app)`` runs when the app is created, in this order.
 AGENT_MODULES: tuple[str, ...] = (
@@ -96,6 +97,22 @@ class LedgerApp:
         return self._topics[logical]
 
 
+def faust_credentials(settings: Settings) -> Any:
+    """faust's ``broker_credentials``: the settings every other client connects with."""
+    if settings.security_protocol == "PLAINTEXT":
+        return None
+    context = ssl_context(settings)
+    if settings.sasl_mechanism is None:
+        return faust.SSLCredentials(context)
+    assert settings.sasl_password is not None
+    return faust.SASLCredentials(
+        username=settings.sasl_username,
+        password=settings.sasl_password.get_secret_value(),
+        ssl_context=context,
+        mechanism=settings.sasl_mechanism,
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -117,6 +134,7 @@ def create_app(
     app = _QuietApp(
         app_id,
         broker=brokers,
+        broker_credentials=faust_credentials(settings),  # None for PLAINTEXT
         store="memory://",
         key_serializer="raw",
         value_serializer="raw",

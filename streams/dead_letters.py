@@ -7,17 +7,15 @@ twice (a replay after a crash) is recognisably the same dead letter.
 
 from __future__ import annotations
 
-import base64
-from datetime import datetime
 from typing import TypeVar
 
 from ledger.errors import EventDecodeError
-from ledger.events import DeadLettered, Event, decode_event
+from ledger.events import MAX_DEAD_LETTER_REASON, Event, dead_letter, decode_event
 
 __all__ = ["MAX_REASON", "Rejected", "dead_letter", "decode_or_reject"]
 
 #: A reason longer than this is cut: a huge payload's validation message can be huge too.
-MAX_REASON = 2_000
+MAX_REASON = MAX_DEAD_LETTER_REASON
 
 E = TypeVar("E", bound=Event)
 
@@ -40,28 +38,3 @@ def decode_or_reject(raw: bytes | None, expected: type[E]) -> E:
         raise Rejected(f"not a valid {expected.__name__}: {exc}") from exc
     assert isinstance(event, expected)
     return event
-
-
-def dead_letter(
-    raw: bytes | None,
-    *,
-    reason: str,
-    topic: str,
-    partition: int | None,
-    offset: int | None,
-    key: bytes | None,
-    at: datetime,
-) -> DeadLettered:
-    """The dead letter of one input message."""
-    if len(reason) > MAX_REASON:
-        reason = reason[: MAX_REASON - 1] + "…"
-    return DeadLettered(
-        event_id=f"dead-letter:{topic}:{partition}:{offset}",
-        source_topic=topic,
-        source_partition=partition,
-        source_offset=offset,
-        reason=reason,
-        original_key=None if key is None else key.decode("utf-8", errors="replace"),
-        original_b64=base64.b64encode(raw or b"").decode("ascii"),
-        at=at,
-    )

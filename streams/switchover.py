@@ -1,15 +1,15 @@
 """The switchover controller in the worker: its state rebuilt from the log at every start.
 
-An ``AsyncLogReader`` (``ledger.kafka.log``) reads ``ledger.health`` and
-``ledger.flag-events`` from their beginning outside any consumer group (no committed offset
-can make it skip history) and keeps following them. Every event is folded into
-``SwitchoverService``; once the tail has reached the end offsets it saw at start, a timer lets
-the controller ``step``: records go to ``ledger.health`` (key: the flag) and are delivered
-before the flag commands they announce go to ``ledger.flag-commands``, so a controller that
-dies in between finds the record and re-sends the command under the same id.
+An ``AsyncLogReader`` (``ledger.kafka.log``) reads ``ledger.health`` and ``ledger.flag-events``
+from their beginning outside any consumer group (no committed offset can make it skip history)
+and keeps following them. Every event is folded into ``SwitchoverService``; once the tail has
+reached the end offsets it saw at start, a timer lets the controller ``step``: records go to
+``ledger.health`` (key: the flag) and are delivered before the flag commands they announce go
+to ``ledger.flag-commands``, so a controller that dies in between finds the record and re-sends
+the command under the same id.
 
-The tail also hands flag events to the health judge (``streams.health``), which needs to
-know whether V2 takes traffic before it sends a rollback.
+The tail also hands flag events to the health judge (``streams.health``), which needs to know
+whether V2 takes traffic before it sends a rollback.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ on); 2 for bad usage, as typer does. Heavy imports stay inside the command.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -14,6 +15,7 @@ import typer
 
 from ledger.checks import CheckReport, Thresholds
 from ledger.cli.options import BootstrapOption, DuckdbOption, TopicPrefixOption, build_settings
+from ledger.cli.probes import run_checks
 from ledger.errors import LedgerError
 
 __all__ = ["check", "render_table"]
@@ -61,9 +63,6 @@ def check(
     ] = OutputFormat.table,
 ) -> None:
     """Go-live checks: broker, topics, flag log, worker, sink. Exit 1 if any FAILs."""
-    from datetime import UTC, datetime
-
-    from ledger.cli.probes import run_checks
 
     extra = {} if flag is None else {"flag": flag}
     try:
@@ -93,6 +92,7 @@ def check(
 
 
 def render_table(result: CheckReport) -> None:
+    # Deferred: rich loads only when something is printed.
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text

@@ -31,6 +31,8 @@ import typer
 
 from ledger.cli.options import BootstrapOption, TopicPrefixOption, build_settings
 from ledger.errors import LedgerError
+from ledger.kafka.admin import ensure_topics
+from ledger.kafka.broker import LocalBroker, probe_metadata
 from ledger.kafka.log import LogReader
 from ledger.settings import Settings
 
@@ -132,6 +134,7 @@ def demo(
     topic_prefix: TopicPrefixOption = None,
 ) -> None:
     """Play a whole migration end to end: shadow, ramp, incident, automatic rollback, report."""
+    # Deferred: rich loads only when something is printed.
     from rich.console import Console
 
     console = Console()
@@ -178,8 +181,6 @@ def _play(
 
 def _ensure_broker(console: Console, settings: Settings, cleanup: contextlib.ExitStack) -> None:
     """Use the broker the settings name; start the local one if nothing answers there."""
-    from ledger.kafka.broker import LocalBroker, probe_metadata
-
     first = settings.bootstrap_servers.split(",")[0]
     host, _, port_text = first.rpartition(":")
     with console.status(f"Looking for Kafka at {settings.bootstrap_servers}"):
@@ -220,7 +221,6 @@ def _child_env(settings: Settings) -> dict[str, str]:
 
 
 def _start_pipeline(console: Console, settings: Settings, children: _Children) -> None:
-    from ledger.kafka.admin import ensure_topics
 
     with console.status("Creating the topics"):
         ensure_topics(settings, connect_timeout_s=10.0)
@@ -306,6 +306,8 @@ def _migrate(
     sessions: int,
     seed: int,
 ) -> None:
+    # Deferred: rich loads only when something is printed; the producers load kafka-python: only the
+    # traffic commands need them.
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from producers.flag_client import FlagClient
@@ -406,6 +408,7 @@ def _drain(console: Console, settings: Settings, children: _Children) -> None:
 
 def _end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
     """The next offset of every non-empty partition of every topic the sink stores."""
+    # Deferred: the faust app loads only when the worker or the sink runs.
     from streams.sink import LEDGER_TOPICS
 
     topics = [settings.topic(name) for name in LEDGER_TOPICS]
@@ -415,6 +418,7 @@ def _end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
 
 
 def _stored_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+    # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.store import take_snapshot
 
     if not (settings.duckdb / "segments").exists():

@@ -20,6 +20,7 @@ from ledger import flags
 from ledger.cli.options import BootstrapOption, TopicPrefixOption, build_settings, fail
 from ledger.errors import LedgerError
 from ledger.events import CommandRejected, FlagChanged
+from ledger.kafka.flag_commands import read_log, submit
 
 __all__ = ["flags_app"]
 
@@ -95,8 +96,6 @@ def _build(command: str, common: dict[str, Any], fields: dict[str, Any]) -> Any:
 
 def _send(settings: Any, command: Any, *, timeout: float) -> None:
     """Publish one command and await its answer; print it; exit 1 on rejection."""
-    from ledger.kafka.flag_commands import submit
-
     try:
         answer = submit(settings, command, timeout=timeout)
     except LedgerError as exc:
@@ -203,8 +202,6 @@ def show(
     topic_prefix: TopicPrefixOption = None,
 ) -> None:
     """The flag's current state, folded from its log (the hash chain is checked)."""
-    from ledger.kafka.flag_commands import read_log
-
     settings = _settings(bootstrap_servers, topic_prefix, flag)
     try:
         state = flags.fold(read_log(settings, flag=settings.flag), settings.flag)
@@ -243,10 +240,9 @@ def history(
     topic_prefix: TopicPrefixOption = None,
 ) -> None:
     """The flag log, newest last: every change and every rejected command."""
+    # Deferred: rich loads only when something is printed.
     from rich.console import Console
     from rich.table import Table
-
-    from ledger.kafka.flag_commands import read_log
 
     settings = _settings(bootstrap_servers, topic_prefix, flag)
     try:

@@ -46,6 +46,7 @@ def _broker(port: int, controller_port: int | None = None) -> LocalBroker:
 
 def _spinner(message: str) -> AbstractContextManager[object]:
     """A spinner on a terminal; in logs (CI, make) one plain line, since nothing animates."""
+    # Deferred: rich loads only when something is printed.
     from rich.console import Console
 
     console = Console(stderr=True)

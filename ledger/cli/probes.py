@@ -195,6 +195,7 @@ def _local_release(bootstrap: str, settings: Settings) -> str | None:
 
 def observe_topics(settings: Settings, admin: Any) -> TopicsObservation:
     """Which specified topics are missing, and how existing ones differ (as ``ensure`` sees)."""
+    # Deferred: kafka-python takes ~0.7 s to import: only code that talks to Kafka pays it.
     from kafka.errors import KafkaError
 
     wanted = {topic_name(settings, spec.logical): spec for spec in TOPIC_SPECS}
@@ -289,6 +290,7 @@ def observe_worker(url: str, *, timeout_s: float) -> WorkerObservation:
 
 
 def _metrics(base: str, *, timeout_s: float) -> dict[str, float]:
+    # Deferred: prometheus-client loads only where metrics are served.
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
@@ -357,6 +359,8 @@ def _sink_lag(
     settings: Settings, admin: Any, committed: dict[tuple[str, int], int], timeout_s: float
 ) -> int | None:
     """Messages on the sink's topics past what the ledger holds (None if Kafka won't say)."""
+    # Deferred: kafka-python takes ~0.7 s to import: only code that talks to Kafka pays it; the
+    # faust app loads only when the worker or the sink runs.
     from kafka import TopicPartition
     from kafka.admin import OffsetSpec
     from kafka.errors import KafkaError

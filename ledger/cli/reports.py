@@ -39,6 +39,7 @@ class TextFormat(StrEnum):
 
 
 def _open(duckdb: Path | None) -> tuple[Any, Path]:
+    # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.store import open_reader
 
     settings = build_settings(duckdb=duckdb)
@@ -76,6 +77,7 @@ def _emit(text: str, out: Path | None) -> None:
 
 
 def _console(out: Path | None) -> Any:
+    # Deferred: rich loads only when something is printed.
     from rich.console import Console
 
     if out is None:
@@ -87,6 +89,7 @@ def render(
     report: Report, fmt: Format, out: Path | None, *, source: str, section: str | None
 ) -> None:
     """Print (or write to ``out``) ``report`` in ``fmt``."""
+    # Deferred: the reports load DuckDB: only the reading commands need them.
     from reports.html import render_html
     from reports.render import render_csv, render_json, render_table
 
@@ -133,6 +136,8 @@ def report(
     duckdb: DuckdbOption = None,
 ) -> None:
     """Build a report over the ledger. go-no-go exits 1 on NO-GO."""
+    # Deferred: DuckDB loads only when the ledger is read or written; the reports load DuckDB: only
+    # the reading commands need them.
     import duckdb as duck
 
     from reports.catalog import REPORTS, ReportOptions, build_report
@@ -182,6 +187,8 @@ def replay(
 
     Exits 1 when the recomputed decision differs from the recorded one.
     """
+    # Deferred: DuckDB loads only when the ledger is read or written; the reports load DuckDB: only
+    # the reading commands need them.
     import duckdb as duck
 
     from reports.explain import explain, render_explanation
@@ -217,6 +224,8 @@ def audit(
 
     Exits 1 when a decision disagrees or the chain is broken, naming the version.
     """
+    # Deferred: DuckDB loads only when the ledger is read or written; the reports load DuckDB: only
+    # the reading commands need them.
     import duckdb as duck
 
     from reports.audit import audit as run_audit
@@ -244,6 +253,8 @@ def reclassify(
     duckdb: DuckdbOption = None,
 ) -> None:
     """Re-run the comparisons of stored pairs under other rules; print how categories move."""
+    # Deferred: DuckDB loads only when the ledger is read or written; the reports load DuckDB: only
+    # the reading commands need them.
     import duckdb as duck
 
     from reports.reclassify import reclassify as run

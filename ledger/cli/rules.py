@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,8 +42,6 @@ def check(path: Annotated[Path, typer.Argument(help="The rules file to check.")]
 @app.command("default")
 def default() -> None:
     """Print the packaged default rules (a starting point to copy and edit)."""
-    from importlib import resources
-
     text = resources.files("ledger.comparison").joinpath("default_rules.toml").read_text("utf-8")
     typer.echo(text, nl=False)
 

@@ -16,6 +16,7 @@ import typer
 
 from ledger.cli.options import BootstrapOption, DuckdbOption, TopicPrefixOption, build_settings
 from ledger.errors import LedgerError
+from ledger.kafka.admin import ensure_topics
 from ledger.settings import Settings
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ def simulate(
     duckdb: DuckdbOption = None,
 ) -> None:
     """Drive simulated V1/V2 traffic through the shadow runner against the real broker."""
+    # Deferred: rich loads only when something is printed; the producers load kafka-python: only the
+    # traffic commands need them.
     from rich.console import Console
     from rich.markup import escape
 
@@ -119,6 +122,8 @@ def _run(
     journal: Path | None,
     environment: str | None,
 ) -> None:
+    # Deferred: rich loads only when something is printed; the producers load kafka-python: only the
+    # traffic commands need them.
     from rich.logging import RichHandler
     from rich.progress import (
         BarColumn,
@@ -128,7 +133,6 @@ def _run(
         TimeElapsedColumn,
     )
 
-    from ledger.kafka.admin import ensure_topics
     from producers.flag_client import FlagClient
     from producers.publisher import Publisher
     from producers.shadow import ShadowRunner
@@ -215,6 +219,7 @@ def _summary(
     incidents: tuple[Incident, ...],
     journal: Path,
 ) -> None:
+    # Deferred: rich loads only when something is printed.
     from rich.markup import escape
     from rich.table import Table
 

@@ -50,6 +50,7 @@ def sink(
     Offsets live in the ledger's segment names, not in Kafka: a restart (or a crash) resumes
     exactly after the last committed batch. Readers (sql, reports) work meanwhile.
     """
+    # Deferred: the faust app loads only when the worker or the sink runs.
     from streams.sink import SinkOptions, run_sink
 
     settings = build_settings(bootstrap_servers, topic_prefix, duckdb)

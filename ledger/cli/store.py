@@ -123,6 +123,7 @@ def sql(
     breaker_events, dead_letters. Views: operation_pairs, flag_changes, flag_rejections,
     events, segments, committed_offsets. Write "at" in double quotes (a DuckDB keyword).
     """
+    # Deferred: DuckDB loads only when the ledger is read or written.
     import duckdb as duck
 
     from ledger.store import open_reader
@@ -154,6 +155,7 @@ def export(
     duckdb: DuckdbOption = None,
 ) -> None:
     """Write every stored event in its wire form, one file (or folder) per event type."""
+    # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.store import export_ledger
 
     settings = build_settings(duckdb=duckdb)
@@ -173,6 +175,7 @@ def ingest(
     duckdb: DuckdbOption = None,
 ) -> None:
     """Load exported files into the ledger without Kafka (validated, deduplicated)."""
+    # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.store import ingest_files
 
     settings = build_settings(duckdb=duckdb)
@@ -200,6 +203,7 @@ def compact(
     duckdb: DuckdbOption = None,
 ) -> None:
     """Merge small segments (the sink does this itself while it runs)."""
+    # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.store import LedgerWriter
 
     settings = build_settings(duckdb=duckdb)

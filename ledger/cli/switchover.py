@@ -252,6 +252,7 @@ def status(
 
 
 def _print_status(info: dict[str, Any]) -> None:
+    # Deferred: rich loads only when something is printed.
     from rich.console import Console
     from rich.table import Table
 

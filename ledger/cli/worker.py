@@ -47,6 +47,7 @@ def ensure(
     ] = 10.0,
 ) -> None:
     """Create missing topics; report partition or retention mismatches (exit 3 if any)."""
+    # Deferred: rich loads only when something is printed.
     from rich.console import Console
     from rich.table import Table
 
@@ -137,6 +138,7 @@ def _check_topics(settings: Settings) -> None:
 def _create(
     settings: Settings, app_id: str | None, web_port: int, without_web: bool, rules: Path | None
 ) -> LedgerApp:
+    # Deferred: the faust app loads only when the worker or the sink runs.
     from streams.app import create_app
 
     return create_app(
@@ -150,6 +152,7 @@ def _create(
 
 def run_worker(app: Any, *, loglevel: str = "info") -> None:
     """Run a faust app until SIGTERM/SIGINT; faust's worker stops agents and commits first."""
+    # Deferred: faust loads only in the worker.
     from faust.worker import Worker
 
     worker = Worker(app, loglevel=loglevel, quiet=True)

@@ -44,6 +44,7 @@ def ensure_topics(
     connect_timeout_s: float = 10.0,
 ) -> EnsureReport:
     """Create missing topics; report partition or retention mismatches of existing ones."""
+    # Deferred: kafka-python takes ~0.7 s to import: only code that talks to Kafka pays it.
     from kafka.errors import TopicAlreadyExistsError
 
     wanted = {topic_name(settings, spec.logical): spec for spec in specs}
@@ -89,6 +90,7 @@ def topic_differences(
     ``admin`` is a kafka-python admin client (``clients.admin_client``); its errors pass
     through, for the caller's own ``broker_errors`` or report.
     """
+    # Deferred: kafka-python takes ~0.7 s to import: only code that talks to Kafka pays it.
     from kafka.admin import ConfigResource, ConfigResourceType
 
     if not present:

@@ -92,6 +92,7 @@ class LogReader:
 
     def partitions(self, *, wait_s: float = 0.0) -> list[Partition]:
         """Assign every partition of the topics (the ones known now, or within ``wait_s``)."""
+        # Deferred: kafka-python takes ~0.7 s to import: only code that talks to Kafka pays it.
         from kafka import TopicPartition
 
         deadline = time.monotonic() + wait_s

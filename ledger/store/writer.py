@@ -16,7 +16,6 @@ duplicate (counted, dropped); with other content it is dead-lettered, never sile
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -37,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ledger.errors import EventDecodeError, StoreError
-from ledger.events import DeadLettered, Event, decode_event
+from ledger.events import MAX_DEAD_LETTER_REASON, DeadLettered, Event, dead_letter, decode_event
 from ledger.store.layout import (
     Layout,
     Segment,
@@ -57,7 +56,7 @@ __all__ = [
 ]
 
 #: A dead letter's reason is cut here: a huge payload's validation message can be huge too.
-MAX_REASON = 2_000
+MAX_REASON = MAX_DEAD_LETTER_REASON
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "row_group_size": 122_880}
 
 Hashes = npt.NDArray[np.uint64]
@@ -156,17 +155,14 @@ class _IdIndex:
 
 
 def dead_letter_for(record: SourceRecord, reason: str, at: datetime) -> DeadLettered:
-    """The dead letter of one unusable record; its id is its position, so a retry matches."""
-    if len(reason) > MAX_REASON:
-        reason = reason[: MAX_REASON - 1] + "…"
-    return DeadLettered(
-        event_id=f"dead-letter:{record.topic}:{record.partition}:{record.offset}",
-        source_topic=record.topic,
-        source_partition=record.partition,
-        source_offset=record.offset,
+    """The dead letter of one unusable record (``ledger.events.dead_letter``)."""
+    return dead_letter(
+        record.value,
         reason=reason,
-        original_key=None if record.key is None else record.key.decode("utf-8", "replace"),
-        original_b64=base64.b64encode(record.value or b"").decode("ascii"),
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
         at=at,
     )
 

@@ -7,6 +7,7 @@ one), stops it for about 30 s in the middle of a simulated run and starts it aga
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections import Counter
@@ -18,8 +19,8 @@ import pytest
 
 from ledger.events import OperationRecorded, RolloutDecided, decode_event
 from ledger.settings import Settings
-from producers.publisher import Publisher
-from producers.shadow import PoolError, Route, ShadowRunner
+from producers.publisher import ProcessPublisher, Publisher
+from producers.shadow import PoolError, Route, ShadowRunner, is_skipped_shadow
 from producers.simulator import Simulator, Workload
 
 CreateTopics = Callable[[dict[str, int]], None]
@@ -93,7 +94,7 @@ def test_published_events_are_read_back_exactly_once_under_their_keys(
             # A simulated pool's own failure reaches the caller, and is recorded like any other.
             with contextlib.suppress(PoolError):
                 runner.run(call.operation, call.args, call.session_id)
-        runner.close()
+        shadow_stats = runner.close()
         assert publisher.flush(30)
         stats = publisher.stats
 
@@ -108,6 +109,11 @@ def test_published_events_are_read_back_exactly_once_under_their_keys(
     assert len({e.event_id for e in events}) == 600
     assert all(r.key.decode() == e.correlation_id for r, e in zip(operations, events, strict=True))
     assert Counter(Counter(e.correlation_id for e in events).values()) == {2: 300}
+    assert Counter(e.role for e in events) == {"primary": 300, "shadow": 300}
+    # The simulated V2 fails often enough to open its breaker: the shadows it skipped are
+    # recorded (``shadow_skipped``) rather than missing, so every call still has two halves.
+    skipped = [e for e in events if is_skipped_shadow(e)]
+    assert len(skipped) == shadow_stats.shadow_circuit_open + shadow_stats.shadow_dropped
     assert len(decisions) == 300
     assert (stats.delivered, stats.failed, stats.pending) == (900, 0, 0)
 
@@ -184,9 +190,12 @@ class Callers:
             self._stop.wait(max(0.0, interval - elapsed))
 
 
+@pytest.mark.parametrize("where", ["threads", "child"])
 def test_with_the_broker_down_for_30_s_every_operation_arrives_exactly_once_afterwards(
-    private_broker: Any, topic_prefix: str, tmp_path: Path
+    private_broker: Any, topic_prefix: str, tmp_path: Path, where: str
 ) -> None:
+    """``threads``: the publisher and the shadows on the caller's process; ``child``: both in
+    the ProcessPublisher's child process (the caller's process only writes a pipe)."""
     from kafka import KafkaAdminClient
 
     settings = Settings(bootstrap_servers=private_broker.bootstrap, topic_prefix=topic_prefix)
@@ -201,7 +210,13 @@ def test_with_the_broker_down_for_30_s_every_operation_arrives_exactly_once_afte
     admin.close()
 
     sim = Simulator(seed=3)
-    publisher = Publisher(settings, journal_path=tmp_path / "journal.jsonl").start()
+    journal = tmp_path / "journal.jsonl"
+    publisher: Publisher | ProcessPublisher
+    if where == "threads":
+        publisher = Publisher(settings, journal_path=journal).start()
+    else:
+        pools = functools.partial(Simulator, seed=3)
+        publisher = ProcessPublisher(settings, journal_path=journal, pools=pools).start()
     runner = ShadowRunner(sim.v1, sim.v2, V1Router(), publisher)
     callers = Callers(runner, Workload(seed=3, sessions=50, rate=40.0))
     callers.start()

@@ -186,3 +186,8 @@ class FixedRouter:
             ),
             shadow=self.shadow,
         )
+
+
+def unreachable_kafka() -> Any:
+    """A producer factory (module-level, so a child process can be given it): Kafka is away."""
+    raise ConnectionRefusedError("no brokers available")

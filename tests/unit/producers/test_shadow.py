@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from producer_fakes import FixedRouter, ListSink
 
 from ledger.events import OperationRecorded, Resources
-from producers.shadow import PoolError, PoolResult, ShadowRunner
+from producers.shadow import PoolError, PoolResult, ShadowRunner, is_skipped_shadow
 
 
 def v1_pool(operation: str, args: Mapping[str, Any]) -> Any:
@@ -216,9 +216,16 @@ def test_a_full_shadow_queue_drops_shadow_runs_and_counts_them(blocked: Blocked)
     stats = runner.stats
     assert (stats.shadow_started, stats.shadow_dropped) == (3, 7)
     assert runner.shadows_in_flight == 3
+    skipped = [e for e in sink.operations() if is_skipped_shadow(e)]
+    assert len(skipped) == 7
+    assert {e.error.model_extra["reason"] for e in skipped if e.error and e.error.model_extra} == {
+        "queue_full"
+    }
     blocked.release.set()
     runner.close(timeout=5)
     assert runner.shadows_in_flight == 0
+    shadows = [e for e in sink.operations() if e.role == "shadow"]
+    assert len(shadows) == 10  # 3 run, 7 recorded as skipped: one shadow half per call
 
 
 def test_a_primary_error_reaches_the_caller_unchanged_and_is_recorded_with_its_native_fields() -> (
@@ -292,12 +299,22 @@ def test_a_publisher_that_raises_never_reaches_the_caller() -> None:
 BEHAVIOURS = st.sampled_from(["value", "raise", "pool_error", "garbage", "none", "huge"])
 
 
+#: Hypothesis found it: five V2 failures in a row open the breaker, so the sixth shadow is
+#: not run. It is still recorded, as a skipped shadow (kept here as an explicit example).
+FIVE_FAILURES_THEN_A_VALUE = ["raise"] * 5 + ["value"]
+
+
 @settings(max_examples=40, deadline=None)
 @given(behaviours=st.lists(BEHAVIOURS, min_size=1, max_size=8))
+@example(behaviours=FIVE_FAILURES_THEN_A_VALUE)
 def test_whatever_v2_does_in_the_shadow_the_caller_sees_exactly_v1(behaviours: list[str]) -> None:
+    """Every shadowed call records exactly one shadow half: run, or skipped with its reason."""
     script = iter(behaviours)
+    ran = 0
 
     def v2(operation: str, args: Mapping[str, Any]) -> Any:
+        nonlocal ran
+        ran += 1
         behaviour = next(script)
         if behaviour == "raise":
             raise ValueError("bad")
@@ -313,11 +330,62 @@ def test_whatever_v2_does_in_the_shadow_the_caller_sees_exactly_v1(behaviours: l
 
     sink = ListSink()
     runner = ShadowRunner(v1_pool, v2, FixedRouter("v1"), sink, shadow_concurrency=1)
-    answers = [runner.run("double", {"x": n}, "s") for n in range(len(behaviours))]
+    answers = []
+    for n in range(len(behaviours)):
+        answers.append(runner.run("double", {"x": n}, "s", correlation_id=f"c-{n}"))
+        # One shadow at a time, so the breaker sees the failures in the script's order.
+        while runner.shadows_in_flight:
+            threading.Event().wait(0.001)
     runner.close()
 
     assert answers == [v1_pool("double", {"x": n}) for n in range(len(behaviours))]
-    assert len([e for e in sink.operations() if e.role == "shadow"]) == len(behaviours)
+    shadows = [e for e in sink.operations() if e.role == "shadow"]
+    assert sorted(e.correlation_id for e in shadows) == sorted(
+        f"c-{n}" for n in range(len(behaviours))
+    )
+    skipped = [e for e in shadows if is_skipped_shadow(e)]
+    assert len(skipped) == runner.stats.shadow_circuit_open == len(behaviours) - ran
+    assert all(
+        e.error is not None
+        and e.error.model_extra == {"reason": "circuit_open", "source": "shadow_runner"}
+        for e in skipped
+    )
+
+
+def test_after_five_shadow_failures_the_sixth_shadow_is_recorded_as_skipped_not_lost() -> None:
+    """The example hypothesis found, spelled out: the breaker opens after five V2 failures,
+    the sixth V2 shadow is not run, and its half is recorded at once (``shadow_skipped``,
+    reason ``circuit_open``, no duration), so pairing never waits out its timeout for it."""
+    calls = 0
+
+    def v2(operation: str, args: Mapping[str, Any]) -> Any:
+        nonlocal calls
+        calls += 1
+        raise ValueError("bad")
+
+    sink = ListSink()
+    runner = ShadowRunner(v1_pool, v2, FixedRouter("v1"), sink, shadow_concurrency=1)
+    for n in range(6):
+        runner.run("double", {"x": n}, "s", correlation_id=f"c-{n}")
+        while runner.shadows_in_flight:
+            threading.Event().wait(0.001)
+    runner.close()
+
+    assert calls == 5
+    shadows = {e.correlation_id: e for e in sink.operations() if e.role == "shadow"}
+    assert sorted(shadows) == [f"c-{n}" for n in range(6)]
+    assert [is_skipped_shadow(shadows[f"c-{n}"]) for n in range(6)] == [False] * 5 + [True]
+    sixth = shadows["c-5"]
+    assert (sixth.pool, sixth.outcome, sixth.duration_ms, sixth.result) == ("v2", "error", 0, None)
+    assert sixth.error is not None
+    assert sixth.error.type == "shadow_skipped"
+    assert sixth.error.model_extra == {"reason": "circuit_open", "source": "shadow_runner"}
+    primary = next(
+        e for e in sink.operations() if e.role == "primary" and e.correlation_id == "c-5"
+    )
+    assert sixth.args_digest == primary.args_digest
+    stats = runner.stats
+    assert (stats.shadow_errors, stats.shadow_circuit_open, stats.breaker_state) == (5, 1, "open")
 
 
 # -- async ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ledger.breaker import BreakerConfig, CircuitBreaker
 from ledger.events import BreakerStateChanged, CommandRejected, DecisionReason, FlagChanged
 from ledger.settings import Settings
 from producers.flag_client import FlagClient
-from producers.shadow import PoolError, ShadowRunner
+from producers.shadow import PoolError, ShadowRunner, is_skipped_shadow
 
 FLAG = "v2_migration"
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -302,6 +302,10 @@ def test_shadow_timeouts_of_v2_open_it_and_then_no_v2_shadow_runs(
     assert sink.transitions() == [("closed", "open")]
     assert (stats.shadow_timeouts, stats.shadow_circuit_open) == (5, 1)
     assert blocked.calls == 5
+    # The shadow not run is still recorded, so its pair is closed now, not at its timeout.
+    shadows = [e for e in sink.operations() if e.role == "shadow"]
+    assert [is_skipped_shadow(e) for e in shadows] == [False] * 5 + [True]
+    assert [e.error.type for e in shadows if e.error] == ["timeout"] * 5 + ["shadow_skipped"]
     # V1-bound sessions are not the breaker's business: their reason stays what the flag says.
     assert sink.decisions()[-1].reason == DecisionReason.SPLIT
 

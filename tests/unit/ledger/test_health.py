@@ -10,7 +10,16 @@ from ddsketch import DDSketch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.events import HealthAssessed, OperationRecorded, decode_event, encode_event
+from ledger.events import (
+    RUNNER_SOURCE,
+    SHADOW_SKIPPED,
+    HealthAssessed,
+    OperationError,
+    OperationRecorded,
+    decode_event,
+    encode_event,
+    is_skipped_shadow,
+)
 from ledger.health import (
     ALL_OPERATIONS,
     HealthWindow,
@@ -178,6 +187,30 @@ def test_each_execution_counts_in_its_operation_window_and_the_pool_total() -> N
         ("v1", "a"): 1,
         ("v1", ALL_OPERATIONS): 1,
     }
+
+
+def test_a_skipped_shadow_is_not_an_execution_of_its_pool() -> None:
+    """The runner records shadows it did not run (breaker open): no count, no error."""
+    skipped = execution(1, error_type=SHADOW_SKIPPED).model_copy(
+        update={
+            "error": OperationError.model_validate(
+                {
+                    "type": SHADOW_SKIPPED,
+                    "message": "not run",
+                    "reason": "circuit_open",
+                    "source": RUNNER_SOURCE,
+                }
+            ),
+            "duration_ms": 0.0,
+        }
+    )
+    assert is_skipped_shadow(skipped)
+    windows = HealthWindows(size=SIZE)
+    windows.add_operation(skipped)
+    windows.add_operation(execution(2, error_type="timeout"))
+
+    counts = {key[:2]: (w.count, w.error_count) for key, w in windows.open.items()}
+    assert counts == {("v2", "execute_program"): (1, 1), ("v2", ALL_OPERATIONS): (1, 1)}
 
 
 def test_comparisons_count_in_v2_windows() -> None:

@@ -11,7 +11,7 @@ from ledger.cli.app import app
 from ledger.events import EVENT_TYPES
 from ledger.schemas import render, schemas, stale_schemas, write_schemas
 
-COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "schemas"
+COMMITTED = Path(__file__).resolve().parents[3] / "docs" / "schemas"
 runner = CliRunner()
 
 

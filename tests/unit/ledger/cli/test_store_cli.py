@@ -15,7 +15,7 @@ from ledger.cli.app import app
 from ledger.store import LedgerWriter, describe_schema, open_reader
 from tests.unit.store_factories import every_type, operation, records
 
-DOC = Path(__file__).parents[2] / "docs" / "ledger.md"
+DOC = Path(__file__).resolve().parents[4] / "docs" / "ledger.md"
 
 
 @pytest.fixture
