@@ -2,21 +2,26 @@
 
     .venv/bin/python bench/pipeline.py [--pairs 20000] [--bootstrap-servers 127.0.0.1:9092]
 
+    .venv/bin/python -P bench/pipeline.py --pairs 10000 --json
+
 1. Publishes N pairs (halves shuffled within a small window) to fresh topics.
 2. A bare aiokafka consumer reads that topic end to end: messages per second, the ceiling.
-3. ``migration-ledger worker`` (a subprocess) starts on the backlog: comparisons per second from
-   the first to the N-th comparison (start-up excluded). The ratio compares what the worker
-   reads (two operations per comparison) with what the bare consumer reads.
-4. With the worker caught up, M more pairs are published at a steady rate; the delay from the
-   publication of each pair's second half to its comparison reaching a reader gives p50/p99.
+3. faust's floor: an agent that does nothing with each message, in an app with the worker's
+   own faust settings, reads the same topic (first to last message, wall and CPU).
+4. ``migration-ledger worker`` (a subprocess) starts on the backlog: operations per second
+   from the first to the N-th comparison (start-up excluded; two operations per comparison).
+5. With the worker caught up, M more pairs are published at ``--live-rate``; the delay from
+   the publication of each pair's second half to its comparison reaching a reader: p50/p99.
+6. Two worker processes (one consumer group) on a second, equal backlog.
 
-Figures only; nothing here asserts timing.
+Figures only; nothing here asserts timing. ``--json`` ends with one JSON line of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import signal
@@ -28,6 +33,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 # bench/ holds a ledger.py of its own; the script's folder must not shadow the package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
@@ -37,6 +43,9 @@ from ledger.kafka.admin import ensure_topics  # noqa: E402
 from ledger.settings import Settings  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "migration-ledger")
+#: ``BENCH_WORKER_LAUNCHER="python -m pyinstrument -r text -o prof.txt -m ledger"`` profiles it.
+WORKER_ARGS = ("--without-web", "--pairing-timeout", "10", "--loglevel", "error")
+WORKER_LAUNCHER = os.environ.get("BENCH_WORKER_LAUNCHER", CLI).split()
 
 
 def halves(cid: str, n: int) -> list[bytes]:
@@ -124,6 +133,7 @@ class ComparisonClock:
             fetch_max_wait_ms=20,
         )
         self.arrived: dict[bytes, float] = {}
+        self.live_rate = 0.0
 
     async def run(self) -> None:
         await self.consumer.start()
@@ -156,8 +166,8 @@ async def live_delays(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     second_sent: dict[bytes, float] = {}
+    started = time.perf_counter()
     try:
-        started = time.perf_counter()
         for n in range(pairs):
             cid = f"{prefix}{n}".encode()
             first, second = halves(cid.decode(), n)
@@ -169,6 +179,7 @@ async def live_delays(
                 await asyncio.sleep(pause)
     finally:
         await producer.stop()
+    clock.live_rate = len(second_sent) / (time.perf_counter() - started)
     deadline = time.monotonic() + 60
     while any(cid not in clock.arrived for cid in second_sent) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
@@ -178,7 +189,7 @@ async def live_delays(
 def worker_command(agents: str | None) -> list[str]:
     """The real ``migration-ledger worker``, or the same app with only some agent modules."""
     if agents is None:
-        return [CLI, "worker", "--without-web", "--pairing-timeout", "10", "--loglevel", "error"]
+        return [*WORKER_LAUNCHER, "worker", *WORKER_ARGS]
     code = (
         "from ledger.settings import Settings\n"
         "from streams.app import create_app\n"
@@ -198,8 +209,92 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else 0
+
+
+#: A faust agent that does nothing with each message, with the worker's own faust settings
+#: (``streams.app.create_app`` with no agent module), reading the same topic: faust's floor.
+FLOOR_CODE = """
+import sys, time, faust
+from ledger.settings import Settings
+from streams.app import create_app
+expected, out = int(sys.argv[1]), sys.argv[2]
+settings = Settings()
+ledger = create_app(settings, app_id=settings.topic_prefix + "floor", web_enabled=False, modules=())
+topic = ledger.topic("operations")
+seen = 0
+first = None
+@ledger.app.agent(topic)
+async def floor(stream):
+    global seen, first
+    async for _ in stream:
+        seen += 1
+        if first is None:
+            first = (time.perf_counter(), time.process_time())
+        if seen == expected:
+            wall, cpu = time.perf_counter() - first[0], time.process_time() - first[1]
+            open(out, "w").write(f"{(expected - 1) / wall} {(expected - 1) / cpu}")
+from ledger.cli.worker import run_worker
+run_worker(ledger.app, loglevel="error")
+"""
+
+
+def start(command: list[str], env: dict[str, str], workdir: Path, name: str) -> Any:
+    with (workdir / f"{name}.log").open("wb") as log:
+        return subprocess.Popen(command, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(*processes: Any) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+async def floor_rate(env: dict[str, str], workdir: Path, expected: int) -> tuple[float, float]:
+    """Messages per second (wall, CPU) of a do-nothing faust agent over the backlog."""
+    out = workdir / "floor.txt"
+    floor = start(
+        [sys.executable, "-c", FLOOR_CODE, str(expected), str(out)], env, workdir, "floor"
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not out.exists() or not out.read_text():
+            if floor.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the faust floor agent failed; see {workdir / 'floor.log'}")
+            await asyncio.sleep(0.2)
+        wall, cpu = (float(x) for x in out.read_text().split())
+        return wall, cpu
+    finally:
+        stop(floor)
+
+
+async def backlog_rate(
+    settings: Settings,
+    env: dict[str, str],
+    workdir: Path,
+    pairs: int,
+    workers: int,
+    agents: str | None,
+) -> tuple[float, float, ComparisonClock, asyncio.Task[None], list[Any]]:
+    """Comparisons per second (wall, per worker CPU second) of ``workers`` worker processes
+    over a backlog of ``pairs``; returns the running workers and their comparison reader."""
+    clock = ComparisonClock(settings.bootstrap_servers, settings.topic("comparisons"))
+    reader = asyncio.create_task(clock.run())
+    processes = [start(worker_command(agents), env, workdir, f"worker{n}") for n in range(workers)]
+    await clock.wait_for(1, 180, processes[0])
+    first = min(clock.arrived.values())
+    cpu_first = sum(cpu_seconds(p.pid) for p in processes)
+    await clock.wait_for(pairs, 900, processes[0])
+    last = max(clock.arrived.values())
+    cpu_used = sum(cpu_seconds(p.pid) for p in processes) - cpu_first
+    return (pairs - 1) / (last - first), (pairs - 1) / cpu_used, clock, reader, processes
 
 
 async def main() -> None:
@@ -212,78 +307,97 @@ async def main() -> None:
         help="comma-separated agent modules (e.g. streams.metrics,streams.pairing) "
         "[default: the whole worker, as `migration-ledger worker` runs it]",
     )
-    parser.add_argument("--live-pairs", type=int, default=2_000)
-    parser.add_argument(
-        "--live-rate",
-        type=float,
-        default=None,
-        help="pairs per second [default: a quarter of the worker's measured backlog rate]",
-    )
+    parser.add_argument("--live-pairs", type=int, default=5_000)
+    parser.add_argument("--live-rate", type=float, default=1_000.0, help="pairs per second")
+    parser.add_argument("--skip-two", action="store_true", help="no two-worker run")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     parser.add_argument(
         "--bootstrap-servers",
         default=os.environ.get("MIGRATION_LEDGER_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
     )
     args = parser.parse_args()
+    figures: dict[str, Any] = {"pairs": args.pairs, "load_before": os.getloadavg()}
 
-    prefix = f"bench{uuid.uuid4().hex[:6]}."
-    settings = Settings(bootstrap_servers=args.bootstrap_servers, topic_prefix=prefix)
-    ensure_topics(settings)
+    def prepared(tag: str) -> tuple[Settings, dict[str, str], Path, str]:
+        prefix = f"bench{uuid.uuid4().hex[:6]}{tag}."
+        settings = Settings(bootstrap_servers=args.bootstrap_servers, topic_prefix=prefix)
+        ensure_topics(settings)
+        workdir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+        env = {
+            **os.environ,
+            "MIGRATION_LEDGER_BOOTSTRAP_SERVERS": args.bootstrap_servers,
+            "MIGRATION_LEDGER_TOPIC_PREFIX": prefix,
+            "MIGRATION_LEDGER_CACHE_DIR": str(workdir),
+        }
+        return settings, env, workdir, prefix
+
+    settings, env, workdir, prefix = prepared("")
     operations = settings.topic("operations")
     print(f"topics {prefix}*, {args.pairs} pairs ({2 * args.pairs} operations)")
     print(f"agents: {args.agents or 'the whole worker'}")
-
-    await publish_backlog(args.bootstrap_servers, operations, args.pairs, "b")
-    bare = await bare_read_rate(args.bootstrap_servers, operations, 2 * args.pairs)
-    print(f"bare aiokafka consumer:  {bare:,.0f} operations/s  (= {bare / 2:,.0f} pairs/s)")
-
-    workdir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    env = {
-        **os.environ,
-        "MIGRATION_LEDGER_BOOTSTRAP_SERVERS": args.bootstrap_servers,
-        "MIGRATION_LEDGER_TOPIC_PREFIX": prefix,
-        "MIGRATION_LEDGER_CACHE_DIR": str(workdir),
-    }
-    clock = ComparisonClock(args.bootstrap_servers, settings.topic("comparisons"))
-    reader = asyncio.create_task(clock.run())
-    with (workdir / "worker.log").open("wb") as log:
-        worker = subprocess.Popen(
-            worker_command(args.agents),
-            env=env,
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    prefixes = [prefix]
+    processes: list[Any] = []
+    reader: asyncio.Task[None] | None = None
     try:
-        await clock.wait_for(1, 120, worker)
-        first = min(clock.arrived.values())
-        cpu_first = cpu_seconds(worker.pid)
-        await clock.wait_for(args.pairs, 600, worker)
-        last = max(clock.arrived.values())
-        cpu_used = cpu_seconds(worker.pid) - cpu_first
-        rate = (args.pairs - 1) / (last - first)
-        print(
-            f"worker (backlog):        {rate:,.0f} comparisons/s  "
-            f"(reads {2 * rate:,.0f} operations/s; "
-            f"{(args.pairs - 1) / cpu_used:,.0f} comparisons per CPU second of the worker)"
-        )
-        print(f"ratio worker/bare:       {2 * rate / bare:.3f}  (operations read per second)")
+        await publish_backlog(args.bootstrap_servers, operations, args.pairs, "b")
+        bare = await bare_read_rate(args.bootstrap_servers, operations, 2 * args.pairs)
+        figures["aiokafka_ops_per_s"] = round(bare)
+        print(f"bare aiokafka consumer:  {bare:,.0f} operations/s")
+        floor, floor_cpu = await floor_rate(env, workdir, 2 * args.pairs)
+        figures["faust_floor_ops_per_s"] = round(floor)
+        figures["faust_floor_cpu_ops_per_s"] = round(floor_cpu)
+        print(f"faust floor (no-op agent): {floor:,.0f} operations/s ({floor_cpu:,.0f} per CPU s)")
 
-        live_rate = args.live_rate or max(1.0, rate / 4)
-        delays = await live_delays(
-            args.bootstrap_servers, operations, clock, args.live_pairs, live_rate, "l"
+        rate, cpu_rate, clock, reader, processes = await backlog_rate(
+            settings, env, workdir, args.pairs, 1, args.agents
         )
+        figures["worker_ops_per_s"] = round(2 * rate)
+        figures["worker_cpu_ops_per_s"] = round(2 * cpu_rate)
+        figures["worker_over_floor"] = round(2 * rate / floor, 3)
         print(
-            f"live at {live_rate:.0f} pairs/s:     "
-            f"p50 {1000 * percentile(delays, 50):.1f} ms, "
-            f"p99 {1000 * percentile(delays, 99):.1f} ms "
-            f"(second half published -> comparison read; {len(delays)} pairs)"
+            f"worker (backlog):        {2 * rate:,.0f} operations/s = {rate:,.0f} comparisons/s "
+            f"({2 * cpu_rate:,.0f} operations per CPU second); {2 * rate / floor:.2f} x the floor"
         )
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=30)
+
+        delays = await live_delays(
+            args.bootstrap_servers, operations, clock, args.live_pairs, args.live_rate, "l"
+        )
+        figures["live_pairs_per_s"] = round(clock.live_rate, 1)
+        figures["live_p50_ms"] = round(1000 * percentile(delays, 50), 1)
+        figures["live_p99_ms"] = round(1000 * percentile(delays, 99), 1)
+        print(
+            f"live at {clock.live_rate:,.0f} pairs/s: p50 {figures['live_p50_ms']} ms, "
+            f"p99 {figures['live_p99_ms']} ms (second half published -> comparison read; "
+            f"{len(delays)} pairs)"
+        )
+        stop(*processes)
         reader.cancel()
+
+        if not args.skip_two:
+            settings2, env2, workdir2, prefix2 = prepared("w2")
+            prefixes.append(prefix2)
+            await publish_backlog(
+                args.bootstrap_servers, settings2.topic("operations"), args.pairs, "b"
+            )
+            rate2, _, _, reader, processes = await backlog_rate(
+                settings2, env2, workdir2, args.pairs, 2, args.agents
+            )
+            figures["workers2_ops_per_s"] = round(2 * rate2)
+            figures["workers2_over_worker"] = round(rate2 / rate, 3)
+            print(
+                f"two workers (backlog):   {2 * rate2:,.0f} operations/s ({rate2 / rate:.2f} x one)"
+            )
+    finally:
+        stop(*processes)
+        if reader is not None:
+            reader.cancel()
         if not args.keep_topics:
-            delete_topics(args.bootstrap_servers, prefix)
+            for each in prefixes:
+                delete_topics(args.bootstrap_servers, each)
+    figures["load_after"] = os.getloadavg()
+    print(f"load average before {figures['load_before']}, after {figures['load_after']}")
+    if args.json:
+        print(json.dumps(figures))
 
 
 def delete_topics(bootstrap: str, prefix: str) -> None:

@@ -15,6 +15,7 @@ the other pool's window. Pure code: time is always passed in.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,8 @@ __all__ = [
     "HealthWindow",
     "HealthWindows",
     "LatencySketch",
+    "PartialWindows",
+    "WindowMerger",
     "assessment_id_for",
     "merge_windows",
     "window_start",
@@ -95,6 +98,19 @@ def _sample_priority(event_id: str) -> int:
     return int.from_bytes(digest, "big")
 
 
+def latency_key(value_ms: float, relative_accuracy: float = RELATIVE_ACCURACY) -> int | None:
+    """The DDSketch bin of a latency (None: at or below the smallest it can tell from 0)."""
+    mapping = _mapping(relative_accuracy)
+    if value_ms <= mapping.min_possible:
+        return None
+    return int(mapping.key(value_ms))
+
+
+def execution_keys(operation: OperationRecorded) -> tuple[int, int | None]:
+    """The sample priority and the latency bin of one execution (its windows share them)."""
+    return _sample_priority(operation.event_id), latency_key(operation.duration_ms)
+
+
 def _micros(value_ms: float) -> int:
     return round(value_ms * 1000)
 
@@ -117,11 +133,13 @@ class LatencySketch:
         return self.zero_count + sum(self.bins.values())
 
     def add(self, value_ms: float) -> None:
-        mapping = _mapping(self.relative_accuracy)
-        if value_ms <= mapping.min_possible:
+        self.add_key(latency_key(value_ms, self.relative_accuracy))
+
+    def add_key(self, key: int | None) -> None:
+        """Count one value by its bin (``latency_key``; None: the zero bucket)."""
+        if key is None:
             self.zero_count += 1
             return
-        key = int(mapping.key(value_ms))
         self.bins[key] = self.bins.get(key, 0) + 1
 
     def merged(self, other: LatencySketch) -> LatencySketch:
@@ -184,7 +202,7 @@ class HealthWindow:
     sample_size: int = SAMPLE_SIZE
     #: hash priority -> latency (ms): the ``sample_size`` events with the smallest priority.
     sample: dict[int, float] = field(default_factory=dict)
-    _largest: int | None = field(default=None, compare=False, repr=False)
+    _largest: list[int] | None = field(default=None, compare=False, repr=False)
 
     @property
     def end(self) -> datetime:
@@ -200,8 +218,14 @@ class HealthWindow:
         *,
         error_type: str | None = None,
         worker_failure_types: frozenset[str] = WORKER_FAILURE_TYPES,
+        keys: tuple[int, int | None] | None = None,
     ) -> None:
-        """Count one execution; ``error_type`` is its canonical error type (else ``error.type``)."""
+        """Count one execution; ``error_type`` is its canonical error type (else ``error.type``).
+
+        ``keys`` are ``execution_keys(operation)`` when the caller counts the same execution
+        in several windows (its operation's and the pool's): the hash and the sketch key are
+        then computed once.
+        """
         self.count += 1
         if operation.outcome == "error":
             self.error_count += 1
@@ -213,9 +237,13 @@ class HealthWindow:
             # Latency describes answers only: a failure is judged by the error rate, and a
             # timeout's duration is the timeout setting. One timeout among the ~100 executions
             # of a short window would otherwise *be* its p99 and roll back a healthy pool.
-            self.latency.add(operation.duration_ms)
+            priority, bin_key = keys if keys is not None else execution_keys(operation)
+            if self.latency.relative_accuracy == RELATIVE_ACCURACY:
+                self.latency.add_key(bin_key)
+            else:  # a sketch of its own accuracy: its own bins
+                self.latency.add(operation.duration_ms)
             self.latency_sum_us += _micros(operation.duration_ms)
-            self._sample(_sample_priority(operation.event_id), operation.duration_ms)
+            self._sample(priority, operation.duration_ms)
         resources = operation.resources
         if resources is not None:
             if resources.cpu_ms is not None:
@@ -241,13 +269,16 @@ class HealthWindow:
             self.sample[priority] = value_ms
             self._largest = None
             return
-        largest = self._largest if self._largest is not None else max(self.sample)
-        if priority < largest:
+        heap = self._largest
+        if heap is None or len(heap) != len(self.sample):
+            # A max-heap (negated) of the kept priorities: replacing the largest is O(log k).
+            heap = [-kept for kept in self.sample]
+            heapq.heapify(heap)
+            self._largest = heap
+        if priority < -heap[0]:
+            largest = -heapq.heapreplace(heap, -priority)
             del self.sample[largest]
             self.sample[priority] = value_ms
-            # Replacing gets rarer as the window fills (k/n): only then is the max recomputed.
-            largest = max(self.sample)
-        self._largest = largest
 
     def merged(self, other: HealthWindow) -> HealthWindow:
         """A new window holding both; raises ``ValueError`` for windows of another key/size."""
@@ -405,6 +436,7 @@ class HealthWindows:
     #: Windows starting before this have been closed.
     closed_before: datetime | None = None
     late: int = 0
+    _last: datetime | None = field(default=None, compare=False, repr=False)
 
     def _window(self, pool: Pool, operation: str, start: datetime) -> HealthWindow:
         key = (pool, operation, start)
@@ -426,22 +458,32 @@ class HealthWindows:
             return True
         return False
 
+    def _start(self, at: datetime) -> datetime:
+        # Events come roughly in time order: most fall in the window of the one before.
+        last = self._last
+        if last is not None and last <= at < last + self.size:
+            return last
+        start = self._last = window_start(at, self.size)
+        return start
+
     def add_operation(self, operation: OperationRecorded, *, error_type: str | None = None) -> None:
         """Count one execution in its pool's windows; a skipped shadow is not an execution."""
         if is_skipped_shadow(operation):
             return
-        start = window_start(operation.started_at, self.size)
+        start = self._start(operation.started_at)
         if self._is_late(start):
             return
+        keys = execution_keys(operation) if operation.outcome != "error" else None
         for name in (operation.operation, ALL_OPERATIONS):
             self._window(operation.pool, name, start).add_operation(
                 operation,
                 error_type=error_type,
                 worker_failure_types=self.worker_failure_types,
+                keys=keys,
             )
 
     def add_comparison(self, comparison: ComparisonRecorded) -> None:
-        start = window_start(comparison.at, self.size)
+        start = self._start(comparison.at)
         if self._is_late(start):
             return
         names = [ALL_OPERATIONS]
@@ -462,3 +504,86 @@ class HealthWindows:
         if self.closed_before is None or horizon > self.closed_before:
             self.closed_before = horizon
         return [self.open.pop(key) for key in due]
+
+
+@dataclass(frozen=True)
+class PartialWindows:
+    """What one input partition closed in one step: its windows, and how far it has closed.
+
+    ``closed_before`` says every window of this partition starting before it is final, even
+    one that had nothing (a partition without traffic still reports its progress); a merger
+    waits for every partition's progress before it publishes a whole window.
+    """
+
+    partition: int
+    closed_before: datetime
+    windows: tuple[HealthWindow, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "partition": self.partition,
+            "closed_before": self.closed_before.astimezone(UTC).isoformat(),
+            "windows": [window.to_dict() for window in self.windows],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PartialWindows:
+        if data.get("format") != _FORMAT:
+            raise ValueError(f"unknown partial windows format {data.get('format')!r}")
+        return cls(
+            partition=int(data["partition"]),
+            closed_before=datetime.fromisoformat(data["closed_before"]),
+            windows=tuple(HealthWindow.from_dict(w) for w in data["windows"]),
+        )
+
+
+WindowKey = tuple[str, str, datetime]
+
+
+@dataclass
+class WindowMerger:
+    """Merges the partial windows of ``partitions`` input partitions into whole windows.
+
+    A window is whole once every partition has closed past its start; then the partial
+    windows received for it (one per partition at most: a partition that re-sends one after a
+    restart sends the same figures, and the first copy is kept) merge into exactly the window
+    one accumulator fed with every partition would hold. A partial arriving for a window
+    already merged is counted in ``late`` and dropped: a published window never changes.
+    """
+
+    partitions: int
+    closed_before: dict[int, datetime] = field(default_factory=dict)
+    parts: dict[WindowKey, dict[int, HealthWindow]] = field(default_factory=dict)
+    #: Every window starting before this has been merged (and handed out by ``ready``).
+    merged_before: datetime | None = None
+    late: int = 0
+
+    def add(self, partial: PartialWindows) -> None:
+        if not 0 <= partial.partition < self.partitions:
+            return  # a partition of another partition count: not one of ours
+        seen = self.closed_before.get(partial.partition)
+        if seen is None or partial.closed_before > seen:
+            self.closed_before[partial.partition] = partial.closed_before
+        for window in partial.windows:
+            if self.merged_before is not None and window.start < self.merged_before:
+                self.late += 1
+                continue
+            self.parts.setdefault(window.key, {}).setdefault(partial.partition, window)
+
+    @property
+    def horizon(self) -> datetime | None:
+        """Windows starting before this are closed on every partition (None: not all heard)."""
+        if len(self.closed_before) < self.partitions:
+            return None
+        return min(self.closed_before.values())
+
+    def ready(self) -> list[HealthWindow]:
+        """Remove and return every whole window, sorted by (start, pool, operation)."""
+        horizon = self.horizon
+        if horizon is None:
+            return []
+        due = sorted((k for k in self.parts if k[2] < horizon), key=lambda k: (k[2], k[0], k[1]))
+        if self.merged_before is None or horizon > self.merged_before:
+            self.merged_before = horizon
+        return [merge_windows(self.parts.pop(key).values()) for key in due]

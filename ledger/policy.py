@@ -24,10 +24,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ledger.errors import ConfigurationError
 from ledger.events import HealthAssessed, Pool
+from ledger.frozen import Frozen
 
 __all__ = [
     "Alert",
@@ -49,10 +50,6 @@ __all__ = [
 ]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
 class MetricDirection(StrEnum):
     """Which way a metric may not move: latency may not go up, throughput may not go down."""
 
@@ -68,7 +65,7 @@ class Classification(StrEnum):
     NODATA = "nodata"
 
 
-class MetricSpec(_Frozen):
+class MetricSpec(Frozen):
     """One judged metric. ``allowed_increase`` is the smallest ratio of V2's mean to V1's that
     counts as an increase worth failing on (a significant 2% shift is real but harmless)."""
 
@@ -80,7 +77,7 @@ class MetricSpec(_Frozen):
     allowed_decrease: float = Field(default=0.9, gt=0, le=1.0)
 
 
-class JudgePolicy(_Frozen):
+class JudgePolicy(Frozen):
     """The canary judge: confidence of the test, score thresholds, sample bound, metrics."""
 
     confidence: float = Field(default=0.98, gt=0.5, lt=1.0)
@@ -104,7 +101,7 @@ class JudgePolicy(_Frozen):
         return self
 
 
-class HealthPolicy(_Frozen):
+class HealthPolicy(Frozen):
     """Rollback triggers, warnings and alert cooldown; defaults from the migration design."""
 
     #: Fewer executions than this in a V2 window (or its baseline) decide nothing.
@@ -158,7 +155,7 @@ def load_policy(path: Path | None = None) -> HealthPolicy:
 # --- the judge ------------------------------------------------------------------------------
 
 
-class MetricJudgement(_Frozen):
+class MetricJudgement(Frozen):
     """One metric's classification and the statistics behind it (V2 = experiment)."""
 
     name: str
@@ -174,7 +171,7 @@ class MetricJudgement(_Frozen):
     mean_ratio: float | None = None
 
 
-class Judgement(_Frozen):
+class Judgement(Frozen):
     score: float
     verdict: Literal["pass", "marginal", "fail", "nodata"]
     metrics: tuple[MetricJudgement, ...]
@@ -356,7 +353,7 @@ def judge_windows(
 # --- triggers, warnings, cooldown -----------------------------------------------------------
 
 
-class Alert(_Frozen):
+class Alert(Frozen):
     """One threshold crossed: a rollback trigger or a warning, with its figures."""
 
     name: str
@@ -373,7 +370,7 @@ class Alert(_Frozen):
         return f"{self.level}:{self.name}:{self.pool}:{self.operation}"
 
 
-class HealthVerdict(_Frozen):
+class HealthVerdict(Frozen):
     """The outcome of ``assess``. Pass ``cooldowns`` as ``previous_alerts`` next time."""
 
     status: Literal["ok", "warn", "rollback", "insufficient_data"]

@@ -31,7 +31,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import Field, JsonValue, model_validator
 
 from ledger import flags
 from ledger.errors import ConfigurationError, SwitchoverError
@@ -42,6 +42,7 @@ from ledger.events import (
     RollbackTriggered,
     SwitchoverRecorded,
 )
+from ledger.frozen import Frozen
 from ledger.gates import Figures, Thresholds
 from ledger.gates import judge as judge_gates
 from ledger.health import ALL_OPERATIONS
@@ -86,11 +87,7 @@ HEALTH_ACTOR = "health-monitor"
 KEEP_WINDOWS = timedelta(hours=24)
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Stage(_Frozen):
+class Stage(Frozen):
     """One rung of the ramp: the V2 percentage (basis points) and how long it must soak."""
 
     percentage_bp: int = Field(ge=1, le=10000)
@@ -101,7 +98,7 @@ class Stage(_Frozen):
         return timedelta(seconds=self.soak_s)
 
 
-class SwitchoverPlan(_Frozen):
+class SwitchoverPlan(Frozen):
     """Stages and the gates an advance needs over a whole soak."""
 
     name: str = Field(min_length=1)
@@ -203,7 +200,7 @@ def load_plan(source: str | Path) -> SwitchoverPlan:
 # --- state ----------------------------------------------------------------------------------
 
 
-class FlagView(_Frozen):
+class FlagView(Frozen):
     """What the controller needs of the flag: its version and the ramp values."""
 
     version: int = 0
@@ -212,7 +209,7 @@ class FlagView(_Frozen):
     frozen: bool = False
 
 
-class FlagChangeSeen(_Frozen):
+class FlagChangeSeen(Frozen):
     event_id: str
     version: int
     command: str
@@ -224,7 +221,7 @@ class FlagChangeSeen(_Frozen):
     at: datetime
 
 
-class CommandOutcome(_Frozen):
+class CommandOutcome(Frozen):
     """How the flag log writer answered one of the switchover's commands."""
 
     version: int
@@ -235,7 +232,7 @@ class CommandOutcome(_Frozen):
 Status = Literal["idle", "ramping", "halted", "rolled_back", "completed"]
 
 
-class ControllerState(_Frozen):
+class ControllerState(Frozen):
     """The fold of the switchover records and the flag log of one flag."""
 
     flag: str
@@ -445,7 +442,7 @@ def rebuild(
 # --- decisions ------------------------------------------------------------------------------
 
 
-class ControllerCommand(_Frozen):
+class ControllerCommand(Frozen):
     """A flag command the switchover wants the flag log writer to decide.
 
     Mirrors ``ledger.flags``' command models (``to_flag_command`` builds the real one).

@@ -40,6 +40,19 @@ AGENT_MODULES: tuple[str, ...] = (
 DEFAULT_WEB_PORT = 6066
 
 
+class _QuietApp(faust.App):
+    """faust's app without its Monitor sensor.
+
+    The Monitor keeps per-event statistics (a dict update, timestamps and deques for every
+    message in and out of every stream) that nothing here reads: /metrics has its own counters.
+    """
+
+    def on_init_dependencies(self) -> Any:
+        dependencies = super().on_init_dependencies()
+        self.sensors.remove(self.monitor)
+        return dependencies
+
+
 @dataclass
 class LedgerApp:
     """The faust app with what its agents share: settings, metrics, options, topics."""
@@ -53,6 +66,24 @@ class LedgerApp:
     agents: dict[str, Any] = field(default_factory=dict)
     #: name -> helper object an install function wants to expose (tests, the bench).
     parts: dict[str, Any] = field(default_factory=dict)
+
+    def runs_singletons(self) -> bool:
+        """Whether this worker runs what must run once in the consumer group.
+
+        ``ledger.flag-commands`` has one partition, so exactly one worker of the group is
+        assigned it: the one whose flag log writer reads it. The health merger and the
+        switchover controller run there too. During a rebalance two workers may both answer
+        yes for a moment; everything they publish carries derived ids (a repeated command
+        or window changes nothing).
+        """
+        from faust.types import TP
+
+        consumer = self.app.consumer
+        try:
+            assigned = consumer.assignment()
+        except Exception:  # not started yet, or stopping
+            return False
+        return TP(topic_name(self.settings, "flag_commands"), 0) in assigned
 
     def topic(self, logical: str) -> Any:
         """The faust topic (raw bytes) for a logical name; one object per name."""
@@ -100,7 +131,7 @@ def create_app(
     datadir = datadir or settings.cache_dir / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     brokers = [f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")]
-    app = faust.App(
+    app = _QuietApp(
         app_id,
         broker=brokers,
         broker_credentials=faust_credentials(settings),  # None for PLAINTEXT
@@ -112,6 +143,10 @@ def create_app(
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        # Fetch what the broker has in big batches (faust's default 500 records per poll makes
+        # a backlog a fetch per 500 records); the pairing agent takes them in batches too.
+        broker_max_poll_records=5_000,
+        stream_buffer_maxsize=20_000,
         # A worker that died holds its partitions until its session expires; a restarted one
         # waits that long before it can resume (faust's default is 60 s).
         broker_session_timeout=10.0,

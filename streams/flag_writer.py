@@ -38,6 +38,7 @@ from ledger.kafka.log import AsyncLogReader
 from ledger.merkle import CompactTree, leaf_hash
 from ledger.settings import Settings
 from streams.dead_letters import dead_letter
+from streams.message import Message
 from streams.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -54,14 +55,6 @@ class LogSource(Protocol):
     async def read_to_end(self) -> list[tuple[int, bytes | None]]:
         """Every record after the last one returned, up to the log's current end."""
         ...
-
-
-class Message(Protocol):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 class FlagWriter:

@@ -1,29 +1,35 @@
-"""The health monitor: executions and comparisons in, judged health windows out, rollbacks.
+"""Health windows across workers: per-partition partial windows, one merger, judged windows out.
 
-Each partition of ``pool.operations`` and ``ledger.comparisons`` (co-partitioned) feeds its own
-``ledger.health.HealthWindows``; a timer closes the windows whose end plus a grace period has
-passed on the wall clock, merges the partial windows of every partition (the accumulators are
-mergeable), judges V2's window against V1's with ``ledger.policy.assess`` and publishes both
-as ``HealthAssessed`` on ``ledger.health`` (key: the pool). When a rollback trigger is
-announced (outside its cooldown) while V2 takes traffic, it publishes a ``RollbackTriggered``
-snapshot and a rollback command whose ``cause_id`` is the V2 window that fired; its command id
-is derived from that window, so the controller sending the same rollback changes nothing.
+Counting happens in the pairing agent's pass (``streams.pairing``): each execution is counted
+when its half first reaches a pairing slot (a duplicate, same ``event_id``, never does) and
+each comparison when it is emitted, into the ``ledger.health.HealthWindows`` of its input
+partition (``PartitionHealth``). So the windows of a partition are the fold of its pairing
+slots (``ledger.pairing.counted``): after a crash or a rebalance the worker that takes the
+partition over rebuilds them exactly from the recovered slots, and nothing is counted twice
+however often it was delivered.
 
-Open windows are kept in a table (``health-windows``) written at most every
-``flush_interval`` seconds per partition, in the context of that partition's events (faust
-writes a table's changelog to the partition of the event being processed). After a crash, at
-most one flush interval (10 s) of executions is missing from the windows then open; a window that
-was already due when it is loaded back is dropped, never published a second time with other
-figures under the same id.
+When a partition's event time has passed a window's end plus the grace period, the worker
+reading it publishes a ``PartialWindows`` record on ``ledger.health-partials``: the partition's
+closed windows and how far it has closed (also when it had nothing, so a partition without
+traffic still reports progress). One merger (``HealthJudge``) runs in the whole consumer
+group, on the worker that owns partition 0 of ``ledger.flag-commands`` (see
+``LedgerApp.runs_singletons``): it merges a window once every partition has closed past it
+(DDSketch bins and the other accumulators merge exactly), judges V2's window against V1's
+with ``ledger.policy.assess`` and publishes both as ``HealthAssessed`` on ``ledger.health``
+(key: the pool). When a rollback trigger fires while V2 takes traffic, it publishes a
+``RollbackTriggered`` snapshot and a rollback command whose ``cause_id`` is the V2 window that
+fired; ids are derived from the window, so a merger that re-reads recent partials after
+taking over (it skips windows already on ``ledger.health``) changes nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -38,7 +44,16 @@ from ledger.events import (
     decode_event,
     encode_event,
 )
-from ledger.health import DEFAULT_WINDOW, HealthWindow, HealthWindows, merge_windows
+from ledger.health import (
+    DEFAULT_WINDOW,
+    HealthWindow,
+    HealthWindows,
+    PartialWindows,
+    WindowMerger,
+    assessment_id_for,
+    window_start,
+)
+from ledger.pairing import Decided, Pending, counted
 from ledger.policy import HealthPolicy, HealthVerdict, assess, judged, load_policy
 from ledger.switchover import (
     HEALTH_ACTOR,
@@ -50,25 +65,18 @@ from ledger.switchover import (
 if TYPE_CHECKING:
     from streams.app import LedgerApp
 
-__all__ = ["DEFAULT_GRACE", "HealthMonitor", "install"]
+__all__ = ["DEFAULT_GRACE", "HealthJudge", "PartitionHealth", "install"]
 
 log = logging.getLogger(__name__)
 
 #: How long after a window's end executions may still arrive (publishing is asynchronous).
 DEFAULT_GRACE = timedelta(seconds=5)
-#: Open windows are written to the table at most this often per partition. More often costs
-#: faust's commit dearly: it flushes the producer until the buffer runs dry, and windows of
-#: ~13 kB every second kept it from doing so for tens of seconds under load.
-FLUSH_INTERVAL_S = 10.0
+#: A merger taking over re-reads this many windows of partials (and of ``ledger.health``).
+LOOKBACK_WINDOWS = 10
 
 Send = Callable[[bytes | None, bytes], Awaitable[Any]]
 SendCommand = Callable[[ControllerCommand], Awaitable[Any]]
 CanonicalError = Callable[[OperationRecorded], str | None]
-
-
-def _table_key(partition: int, window: HealthWindow) -> bytes:
-    start_us = (window.start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-    return f"{partition}|{window.pool}|{start_us}|{window.operation}".encode()
 
 
 @dataclass
@@ -85,134 +93,139 @@ class FlagRamp:
 
 
 @dataclass
-class HealthMonitor:
-    """The monitor's state and logic, independent of faust's plumbing (tests drive it)."""
+class PartitionHealth:
+    """The open windows of the input partitions one worker reads, closed per partition.
 
-    flag: str
-    send_health: Send
-    send_command: SendCommand
-    policy: HealthPolicy = field(default_factory=HealthPolicy)
+    A partition's event time is the newest ``started_at`` read from it; once nothing new has
+    come for ``idle_after_s`` and the partition is read to its end, the wall clock (a consumer
+    running behind must not close windows it has not read yet).
+    """
+
     size: timedelta = DEFAULT_WINDOW
     grace: timedelta = DEFAULT_GRACE
     canonical_error: CanonicalError | None = None
-    table: MutableMapping[bytes, bytes] | None = None
-    flush_interval: float = FLUSH_INTERVAL_S
+    idle_after_s: float = 10.0
     wall: Callable[[], float] = time.time
     windows: dict[int, HealthWindows] = field(default_factory=dict)
-    cooldowns: dict[str, datetime] = field(default_factory=dict)
-    ramp: FlagRamp = field(default_factory=FlagRamp)
-    #: With no execution newer than this many seconds, windows close on the wall clock alone.
-    idle_after_s: float = 10.0
-    #: The latest execution time seen (event time) and when it was seen (wall clock).
-    watermark: datetime | None = None
-    watermark_seen_at: float = 0.0
-    published: int = 0
-    rollbacks: int = 0
-    loaded: bool = False
-    _dirty: dict[int, set[tuple[str, str, datetime]]] = field(
-        default_factory=lambda: defaultdict(set)
-    )
-    _deleted: dict[int, set[bytes]] = field(default_factory=lambda: defaultdict(set))
-    _flushed_at: dict[int, float] = field(default_factory=dict)
-
-    def _now(self) -> datetime:
-        return datetime.fromtimestamp(self.wall(), tz=UTC)
+    watermark: dict[int, datetime] = field(default_factory=dict)
+    seen_at: dict[int, float] = field(default_factory=dict)
+    #: partition -> the ``closed_before`` last published for it.
+    reported: dict[int, datetime] = field(default_factory=dict)
 
     def _partition(self, partition: int) -> HealthWindows:
         windows = self.windows.get(partition)
         if windows is None:
-            windows = HealthWindows(size=self.size)
-            self.windows[partition] = windows
+            windows = self.windows[partition] = HealthWindows(size=self.size)
         return windows
 
-    # --- the table -----------------------------------------------------------------------
-
-    def load(self) -> None:
-        """Read open windows back from the table (after a restart or a rebalance)."""
-        self.loaded = True
-        if self.table is None:
-            return
-        horizon = self._now() - self.grace
-        for key, raw in list(self.table.items()):
-            try:
-                partition = int(key.split(b"|", 1)[0])
-                window = HealthWindow.from_dict(json.loads(raw))
-            except (ValueError, KeyError, TypeError):
-                continue
-            windows = self._partition(partition)
-            if window.end <= horizon:
-                self._deleted[partition].add(key)  # due while we were away: drop, never re-send
-                continue
-            windows.open.setdefault(window.key, window)
-
-    def _persist(self, partition: int) -> None:
-        """Write this partition's dirty windows (call only while handling its events)."""
-        if self.table is None:
-            return
-        for key in self._deleted.pop(partition, set()):
-            self.table.pop(key, None)
-        wall = self.wall()
-        if wall - self._flushed_at.get(partition, 0.0) < self.flush_interval:
-            return
-        self._flushed_at[partition] = wall
-        windows = self._partition(partition)
-        for window_key in self._dirty.pop(partition, set()):
-            window = windows.open.get(window_key)
-            if window is not None:
-                self.table[_table_key(partition, window)] = json.dumps(window.to_dict()).encode()
-
-    # --- input ---------------------------------------------------------------------------
-
-    def on_operation(self, partition: int, raw: bytes | None) -> None:
-        """Count one execution (input that is not a valid one is the pairing agent's to
-        dead-letter; it is skipped here)."""
-        if not self.loaded:
-            self.load()
-        try:
-            operation = decode_event(raw or b"", OperationRecorded)
-        except EventDecodeError:
-            return
-        assert isinstance(operation, OperationRecorded)
+    def count_operation(self, partition: int, operation: OperationRecorded) -> None:
         error_type = None
         if operation.error is not None and self.canonical_error is not None:
             error_type = self.canonical_error(operation)
-        windows = self._partition(partition)
-        windows.add_operation(operation, error_type=error_type)
-        self._mark(partition, windows, operation.pool, operation.operation, operation.started_at)
-        if self.watermark is None or operation.started_at > self.watermark:
-            self.watermark = operation.started_at
-            self.watermark_seen_at = self.wall()
-        self._persist(partition)
+        self._partition(partition).add_operation(operation, error_type=error_type)
+        mark = self.watermark.get(partition)
+        if mark is None or operation.started_at > mark:
+            self.watermark[partition] = operation.started_at
+            self.seen_at[partition] = self.wall()
 
-    def on_comparison(self, partition: int, raw: bytes | None) -> None:
-        if not self.loaded:
-            self.load()
+    def count_comparison(self, partition: int, comparison: ComparisonRecorded) -> None:
+        if not comparison.late:  # a late half's marker: its pair was counted as missing
+            self._partition(partition).add_comparison(comparison)
+
+    def restore(self, slots: Iterable[Pending | Decided]) -> None:
+        """Rebuild every partition's windows from its pairing slots (after recovery)."""
+        self.windows.clear()
+        self.watermark.clear()
+        self.seen_at.clear()
+        for slot in slots:
+            executions, comparisons = counted(slot)
+            for operation in executions:
+                self.count_operation(slot.partition, operation)
+            for comparison in comparisons:
+                self.count_comparison(slot.partition, comparison)
+        # Rebuilt, not read: only executions read from now on say a partition is still busy.
+        self.seen_at.clear()
+
+    @property
+    def late(self) -> int:
+        return sum(windows.late for windows in self.windows.values())
+
+    def _horizon(self, partition: int, *, caught_up: bool) -> datetime | None:
+        now = datetime.fromtimestamp(self.wall(), tz=UTC)
+        mark = self.watermark.get(partition)
+        idle = self.wall() - self.seen_at.get(partition, 0.0) >= self.idle_after_s
+        if caught_up and (mark is None or idle):
+            return now
+        return None if mark is None else min(now, mark)
+
+    def close(self, partition: int, *, caught_up: bool = False) -> PartialWindows | None:
+        """The partition's windows now due and its progress, if there is anything new."""
+        horizon = self._horizon(partition, caught_up=caught_up)
+        if horizon is None:
+            return None
+        windows = self._partition(partition)
+        closed = windows.close_due(horizon, grace=self.grace)
+        progress = windows.closed_before
+        if progress is None or (not closed and self.reported.get(partition) == progress):
+            return None
+        self.reported[partition] = progress
+        return PartialWindows(partition, progress, tuple(closed))
+
+    def wants_tick(self, partition: int) -> bool:
+        """Whether a quiet partition has progress to report (only a tick can close it)."""
+        if self.wall() - self.seen_at.get(partition, 0.0) < self.idle_after_s:
+            return False
+        now = datetime.fromtimestamp(self.wall(), tz=UTC)
+        due = window_start(now - self.grace, self.size)
+        reported = self.reported.get(partition)
+        return reported is None or due > reported
+
+
+@dataclass
+class HealthJudge:
+    """The merger: partial windows of every partition in, judged whole windows out."""
+
+    flag: str
+    partitions: int
+    send_health: Send
+    send_command: SendCommand
+    policy: HealthPolicy = field(default_factory=HealthPolicy)
+    size: timedelta = DEFAULT_WINDOW
+    wall: Callable[[], float] = time.time
+    merger: WindowMerger = field(init=False)
+    cooldowns: dict[str, datetime] = field(default_factory=dict)
+    ramp: FlagRamp = field(default_factory=FlagRamp)
+    #: Ids of the assessments already on ``ledger.health`` (read back, or sent here).
+    assessed: set[str] = field(default_factory=set)
+    published: int = 0
+    rollbacks: int = 0
+
+    def __post_init__(self) -> None:
+        self.merger = WindowMerger(self.partitions)
+
+    def reset(self) -> None:
+        """Forget the partials (another worker merges now; a taker-over re-reads them)."""
+        self.merger = WindowMerger(self.partitions)
+        self.assessed.clear()
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.wall(), tz=UTC)
+
+    def on_partial(self, raw: bytes | None) -> None:
         try:
-            comparison = decode_event(raw or b"", ComparisonRecorded)
+            partial = PartialWindows.from_dict(json.loads(raw or b""))
+        except (ValueError, KeyError, TypeError):
+            log.warning("skipping a health-partials record that is not one")
+            return
+        self.merger.add(partial)
+
+    def on_health_record(self, raw: bytes | None) -> None:
+        try:
+            event = decode_event(raw or b"")
         except EventDecodeError:
             return
-        assert isinstance(comparison, ComparisonRecorded)
-        if comparison.late:
-            return  # its pair was already counted as missing
-        windows = self._partition(partition)
-        windows.add_comparison(comparison)
-        self._mark(partition, windows, "v2", comparison.operation, comparison.at)
-        self._persist(partition)
-
-    def _mark(
-        self,
-        partition: int,
-        windows: HealthWindows,
-        pool: str,
-        operation: str | None,
-        at: datetime,
-    ) -> None:
-        from ledger.health import ALL_OPERATIONS, window_start
-
-        start = window_start(at, windows.size)
-        for name in (operation, ALL_OPERATIONS):
-            if name is not None and (pool, name, start) in windows.open:
-                self._dirty[partition].add((pool, name, start))
+        if isinstance(event, HealthAssessed):
+            self.assessed.add(event.event_id)
 
     def on_flag_event(self, raw: bytes | None) -> None:
         try:
@@ -225,36 +238,20 @@ class HealthMonitor:
         elif isinstance(event, CommandRejected):
             return
 
-    # --- closing -------------------------------------------------------------------------
-
-    def _horizon(self, now: datetime) -> datetime:
-        """How far event time has surely come: the wall clock, held back to the newest
-        execution read while executions keep coming (a consumer running behind must not
-        close windows it has not read yet)."""
-        if self.watermark is None or self.wall() - self.watermark_seen_at >= self.idle_after_s:
-            return now
-        return min(now, self.watermark)
-
     @property
     def late(self) -> int:
-        """Executions and comparisons that arrived after their window had closed."""
-        return sum(windows.late for windows in self.windows.values())
+        return self.merger.late
 
-    async def close_due(self) -> list[HealthAssessed]:
-        """Close, merge, judge and publish every window whose end + grace has passed."""
-        if not self.loaded:
-            self.load()
+    async def publish_ready(self) -> list[HealthAssessed]:
+        """Merge, judge and publish every window that every partition has closed."""
         now = self._now()
-        closed: dict[tuple[str, str, datetime], list[HealthWindow]] = defaultdict(list)
-        horizon = self._horizon(now)
-        for partition, windows in self.windows.items():
-            for window in windows.close_due(horizon, grace=self.grace):
-                closed[window.key].append(window)
-                self._deleted[partition].add(_table_key(partition, window))
-                self._dirty[partition].discard(window.key)
         groups: dict[tuple[str, datetime], dict[str, HealthWindow]] = defaultdict(dict)
-        for (pool, operation, start), parts in closed.items():
-            groups[(operation, start)][pool] = merge_windows(parts)
+        for window in self.merger.ready():
+            if assessment_id_for(window.pool, window.operation, window.start, window.size) in (
+                self.assessed
+            ):
+                continue  # published before this merger took over
+            groups[(window.operation, window.start)][window.pool] = window
         published: list[HealthAssessed] = []
         for operation, start in sorted(groups, key=lambda k: (k[1], k[0])):
             pools = groups[(operation, start)]
@@ -286,6 +283,7 @@ class HealthMonitor:
                 await self._roll_back(v2, verdict, now)
         for event in out:
             await self.send_health(event.pool.encode(), encode_event(event))
+            self.assessed.add(event.event_id)
             self.published += 1
         return out
 
@@ -317,41 +315,18 @@ class HealthMonitor:
         self.ramp = FlagRamp(self.ramp.version, False, 0)
 
 
-def install(ledger: LedgerApp) -> None:
-    """Add the health windows agent, its table and the closing timer.
+def partition_health(ledger: LedgerApp) -> PartitionHealth:
+    """The worker's per-partition windows (one object, shared by the pairing agent)."""
+    existing = ledger.parts.get("partition_health")
+    if isinstance(existing, PartitionHealth):
+        return existing
+    from ledger.comparison import RuleSet, load_rules
+    from ledger.errors import RulesError
 
-    The flag log reaches the monitor through ``streams.switchover``'s tail, which reads it
-    from the beginning at every start (a group offset would hide the current ramp).
-    """
-    from ledger.switchover import encode_controller_command
-
-    app = ledger.app
     settings = ledger.settings
     options = ledger.options
     size = timedelta(seconds=float(options.get("health_window") or settings.health_window))
     grace = timedelta(seconds=float(options.get("health_grace", settings.health_grace)))
-    policy = options.get("health_policy") or load_policy(settings.health_policy)
-    operations = ledger.topic("operations")
-    comparisons = ledger.topic("comparisons")
-    health = ledger.topic("health")
-    flag_commands = ledger.topic("flag_commands")
-    operations_name = operations.get_topic_name()
-    source = app.topic(
-        operations_name, comparisons.get_topic_name(), key_type=bytes, value_type=bytes
-    )
-    table = app.Table(
-        "health-windows",
-        default=None,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-        help="partition|pool|start|operation -> open health window (ledger.health)",
-    )
-    from prometheus_client import Counter, Gauge
-
-    from ledger.comparison import RuleSet, load_rules
-    from ledger.errors import RulesError
-
     rules: RuleSet | None
     try:
         rules = load_rules(options.get("rules_path"))
@@ -363,6 +338,38 @@ def install(ledger: LedgerApp) -> None:
             return None
         return rules.canonical_error(operation.pool, operation.error)
 
+    health = PartitionHealth(
+        size=size,
+        grace=grace,
+        canonical_error=canonical_error,
+        idle_after_s=max(10.0, 2 * (size + grace).total_seconds()),
+    )
+    ledger.parts["partition_health"] = health
+    return health
+
+
+def install(ledger: LedgerApp) -> None:
+    """Add the merger: a task that merges partials while this worker runs the singletons.
+
+    The flag log reaches the judge through ``streams.switchover``'s tail, which reads it from
+    the beginning at every start (a group offset would hide the current ramp).
+    """
+    from ledger.switchover import encode_controller_command
+
+    app = ledger.app
+    settings = ledger.settings
+    options = ledger.options
+    partitions = partition_health(ledger)
+    policy = options.get("health_policy") or load_policy(settings.health_policy)
+    health = ledger.topic("health")
+    flag_commands = ledger.topic("flag_commands")
+    from ledger.kafka.topics import topic_name
+
+    partials_name = topic_name(settings, "health_partials")
+    health_name = health.get_topic_name()
+    interval = min(1.0, partitions.size.total_seconds() / 4)
+    lookback = LOOKBACK_WINDOWS * (partitions.size + partitions.grace).total_seconds()
+
     async def send_health(key: bytes | None, value: bytes) -> Any:
         return await health.send(key=key, value=value)
 
@@ -371,20 +378,17 @@ def install(ledger: LedgerApp) -> None:
             key=command.flag.encode(), value=encode_controller_command(command)
         )
 
-    monitor = HealthMonitor(
+    judge = HealthJudge(
         flag=settings.flag,
+        partitions=settings.partitions,
         send_health=send_health,
         send_command=send_command,
         policy=policy,
-        size=size,
-        grace=grace,
-        canonical_error=canonical_error,
-        table=table if options.get("health_table", True) else None,
-        flush_interval=float(options.get("health_flush_interval", FLUSH_INTERVAL_S)),
-        idle_after_s=max(10.0, 2 * (size + grace).total_seconds()),
+        size=partitions.size,
     )
-    ledger.parts["health"] = monitor
+    ledger.parts["health"] = judge
     import scipy.stats  # noqa: F401 - the judge's first use must not stall the event loop
+    from prometheus_client import Counter, Gauge
 
     registry = ledger.metrics.registry
     published = Counter(
@@ -395,33 +399,67 @@ def install(ledger: LedgerApp) -> None:
     )
     late = Gauge(
         "ledger_health_late_events",
-        "Executions and comparisons that arrived after their window closed",
+        "Executions, comparisons and partial windows that arrived after their window closed",
         registry=registry,
     )
 
-    async def on_assigned(*args: Any, **kwargs: Any) -> None:
-        monitor.loaded = False
+    async def merge(consumer: Any) -> None:
+        from aiokafka import TopicPartition
 
-    app.on_partitions_assigned.connect(on_assigned)
+        tps = [TopicPartition(partials_name, 0)] + [
+            TopicPartition(health_name, p) for p in range(settings.partitions)
+        ]
+        consumer.assign(tps)
+        since = int((time.time() - lookback) * 1000)
+        found = await consumer.offsets_for_times(dict.fromkeys(tps, since))
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            at = found.get(tp)
+            consumer.seek(tp, at.offset if at is not None else ends[tp])
+        caught_up = False
+        while not app.should_stop and ledger.runs_singletons():
+            batches = await consumer.getmany(timeout_ms=int(interval * 1000), max_records=5000)
+            for tp, records in batches.items():
+                for record in records:
+                    if tp.topic == partials_name:
+                        judge.on_partial(record.value)
+                    else:
+                        judge.on_health_record(record.value)
+            if not caught_up:
+                positions = [await consumer.position(tp) for tp in tps]
+                caught_up = all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True))
+                if not caught_up:
+                    continue
+            sent_before = judge.rollbacks
+            for window in await judge.publish_ready():
+                published.labels(window.pool, window.verdict).inc()
+            rollbacks.inc(judge.rollbacks - sent_before)
+            late.set(partitions.late + judge.late)
 
-    @app.agent(source, name="health")
-    async def health_windows(stream: Any) -> Any:
-        async for event in stream.events():
-            message = event.message
-            if message.topic == operations_name:
-                monitor.on_operation(message.partition, message.value)
-            else:
-                monitor.on_comparison(message.partition, message.value)
-            yield None
+    async def health_merger() -> None:
+        from aiokafka import AIOKafkaConsumer
 
-    async def close_health_windows() -> None:
-        if app.rebalancing or app.in_recovery:
-            return
-        sent_before = monitor.rollbacks
-        for window in await monitor.close_due():
-            published.labels(window.pool, window.verdict).inc()
-        rollbacks.inc(monitor.rollbacks - sent_before)
-        late.set(monitor.late)
+        while not app.should_stop:
+            if not ledger.runs_singletons():
+                await asyncio.sleep(interval)
+                continue
+            judge.reset()
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=settings.bootstrap_servers,
+                group_id=None,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=int(interval * 500),
+            )
+            try:
+                await consumer.start()
+                log.info("health merger runs on this worker")
+                await merge(consumer)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("health merger failed; starting over in 5 s")
+                await asyncio.sleep(5.0)
+            finally:
+                await consumer.stop()
 
-    # Registered by call: faust's decorators are untyped.
-    app.timer(min(1.0, size.total_seconds() / 4))(close_health_windows)
+    app.task(health_merger)  # registered by call: faust's decorators are untyped

@@ -1,10 +1,19 @@
-"""The pairing agent: V1 and V2 halves in, one comparison per correlation id out.
+"""The pairing agent: V1 and V2 halves in, one comparison per correlation id out, and the
+health windows counted in the same pass.
 
 Faust has no stream-stream join, so the first half of each correlation id waits in a table
 (``pairing``) whose changelog is co-partitioned with ``pool.operations``; the other half is
-compared with it by ``ledger.comparison``. The slot logic itself is pure (``streams.pairs``);
-this module feeds it messages, keeps the in-memory indexes it needs (deadlines, emissions by
-input position) and publishes what it returns.
+compared with it by ``ledger.comparison``. The slot logic itself is pure (``ledger.pairing``);
+this module feeds it messages, keeps the decoded slots and the indexes it needs (deadlines,
+emissions by input position) in memory and publishes what it returns.
+
+The agent takes the stream in batches (``stream.take_events``): every message is decoded
+once, slots live decoded in memory (the table is read back only after a rebalance), and the
+table is written once per batch per correlation id changed, with the slot as it stands at the
+batch's end. Two halves meeting within one batch cost one changelog write (the decided slot),
+not three. Each execution that reaches a slot, and each comparison emitted, is counted at once
+into the health windows of its partition (``streams.health.PartitionHealth``), which are
+closed and published as partial windows from here too.
 
 Timeouts run on a per-partition stream clock: the broker's append time of the last operation
 read, so a backlog is paired exactly as it would have been live. A partition that goes quiet
@@ -13,8 +22,9 @@ same partition number; the agent reads it like an operation (so table writes lan
 changelog partition) and, if that operations partition has been read to its end, moves the
 clock to the tick's wall time.
 
-Crash safety (at-least-once): a table write and a comparison are flushed before the input's
-offset is committed, but in no order between them. If the worker dies after the slot reached
+Crash safety (at-least-once): a batch's table writes and comparisons are flushed before the
+offsets of its inputs are committed (faust flushes the producer before it commits), but in
+no order between them. If the worker dies after the slot reached
 the changelog and before its comparison reached its topic, the input is read again after the
 restart; the slot remembers which input position emitted what, and the agent re-publishes it
 (same comparison id, so downstream deduplication drops whichever copy is extra).
@@ -27,15 +37,13 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ledger.events import ComparisonRecorded, OperationRecorded, encode_event
-from streams.dead_letters import Rejected, dead_letter, decode_or_reject
-from streams.metrics import Metrics
-from streams.pairs import (
+from ledger.pairing import (
     Classifier,
     Decided,
     Outcome,
@@ -47,9 +55,13 @@ from streams.pairs import (
     expire,
     receive,
 )
+from streams.dead_letters import Rejected, dead_letter, decode_or_reject
+from streams.message import Message
+from streams.metrics import Metrics
 
 if TYPE_CHECKING:
     from streams.app import LedgerApp
+    from streams.health import PartitionHealth
 
 __all__ = ["DEFAULT_KEEP_FOR_TIMEOUTS", "Message", "PairingAgent", "RuleClassifier", "install"]
 
@@ -61,9 +73,15 @@ DEFAULT_KEEP_FOR_TIMEOUTS = 20
 #: consumer has not yet been told about (its high-water mark is a fetch old) is not outrun.
 TICK_SLACK_S = 1.0
 
+#: A batch is at most this many messages, taken within this many seconds: small enough that a
+#: lone pair at a low rate waits a few milliseconds, large enough that a backlog is read in
+#: batches that share one table write per correlation id.
+BATCH_MAX = 2_000
+BATCH_WITHIN_S = 0.005
+
 
 class RuleClassifier:
-    """``streams.pairs.Classifier`` backed by ``ledger.comparison`` and one rule set."""
+    """``ledger.pairing.Classifier`` backed by ``ledger.comparison`` and one rule set."""
 
     def __init__(self, rules_path: Path | None = None) -> None:
         from ledger.comparison import load_rules
@@ -85,27 +103,24 @@ class RuleClassifier:
         return missing_comparison(present, at=at, late=late, rules=self.rules)
 
 
-class Message(Protocol):
-    """The parts of a faust message the agent reads."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float
-    key: bytes | None
-    value: bytes | None
-
-
 Send = Callable[..., Awaitable[Any]]
+#: (partition, key, value or None to delete): one table write, in the partition's changelog.
+Write = Callable[[int, bytes, bytes | None], Awaitable[Any]]
+#: An input position (topic, partition, offset) as a plain tuple: hashed per message.
+PositionKey = tuple[str, int, int]
+_COUNTED = frozenset({Outcome.STORED, Outcome.PAIRED, Outcome.LATE})
+_NOWHERE = Position(topic="", partition=-1, offset=-1)
 
 
 class PairingAgent:
-    """The pairing agent's state and per-message logic, independent of faust's plumbing.
+    """The pairing agent's state and per-batch logic, independent of faust's plumbing.
 
-    ``table`` is the faust table (or a dict in tests); ``send_comparison``,
-    ``send_dead_letter`` and ``send_tick`` publish ``(key, value)`` (ticks also take a
-    partition); ``caught_up(partition, next_offset)`` says whether that operations partition
-    has been read to its end.
+    ``table`` is the faust table (or a dict in tests), read only by ``rebuild``; ``write``
+    changes it (by default ``table[key] = value``). ``send_comparison``, ``send_dead_letter``,
+    ``send_tick`` and ``send_partial`` publish ``(key, value)`` (ticks take a partition
+    instead of a key); ``caught_up(partition, next_offset)`` says whether that operations
+    partition has been read to its end; ``assigned()`` lists the operations partitions this
+    worker reads (for the health windows' progress of a partition without traffic).
     """
 
     def __init__(
@@ -122,6 +137,11 @@ class PairingAgent:
         send_tick: Send,
         caught_up: Callable[[int, int | None], bool],
         wall: Callable[[], float] = time.time,
+        write: Write | None = None,
+        health: PartitionHealth | None = None,
+        send_partial: Send | None = None,
+        assigned: Callable[[], Iterable[int]] | None = None,
+        after_batch: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.table = table
         self.classifier = classifier
@@ -134,49 +154,101 @@ class PairingAgent:
         self.send_tick = send_tick
         self.caught_up = caught_up
         self.wall = wall
+        self.write = write or self._write_table
+        self.health = health
+        self.send_partial = send_partial
+        self.assigned = assigned or self._partitions_seen
+        self._owned_only = assigned is not None
+        self.after_batch = after_batch
+        #: Pending slots decoded; decided ones as the bytes the table holds (the same object),
+        #: decoded again only if a duplicate or a late half needs them.
+        self.slots: dict[bytes, Pending | Decided | bytes] = {}
+        self._forget_at: dict[bytes, float] = {}
         self.clock: dict[int, float] = {}
         self.next_offset: dict[int, int] = {}
         self.deadlines: dict[int, list[tuple[float, bytes]]] = defaultdict(list)
         self.pending: dict[int, set[bytes]] = defaultdict(set)
-        self.emitted_at: dict[Position, set[bytes]] = defaultdict(set)
+        self.emitted_at: dict[PositionKey, set[bytes]] = defaultdict(set)
         self.ticks_out: dict[int, float] = {}
         self.indexed = False
+        self._dirty: dict[bytes, int] = {}
         # Labelled children looked up once: ``labels()`` costs more than the increment.
         self._outcomes = {outcome: metrics.pairing.labels(outcome.value) for outcome in Outcome}
         self._events_in: dict[str, Any] = {}
+        #: Counted per batch, added to the metrics at its end (an ``inc`` takes a lock).
+        self._tally: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self._comparisons_out: dict[tuple[str, bool], Any] = {}
+
+    async def _write_table(self, partition: int, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            self.table.pop(key, None)
+        else:
+            self.table[key] = value
+
+    def _partitions_seen(self) -> Iterable[int]:
+        return self.clock.keys()
 
     # --- indexes -------------------------------------------------------------------------
 
     def rebuild(self) -> None:
-        """Rebuild the in-memory indexes from the table (after recovery or a rebalance)."""
+        """Decode the table and rebuild the indexes and health windows (after a rebalance)."""
+        decoded = {key: (raw, decode_slot(raw)) for key, raw in list(self.table.items())}
+        if self._owned_only:
+            owned = set(self.assigned())
+            decoded = {k: v for k, v in decoded.items() if v[1].partition in owned}
+        self.slots = {}
+        self._forget_at.clear()
         self.deadlines.clear()
         self.pending.clear()
         self.emitted_at.clear()
         self.ticks_out.clear()
-        for key, raw in list(self.table.items()):
-            self._index(key, decode_slot(raw))
+        self._dirty.clear()
+        for key, (raw, slot) in decoded.items():
+            # Emissions are indexed here only: a position is read again only after a restart
+            # or a rebalance, and both come through here.
+            self._index(key, slot, emissions=True)
+            self._keep(key, slot, raw)
+        if self.health is not None:
+            self.health.restore(slot for _, slot in decoded.values())
         self.indexed = True
         self._set_pending_gauge()
 
-    def _index(self, key: bytes, slot: Pending | Decided) -> None:
+    def _keep(self, key: bytes, slot: Pending | Decided, raw: bytes) -> None:
+        if isinstance(slot, Decided):
+            self.slots[key] = raw
+            self._forget_at[key] = slot.forget_at
+        else:
+            self.slots[key] = slot
+            self._forget_at.pop(key, None)
+
+    def _slot(self, key: bytes) -> Pending | Decided | None:
+        slot = self.slots.get(key)
+        return decode_slot(slot) if isinstance(slot, bytes) else slot
+
+    def _index(self, key: bytes, slot: Pending | Decided, *, emissions: bool = False) -> None:
         if isinstance(slot, Pending):
             heapq.heappush(self.deadlines[slot.partition], (slot.due, key))
             self.pending[slot.partition].add(key)
         else:
             heapq.heappush(self.deadlines[slot.partition], (slot.forget_at, key))
             self.pending[slot.partition].discard(key)
+            if not emissions:
+                return
             for emission in slot.emissions:
-                self.emitted_at[emission.position].add(key)
+                at = emission.position
+                self.emitted_at[(at.topic, at.partition, at.offset)].add(key)
 
     def _unindex(self, key: bytes, slot: Pending | Decided) -> None:
         self.pending[slot.partition].discard(key)
         if isinstance(slot, Decided):
             for emission in slot.emissions:
-                keys = self.emitted_at.get(emission.position)
+                at = emission.position
+                position = (at.topic, at.partition, at.offset)
+                keys = self.emitted_at.get(position)
                 if keys is not None:
                     keys.discard(key)
                     if not keys:
-                        del self.emitted_at[emission.position]
+                        del self.emitted_at[position]
 
     def _set_pending_gauge(self) -> None:
         self.metrics.pending_pairs.set(sum(len(keys) for keys in self.pending.values()))
@@ -184,25 +256,68 @@ class PairingAgent:
     # --- messages ------------------------------------------------------------------------
 
     async def handle(self, message: Message) -> None:
-        """One message from the operations topic or the ticks topic."""
+        """One message from the operations topic or the ticks topic (a batch of one)."""
+        await self.handle_batch((message,))
+
+    async def handle_batch(self, messages: Iterable[Message]) -> None:
+        """A batch of messages, in the order read; the table is written once at its end."""
         if not self.indexed:
             self.rebuild()
-        position = Position(topic=message.topic, partition=message.partition, offset=message.offset)
-        await self._republish(position)
-        if message.topic == self.ticks_topic:
-            await self._tick(message, position)
-        else:
-            await self._operation(message, position)
+        read: set[int] = set()
+        operations = 0
+        topic = ""
+        for message in messages:
+            position = (message.topic, message.partition, message.offset)
+            if position in self.emitted_at:
+                await self._republish(position)
+            if message.topic == self.ticks_topic:
+                await self._tick(message, position)
+            else:
+                await self._operation(message, position)
+                read.add(message.partition)
+                operations += 1
+                topic = message.topic
+        if operations:
+            counter = self._events_in.get(topic)
+            if counter is None:
+                counter = self._events_in[topic] = self.metrics.events_in.labels(topic)
+            counter.inc(operations)
+        await self._flush()
+        for partition in read:
+            await self._close_health(partition, caught_up=False)
+        self._count()
+        if self.after_batch is not None:
+            await self.after_batch()
 
-    async def _operation(self, message: Message, position: Position) -> None:
+    def _count(self) -> None:
+        tally = self._tally
+        for outcome, count in tally.items():
+            if count:
+                self._outcomes[outcome].inc(count)
+                tally[outcome] = 0
+
+    async def _flush(self) -> None:
+        if not self._dirty:
+            return
+        slots = self.slots
+        for key, partition in self._dirty.items():
+            slot = slots.get(key)
+            if slot is None:
+                await self.write(partition, key, None)
+                continue
+            assert not isinstance(slot, bytes)  # written since the last flush: an object
+            raw = encode_slot(slot)
+            await self.write(partition, key, raw)
+            self._keep(key, slot, raw)
+        self._dirty.clear()
+        self._set_pending_gauge()
+
+    async def _operation(self, message: Message, position: PositionKey) -> None:
         partition = message.partition
-        counter = self._events_in.get(message.topic)
-        if counter is None:
-            counter = self._events_in[message.topic] = self.metrics.events_in.labels(message.topic)
-        counter.inc()
         self.next_offset[partition] = message.offset + 1
         arrived = message.timestamp
-        self.clock[partition] = max(self.clock.get(partition, 0.0), arrived)
+        if arrived > self.clock.get(partition, 0.0):
+            self.clock[partition] = arrived
         try:
             half = decode_or_reject(message.value, OperationRecorded)
             key = half.correlation_id.encode()
@@ -221,7 +336,10 @@ class PairingAgent:
                     old,
                     half,
                     partition=partition,
-                    position=position,
+                    # A first half emits nothing, so records no position.
+                    position=_NOWHERE
+                    if old is None
+                    else Position(topic=position[0], partition=position[1], offset=position[2]),
                     arrived=arrived,
                     at=self._now(),
                     timeout=self.timeout,
@@ -236,71 +354,111 @@ class PairingAgent:
             else:
                 if step.outcome is Outcome.CONFLICT:
                     await self._dead_letter(message, step.reason)
-                await self._apply(key, old, step)
+                await self._apply(key, partition, old, step, half)
         await self._expire_due(partition, position)
 
-    async def _tick(self, message: Message, position: Position) -> None:
+    async def _tick(self, message: Message, position: PositionKey) -> None:
         partition = message.partition
         self.ticks_out.pop(partition, None)
         try:
             wall = float(json.loads(message.value or b"{}")["wall"])
         except (ValueError, KeyError, TypeError):
             return  # not one of ours; ticks carry nothing worth dead-lettering
-        if self.caught_up(partition, self.next_offset.get(partition)):
+        caught_up = self.caught_up(partition, self.next_offset.get(partition))
+        if caught_up:
             self.clock[partition] = max(self.clock.get(partition, 0.0), wall - TICK_SLACK_S)
             await self._expire_due(partition, position)
+        await self._flush()
+        await self._close_health(partition, caught_up=caught_up)
 
-    async def _expire_due(self, partition: int, position: Position) -> None:
+    async def _expire_due(self, partition: int, position: PositionKey) -> None:
         heap = self.deadlines.get(partition)
         now = self.clock.get(partition)
-        if not heap or now is None:
+        if not heap or now is None or heap[0][0] > now:
             return
+        at = Position(topic=position[0], partition=position[1], offset=position[2])
         while heap and heap[0][0] <= now:
             _, key = heapq.heappop(heap)
-            old = self._slot(key)
-            if old is None:
+            kept = self.slots.get(key)
+            if kept is None:
                 continue
+            if isinstance(kept, bytes):
+                forget_at = self._forget_at.get(key)
+                if forget_at is not None and forget_at <= now:
+                    # A decided slot past its memory: forgotten without decoding it.
+                    self._tally[Outcome.FORGOTTEN] += 1
+                    self._forget(key, partition)
+                continue  # a stale deadline: the slot was decided again since
+            old = kept
             step = expire(
                 old,
                 now=now,
-                position=position,
+                position=at,
                 at=self._now(),
                 keep_for=self.keep_for,
                 classifier=self.classifier,
             )
             if step.outcome is not Outcome.UNCHANGED:
-                await self._apply(key, old, step)
+                await self._apply(key, partition, old, step, None)
 
-    async def _republish(self, position: Position) -> None:
-        keys = self.emitted_at.get(position)
-        if not keys:
-            return
-        for key in list(keys):
+    def _forget(self, key: bytes, partition: int) -> None:
+        self.slots.pop(key, None)
+        self._forget_at.pop(key, None)
+        keys = self.pending.get(partition)
+        if keys is not None:
+            keys.discard(key)
+        self._dirty[key] = partition
+
+    async def _republish(self, position: PositionKey) -> None:
+        for key in list(self.emitted_at.get(position, ())):
             slot = self._slot(key)
             if not isinstance(slot, Decided):
                 continue
             for emission in slot.emissions:
-                if emission.position == position:
-                    await self._publish(key, emission.event)
+                at = emission.position
+                if (at.topic, at.partition, at.offset) == position:
+                    await self._publish(key, emission.event, partition=at.partition)
                     self.metrics.replayed.inc()
 
-    async def _apply(self, key: bytes, old: Pending | Decided | None, step: Step) -> None:
-        self._outcomes[step.outcome].inc()
+    async def _apply(
+        self,
+        key: bytes,
+        partition: int,
+        old: Pending | Decided | None,
+        step: Step,
+        half: OperationRecorded | None,
+    ) -> None:
+        self._tally[step.outcome] += 1
         if step.writes:
             if old is not None:
                 self._unindex(key, old)
             if step.slot is None:
-                del self.table[key]
+                self.slots.pop(key, None)
+                self._forget_at.pop(key, None)
             else:
-                self.table[key] = encode_slot(step.slot)
+                self.slots[key] = step.slot
+                self._forget_at.pop(key, None)
                 self._index(key, step.slot)
-            self._set_pending_gauge()
+            self._dirty[key] = partition
+        health = self.health
+        if health is not None:
+            if half is not None and step.outcome in _COUNTED:
+                health.count_operation(partition, half)
+            for event in step.emit:
+                health.count_comparison(partition, event)
         for event in step.emit:
-            await self._publish(key, event)
-            self.metrics.comparisons_out.labels(event.category, str(event.late).lower()).inc()
+            await self._publish(key, event, partition=partition)
+            label = (event.category, event.late)
+            counter = self._comparisons_out.get(label)
+            if counter is None:
+                counter = self._comparisons_out[label] = self.metrics.comparisons_out.labels(
+                    event.category, str(event.late).lower()
+                )
+            counter.inc()
 
-    async def _publish(self, key: bytes, event: ComparisonRecorded) -> None:
-        await self.send_comparison(key, encode_event(event))
+    async def _publish(self, key: bytes, event: ComparisonRecorded, *, partition: int) -> None:
+        # The comparison goes to the partition of its input: co-partitioned by construction.
+        await self.send_comparison(key, encode_event(event), partition=partition)
 
     async def _dead_letter(self, message: Message, reason: str) -> None:
         letter = dead_letter(
@@ -315,9 +473,12 @@ class PairingAgent:
         await self.send_dead_letter(message.key, encode_event(letter))
         self.metrics.dead_letters.labels(message.topic).inc()
 
-    def _slot(self, key: bytes) -> Pending | Decided | None:
-        raw = self.table.get(key)
-        return None if raw is None else decode_slot(raw)
+    async def _close_health(self, partition: int, *, caught_up: bool) -> None:
+        if self.health is None:
+            return
+        partial = self.health.close(partition, caught_up=caught_up)
+        if partial is not None and self.send_partial is not None:
+            await self.send_partial(str(partition).encode(), json.dumps(partial.to_dict()).encode())
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.wall(), tz=UTC)
@@ -325,13 +486,19 @@ class PairingAgent:
     # --- timer ---------------------------------------------------------------------------
 
     async def sweep(self) -> None:
-        """Tick every partition that holds a deadline already past on the wall clock."""
+        """Tick every partition holding a deadline already past on the wall clock, and every
+        quiet partition whose health windows have progress to report."""
         if not self.indexed:
             self.rebuild()
         wall = self.wall()
-        for partition, heap in self.deadlines.items():
-            if not heap or heap[0][0] > wall - TICK_SLACK_S:
-                continue
+        wanted = {
+            partition
+            for partition, heap in self.deadlines.items()
+            if heap and heap[0][0] <= wall - TICK_SLACK_S
+        }
+        if self.health is not None:
+            wanted.update(p for p in self.assigned() if self.health.wants_tick(p))
+        for partition in sorted(wanted):
             sent = self.ticks_out.get(partition)
             if sent is not None and wall - sent < max(5.0, self.timeout):
                 continue  # one tick in flight is enough; resend only if it got lost
@@ -343,6 +510,9 @@ def install(ledger: LedgerApp) -> None:
     """Add the pairing table, agent and timeout timer to the app."""
     from faust.types import TP
 
+    from ledger.kafka.topics import topic_name
+    from streams.health import partition_health
+
     app = ledger.app
     settings = ledger.settings
     options = ledger.options
@@ -350,17 +520,19 @@ def install(ledger: LedgerApp) -> None:
     keep_for = timeout * int(options.get("keep_for_timeouts", DEFAULT_KEEP_FOR_TIMEOUTS))
     operations = ledger.topic("operations")
     ticks = ledger.topic("pairing_ticks")
-    comparisons = ledger.topic("comparisons")
     dead_letters = ledger.topic("dead_letters")
     operations_name = operations.get_topic_name()
-    source = app.topic(operations_name, ticks.get_topic_name(), key_type=bytes, value_type=bytes)
+    ticks_name = ticks.get_topic_name()
+    comparisons_name = topic_name(settings, "comparisons")
+    partials_name = topic_name(settings, "health_partials")
+    source = app.topic(operations_name, ticks_name, key_type=bytes, value_type=bytes)
     table = app.Table(
         "pairing",
         default=None,
         key_type=bytes,
         value_type=bytes,
         partitions=settings.partitions,
-        help="correlation id -> pending half or decided comparison (streams.pairs)",
+        help="correlation id -> pending half or decided comparison (ledger.pairing)",
     )
 
     def caught_up(partition: int, next_offset: int | None) -> bool:
@@ -376,26 +548,90 @@ def install(ledger: LedgerApp) -> None:
             next_offset = committed or 0
         return next_offset >= highwater
 
-    async def send_comparison(key: bytes, value: bytes) -> Any:
-        return await comparisons.send(key=key, value=value)
+    def assigned() -> list[int]:
+        try:
+            tps = app.consumer.assignment()
+        except Exception:
+            return []
+        return [tp.partition for tp in tps if tp.topic == operations_name]
+
+    changelog_name = table.changelog_topic.get_topic_name()
+
+    async def write(partition: int, key: bytes, value: bytes | None) -> Any:
+        # The store directly, and the changelog of the partition the slot belongs to (in a
+        # batch the "current event" faust would take the partition from is another one),
+        # through the producer itself: faust's table path queues each write in a buffer that
+        # it drains one message at a time, and every commit waits for it to run dry.
+        store = table.data
+        # faust's memory store drops the keys of revoked partitions after a rebalance only
+        # for keys whose partition it knows (those it recovered): tell it ours.
+        owners = getattr(store, "_key_partition", None)
+        if value is None:
+            if key in store:
+                del store[key]
+            if owners is not None:
+                owners.pop(key, None)
+        else:
+            store[key] = value
+            if owners is not None:
+                owners[key] = partition
+        outbox.append((changelog_name, partition, key, value))
+
+    # A batch's comparisons and changelog writes, sent at its end in one aiokafka batch per
+    # partition, through the producer faust flushes before every commit.
+    outbox: list[tuple[str, int, bytes, bytes | None]] = []
+
+    async def send_comparison(key: bytes, value: bytes, *, partition: int) -> Any:
+        outbox.append((comparisons_name, partition, key, value))
+
+    async def send_outbox() -> None:
+        if not outbox:
+            return
+        records = list(outbox)
+        outbox.clear()
+        producer = getattr(app.producer, "_ensure_producer", None)
+        if producer is None:  # a stand-in producer (tests): one send per record
+            for topic, partition, key, value in records:
+                await app.producer.send(topic, key, value, partition, None, None)
+            return
+        kafka = producer()
+        batches: dict[tuple[str, int], Any] = {}
+        for topic, partition, key, value in records:
+            batch = batches.get((topic, partition))
+            if batch is None:
+                batch = batches[(topic, partition)] = kafka.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                await kafka.send_batch(batch, topic, partition=partition)
+                batch = batches[(topic, partition)] = kafka.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        for (topic, partition), batch in batches.items():
+            await kafka.send_batch(batch, topic, partition=partition)
 
     async def send_dead_letter(key: bytes | None, value: bytes) -> Any:
         return await dead_letters.send(key=key, value=value)
 
     async def send_tick(partition: int, value: bytes) -> Any:
-        return await ticks.send(value=value, partition=partition)
+        return await app.producer.send(ticks_name, None, value, partition, None, None)
+
+    async def send_partial(key: bytes, value: bytes) -> Any:
+        return await app.producer.send(partials_name, key, value, 0, None, None)
 
     agent_state = PairingAgent(
         table=table,
         classifier=options.get("classifier") or RuleClassifier(options.get("rules_path")),
         metrics=ledger.metrics,
-        ticks_topic=ticks.get_topic_name(),
+        ticks_topic=ticks_name,
         timeout=timeout,
         keep_for=keep_for,
         send_comparison=send_comparison,
         send_dead_letter=send_dead_letter,
         send_tick=send_tick,
         caught_up=caught_up,
+        write=write,
+        health=partition_health(ledger),
+        send_partial=send_partial,
+        assigned=assigned,
+        after_batch=send_outbox,
     )
 
     async def on_assigned(*args: Any, **kwargs: Any) -> None:
@@ -405,8 +641,8 @@ def install(ledger: LedgerApp) -> None:
 
     @app.agent(source, name="pairing")
     async def pairing(stream: Any) -> Any:
-        async for event in stream.events():
-            await agent_state.handle(event.message)
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            await agent_state.handle_batch([event.message for event in events])
             yield None
 
     async def pairing_timeouts() -> None:

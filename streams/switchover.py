@@ -8,7 +8,7 @@ reached the end offsets it saw at start, a timer lets the controller ``step``: r
 to ``ledger.flag-commands``, so a controller that dies in between finds the record and re-sends
 the command under the same id.
 
-The tail also hands flag events to the health monitor (``streams.health``), which needs to know
+The tail also hands flag events to the health judge (``streams.health``), which needs to know
 whether V2 takes traffic before it sends a rollback.
 """
 
@@ -168,7 +168,12 @@ class SwitchoverService:
 
 
 def install(ledger: LedgerApp) -> None:
-    """Run the controller as a task of the app: tail the log, fold it, step every second."""
+    """Run the controller as a task of the app: tail the log, fold it, step every second.
+
+    Every worker tails and folds; only the worker that runs the singletons (the one assigned
+    ``ledger.flag-commands``, see ``LedgerApp.runs_singletons``) steps it, so one controller
+    acts in the whole consumer group.
+    """
     app = ledger.app
     settings = ledger.settings
     health = ledger.topic("health")
@@ -214,7 +219,13 @@ def install(ledger: LedgerApp) -> None:
                 if not service.caught_up and await tail.caught_up():
                     service.caught_up = True
                     log.info("switchover state rebuilt: %s", service.state.display_status)
-                if service.caught_up and time.monotonic() - last_step >= interval:
+                # Every worker folds the log (the health judge reads the ramp from it); only
+                # the one running the singletons steps the controller.
+                if (
+                    service.caught_up
+                    and ledger.runs_singletons()
+                    and time.monotonic() - last_step >= interval
+                ):
                     last_step = time.monotonic()
                     await service.tick()
         finally:

@@ -20,7 +20,10 @@ DAY_MS = 24 * 60 * 60 * 1000
 FOREVER = -1
 
 #: Topics only the worker reads and writes; not part of the public contract.
-INTERNAL_TOPICS: dict[str, str] = {"pairing_ticks": "ledger.pairing-ticks"}
+INTERNAL_TOPICS: dict[str, str] = {
+    "pairing_ticks": "ledger.pairing-ticks",
+    "health_partials": "ledger.health-partials",
+}
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,14 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         key="none (partition chosen)",
         purpose="internal: wakes the pairing agent of a quiet partition to time out halves",
         retention_ms=DAY_MS,
+    ),
+    TopicSpec(
+        "health_partials",
+        key="input partition",
+        purpose="internal: each partition's closed health windows, for the one merger",
+        retention_ms=DAY_MS,
+        # One partition: the merger reads every partition's progress in one order.
+        partitions=1,
     ),
 )
 

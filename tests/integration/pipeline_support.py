@@ -32,8 +32,10 @@ class Worker:
         *,
         pairing_timeout: float,
         web_port: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
+        self.env = env or {}
         self.workdir = workdir
         self.pairing_timeout = pairing_timeout
         self.web_port = web_port
@@ -47,6 +49,7 @@ class Worker:
             "MIGRATION_LEDGER_TOPIC_PREFIX": self.settings.topic_prefix,
             "MIGRATION_LEDGER_CACHE_DIR": str(self.workdir / "cache"),
             "MIGRATION_LEDGER_FLAG": self.settings.flag,
+            **self.env,
         }
         command = [
             CLI,

@@ -25,6 +25,8 @@ from ledger.health import (
     HealthWindow,
     HealthWindows,
     LatencySketch,
+    PartialWindows,
+    WindowMerger,
     assessment_id_for,
     merge_windows,
     window_start,
@@ -257,3 +259,70 @@ def test_an_unknown_stored_format_is_refused() -> None:
 
     with pytest.raises(ValueError, match="format"):
         HealthWindow.from_dict(data)
+
+
+def _closed_by_partition(
+    ops: list[OperationRecorded], assignment: list[int], partitions: int, now: datetime
+) -> list[PartialWindows]:
+    partials = []
+    for partition in range(partitions):
+        windows = HealthWindows(size=SIZE, sample_size=8)
+        for op, p in zip(ops, assignment, strict=True):
+            if p == partition:
+                windows.add_operation(op)
+        closed = windows.close_due(now)
+        assert windows.closed_before is not None
+        partials.append(PartialWindows(partition, windows.closed_before, tuple(closed)))
+    return partials
+
+
+@given(ops=unique_executions, partitions=st.integers(1, 4), data=st.data())
+@settings(max_examples=100, deadline=None)
+def test_the_merger_gives_one_accumulators_windows_once_every_partition_closed(
+    ops: list[OperationRecorded], partitions: int, data: st.DataObject
+) -> None:
+    now = T0 + 2 * SIZE
+    whole = HealthWindows(size=SIZE, sample_size=8)
+    for op in ops:
+        whole.add_operation(op)
+    expected = {w.key: w for w in whole.close_due(now)}
+    assignment = data.draw(
+        st.lists(st.integers(0, partitions - 1), min_size=len(ops), max_size=len(ops))
+    )
+    partials = _closed_by_partition(ops, assignment, partitions, now)
+    resent = data.draw(st.lists(st.sampled_from(partials), max_size=3))  # after a restart
+    order = data.draw(st.permutations(partials + resent))
+    merger = WindowMerger(partitions)
+
+    heard: set[int] = set()
+    out: list[HealthWindow] = []
+    for partial in order:
+        merger.add(PartialWindows.from_dict(json.loads(json.dumps(partial.to_dict()))))
+        heard.add(partial.partition)
+        ready = merger.ready()
+        if len(heard) < partitions:
+            assert ready == []  # never on part of the evidence
+        out += ready
+
+    assert {w.key: w for w in out} == expected
+    assert len(out) == len(expected)  # each window once
+
+
+def test_a_partial_for_a_window_already_merged_is_late_and_dropped() -> None:
+    merger = WindowMerger(1)
+    window = HealthWindow(pool="v1", operation="execute_program", start=T0, size=SIZE)
+    window.add_operation(execution(1, pool="v1"))
+    merger.add(PartialWindows(0, T0 + SIZE, (window,)))
+    assert [w.count for w in merger.ready()] == [1]
+
+    merger.add(PartialWindows(0, T0 + SIZE, (window,)))
+
+    assert merger.ready() == []
+    assert merger.late == 1
+
+
+def test_a_partial_of_a_partition_beyond_the_count_is_ignored() -> None:
+    merger = WindowMerger(2)
+    merger.add(PartialWindows(5, T0 + SIZE))
+
+    assert merger.closed_before == {}

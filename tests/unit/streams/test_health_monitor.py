@@ -1,4 +1,5 @@
-"""The health monitor without Kafka: partitions merged, windows judged, rollbacks sent."""
+"""Health windows without Kafka: per-partition windows closed into partials, partials merged
+by one judge, windows judged, rollbacks sent."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 
 from ledger.events import FlagChanged, HealthAssessed, RollbackTriggered, decode_event, encode_event
 from ledger.health import ALL_OPERATIONS
+from ledger.pairing import Decided, Emission, Pending, Position, bare
 from ledger.switchover import ControllerCommand, rollback_command_id
-from streams.health import HealthMonitor
+from streams.health import HealthJudge, PartitionHealth
 from tests.unit.health_factories import comparison, execution
 
 T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
@@ -42,19 +44,39 @@ class Clock:
         return self.now.timestamp()
 
 
-def _monitor(
-    outbox: Outbox, clock: Clock, table: dict[bytes, bytes] | None = None
-) -> HealthMonitor:
-    return HealthMonitor(
-        flag="v2_migration",
-        send_health=outbox.send_health,
-        send_command=outbox.send_command,
-        size=SIZE,
-        grace=GRACE,
-        table=table,
-        flush_interval=0.0,
-        wall=clock,
-    )
+PARTITIONS = 3
+
+
+@dataclass
+class Worker:
+    """The health side of one or more workers: their partitions' windows, and the judge."""
+
+    outbox: Outbox = field(default_factory=Outbox)
+    clock: Clock = field(default_factory=Clock)
+    windows: PartitionHealth = field(init=False)
+    judge: HealthJudge = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.windows = self._windows()
+        self.judge = HealthJudge(
+            flag="v2_migration",
+            partitions=PARTITIONS,
+            send_health=self.outbox.send_health,
+            send_command=self.outbox.send_command,
+            size=SIZE,
+            wall=self.clock,
+        )
+
+    def _windows(self) -> PartitionHealth:
+        return PartitionHealth(size=SIZE, grace=GRACE, wall=self.clock)
+
+    def close(self, *, caught_up: bool = False) -> list[HealthAssessed]:
+        """Every partition closes what is due and hands its partial to the judge."""
+        for partition in range(PARTITIONS):
+            partial = self.windows.close(partition, caught_up=caught_up)
+            if partial is not None:
+                self.judge.on_partial(json.dumps(partial.to_dict()).encode())
+        return asyncio.run(self.judge.publish_ready())
 
 
 def _flag(version: int, *, enabled: bool, bp: int) -> bytes:
@@ -81,27 +103,44 @@ def _flag(version: int, *, enabled: bool, bp: int) -> bytes:
     )
 
 
-def _feed(monitor: HealthMonitor, *, v2_errors: int = 0, count: int = 40) -> None:
+def _feed(health: PartitionHealth, *, v2_errors: int = 0, count: int = 40) -> None:
     for i in range(count):
-        partition = i % 3
+        partition = i % PARTITIONS
         at = T0 + timedelta(milliseconds=100 * i)
-        monitor.on_operation(partition, encode_event(execution(i, pool="v1", at=at)))
+        health.count_operation(partition, execution(i, pool="v1", at=at))
         error = "python" if i < v2_errors else None
-        monitor.on_operation(
-            partition, encode_event(execution(i, pool="v2", at=at, error_type=error))
+        health.count_operation(partition, execution(i, pool="v2", at=at, error_type=error))
+        health.count_comparison(partition, comparison(i, "match", at=at))
+
+
+def _slots(count: int) -> list[Pending | Decided]:
+    """What the pairing table holds after ``_feed(count=count)``: one decided slot per pair."""
+    slots: list[Pending | Decided] = []
+    for i in range(count):
+        at = T0 + timedelta(milliseconds=100 * i)
+        v1, v2 = execution(i, pool="v1", at=at), execution(i, pool="v2", at=at)
+        where = Position(topic="ops", partition=i % PARTITIONS, offset=i)
+        emitted = Emission(position=where, event=comparison(i, "match", at=at))
+        slots.append(
+            Decided(
+                halves={"v1": v1.event_id, "v2": v2.event_id},
+                emissions=(emitted,),
+                partition=i % PARTITIONS,
+                forget_at=1e12,
+                executions=(bare(v1), bare(v2)),
+            )
         )
-        monitor.on_comparison(partition, encode_event(comparison(i, "match", at=at)))
+    return slots
 
 
 def test_windows_of_every_partition_are_merged_and_published_once_due() -> None:
-    outbox, clock = Outbox(), Clock()
-    monitor = _monitor(outbox, clock)
-    _feed(monitor)
+    worker = Worker()
+    _feed(worker.windows)
 
-    clock.now = T0 + SIZE + GRACE - timedelta(milliseconds=1)
-    assert asyncio.run(monitor.close_due()) == []
-    clock.now = T0 + SIZE + GRACE
-    published = asyncio.run(monitor.close_due())
+    worker.clock.now = T0 + SIZE + GRACE - timedelta(milliseconds=1)
+    assert worker.close(caught_up=True) == []
+    worker.clock.now = T0 + timedelta(seconds=worker.windows.idle_after_s) + SIZE + GRACE
+    published = worker.close(caught_up=True)
 
     totals = {(e.pool, e.operation): e.count for e in published}
     assert totals == {
@@ -114,19 +153,34 @@ def test_windows_of_every_partition_are_merged_and_published_once_due() -> None:
     assert v2.comparisons == 40
     assert v2.verdict == "ok"
     assert v2.compared_with is not None
-    assert [key for key, _ in outbox.health] == [b"v1", b"v2", b"v1", b"v2"]
-    assert asyncio.run(monitor.close_due()) == []
+    assert [key for key, _ in worker.outbox.health] == [b"v1", b"v2", b"v1", b"v2"]
+    assert worker.close(caught_up=True) == []
+
+
+def test_the_judge_waits_until_every_partition_has_closed_the_window() -> None:
+    worker = Worker()
+    _feed(worker.windows)
+    worker.clock.now = T0 + timedelta(seconds=worker.windows.idle_after_s) + SIZE + GRACE
+    for partition in range(PARTITIONS - 1):  # the last partition's worker is away
+        partial = worker.windows.close(partition, caught_up=True)
+        assert partial is not None
+        worker.judge.on_partial(json.dumps(partial.to_dict()).encode())
+    assert asyncio.run(worker.judge.publish_ready()) == []
+
+    published = worker.close(caught_up=True)  # it comes back with its partition's part
+
+    assert {(e.pool, e.operation): e.count for e in published}[("v2", ALL_OPERATIONS)] == 40
 
 
 def test_a_v2_error_spike_while_v2_takes_traffic_sends_a_rollback_with_its_evidence() -> None:
-    outbox, clock = Outbox(), Clock()
-    monitor = _monitor(outbox, clock)
-    monitor.on_flag_event(_flag(3, enabled=True, bp=2500))
-    _feed(monitor, v2_errors=20)
-    clock.now = T0 + SIZE + GRACE
+    worker = Worker()
+    worker.judge.on_flag_event(_flag(3, enabled=True, bp=2500))
+    _feed(worker.windows, v2_errors=20)
+    worker.clock.now = T0 + timedelta(seconds=worker.windows.idle_after_s) + SIZE + GRACE
 
-    asyncio.run(monitor.close_due())
+    worker.close(caught_up=True)
 
+    outbox = worker.outbox
     fired = [e for e in outbox.events() if isinstance(e, HealthAssessed) and e.triggers]
     snapshots = [e for e in outbox.events() if isinstance(e, RollbackTriggered)]
     assert {e.operation for e in fired} == {"execute_program", ALL_OPERATIONS}
@@ -140,75 +194,104 @@ def test_a_v2_error_spike_while_v2_takes_traffic_sends_a_rollback_with_its_evide
 
 
 def test_no_rollback_is_sent_while_v2_takes_no_traffic() -> None:
-    outbox, clock = Outbox(), Clock()
-    monitor = _monitor(outbox, clock)
-    _feed(monitor, v2_errors=20)
-    clock.now = T0 + SIZE + GRACE
+    worker = Worker()
+    _feed(worker.windows, v2_errors=20)
+    worker.clock.now = T0 + timedelta(seconds=worker.windows.idle_after_s) + SIZE + GRACE
 
-    asyncio.run(monitor.close_due())
+    worker.close(caught_up=True)
 
-    assert any(isinstance(e, HealthAssessed) and e.triggers for e in outbox.events())
-    assert outbox.commands == []
-
-
-def test_open_windows_survive_a_restart_through_the_table() -> None:
-    table: dict[bytes, bytes] = {}
-    outbox, clock = Outbox(), Clock()
-    first = _monitor(outbox, clock, table)
-    _feed(first, count=20)
-
-    second = _monitor(outbox, clock, table)
-    second.on_operation(0, encode_event(execution(99, pool="v2", at=T0)))
-    clock.now = T0 + SIZE + GRACE
-    published = asyncio.run(second.close_due())
-
-    v2 = next(e for e in published if e.pool == "v2" and e.operation == ALL_OPERATIONS)
-    assert v2.count == 21
-    second.on_operation(1, encode_event(execution(100, pool="v2", at=clock.now)))
-    assert all(
-        json.loads(raw)["start"] != T0.isoformat()
-        for key, raw in table.items()
-        if key.startswith(b"1|")
-    )
+    assert any(isinstance(e, HealthAssessed) and e.triggers for e in worker.outbox.events())
+    assert worker.outbox.commands == []
 
 
-def test_a_window_already_due_when_loaded_back_is_dropped_not_sent_again() -> None:
-    table: dict[bytes, bytes] = {}
-    outbox, clock = Outbox(), Clock()
-    _feed(_monitor(outbox, clock, table), count=20)
+def test_open_windows_are_rebuilt_exactly_from_the_pairing_slots() -> None:
+    worker = Worker()
+    _feed(worker.windows, count=20)
+    live = {k: w.to_dict() for p, ws in worker.windows.windows.items() for k, w in ws.open.items()}
 
-    clock.now = T0 + SIZE + GRACE + timedelta(minutes=5)
-    restarted = _monitor(outbox, clock, table)
+    restarted = worker._windows()
+    restarted.restore(_slots(20))
 
-    assert asyncio.run(restarted.close_due()) == []
+    rebuilt = {k: w.to_dict() for p, ws in restarted.windows.items() for k, w in ws.open.items()}
+    assert rebuilt == live  # per partition too: each slot knows its partition
+    assert {p: len(ws.open) for p, ws in restarted.windows.items()} == {
+        p: len(ws.open) for p, ws in worker.windows.windows.items()
+    }
 
 
-def test_input_that_is_not_an_event_is_skipped() -> None:
-    outbox, clock = Outbox(), Clock()
-    monitor = _monitor(outbox, clock)
-    monitor.on_operation(0, b"{not json")
-    monitor.on_comparison(0, None)
+def test_a_partial_sent_again_after_its_window_was_published_changes_nothing() -> None:
+    worker = Worker()
+    _feed(worker.windows, count=20)
+    worker.clock.now = T0 + timedelta(seconds=worker.windows.idle_after_s) + SIZE + GRACE
+    assert worker.close(caught_up=True)
+    sent = len(worker.outbox.health)
 
-    assert all(not windows.open for windows in monitor.windows.values())
+    worker.windows = worker._windows()  # a worker takes the partitions over after a crash
+    worker.windows.restore(_slots(20))
+    assert worker.close(caught_up=True) == []
+
+    assert len(worker.outbox.health) == sent
+    assert worker.judge.late > 0
+
+
+def test_a_merger_taking_over_skips_windows_already_on_the_health_topic() -> None:
+    worker = Worker()
+    _feed(worker.windows, count=20)
+    worker.clock.now = T0 + timedelta(seconds=worker.windows.idle_after_s) + SIZE + GRACE
+    partials = [worker.windows.close(p, caught_up=True) for p in range(PARTITIONS)]
+    first = Worker(clock=worker.clock)
+    for partial in partials:
+        assert partial is not None
+        first.judge.on_partial(json.dumps(partial.to_dict()).encode())
+    assert asyncio.run(first.judge.publish_ready())
+
+    second = Worker(clock=worker.clock)  # re-reads the partials and the health topic
+    for _, value in first.outbox.health:
+        second.judge.on_health_record(value)
+    for partial in partials:
+        assert partial is not None
+        second.judge.on_partial(json.dumps(partial.to_dict()).encode())
+    assert asyncio.run(second.judge.publish_ready()) == []
+
+
+def test_a_record_that_is_not_a_partial_is_skipped() -> None:
+    worker = Worker()
+    worker.judge.on_partial(b"{not json")
+    worker.judge.on_partial(None)
+
+    assert worker.judge.merger.parts == {}
+    assert worker.judge.merger.closed_before == {}
 
 
 def test_windows_wait_for_a_consumer_that_runs_behind_the_wall_clock() -> None:
-    outbox, clock = Outbox(), Clock()
-    monitor = _monitor(outbox, clock)
-    clock.now = T0 + timedelta(seconds=30)  # the wall clock is far ahead of what was read
-    _feed(monitor)  # executions of T0 .. T0 + 4 s, read just now
+    worker = Worker()
+    worker.clock.now = T0 + timedelta(seconds=30)  # the wall clock is far ahead of what was read
+    _feed(worker.windows)  # executions of T0 .. T0 + 4 s, read just now
 
-    assert asyncio.run(monitor.close_due()) == []
-    monitor.on_operation(0, encode_event(execution(500, pool="v2", at=T0 + SIZE + GRACE)))
-    assert {e.window_start for e in asyncio.run(monitor.close_due())} == {T0}
-    assert monitor.late == 0
+    assert worker.close() == []
+    for partition in range(PARTITIONS):
+        later = execution(500 + partition, pool="v2", at=T0 + SIZE + GRACE)
+        worker.windows.count_operation(partition, later)
+    assert {e.window_start for e in worker.close()} == {T0}
+    assert worker.windows.late == 0
 
 
 def test_windows_close_on_the_wall_clock_once_executions_stop_coming() -> None:
-    outbox, clock = Outbox(), Clock()
-    monitor = _monitor(outbox, clock)
-    _feed(monitor)
+    worker = Worker()
+    _feed(worker.windows)
 
-    clock.now = T0 + timedelta(seconds=monitor.idle_after_s) + SIZE + GRACE
+    worker.clock.now = T0 + timedelta(seconds=worker.windows.idle_after_s) + SIZE + GRACE
+    assert worker.close(caught_up=False) == []  # not read to its end: the backlog may hold more
 
-    assert asyncio.run(monitor.close_due())
+    assert worker.close(caught_up=True)
+
+
+def test_a_quiet_partition_asks_for_a_tick_to_report_its_progress() -> None:
+    worker = Worker()
+    assert worker.windows.wants_tick(0)  # never heard of: nothing reported yet
+    partial = worker.windows.close(0, caught_up=True)
+    assert partial is not None
+    assert partial.windows == ()
+    assert not worker.windows.wants_tick(0)
+    worker.clock.now = T0 + SIZE + GRACE
+    assert worker.windows.wants_tick(0)

@@ -58,7 +58,7 @@ class Harness:
             wall=lambda: self.wall,
         )
 
-    async def _comparison(self, key: bytes, value: bytes) -> None:
+    async def _comparison(self, key: bytes, value: bytes, *, partition: int) -> None:
         event = decode_event(value)
         assert isinstance(event, ComparisonRecorded)
         assert key == event.correlation_id.encode()

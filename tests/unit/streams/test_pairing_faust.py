@@ -9,9 +9,9 @@ from typing import Any
 from stream_factories import half, recording_producer
 
 from ledger.events import ComparisonRecorded, decode_event, encode_event
+from ledger.pairing import Decided, decode_slot
 from ledger.settings import Settings
 from streams.app import create_app
-from streams.pairs import Decided, decode_slot
 
 
 def test_pairing_agent_writes_its_table_changelog_and_publishes_one_comparison(

@@ -22,9 +22,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from ledger.events import ComparisonRecorded, OperationRecorded, Pool
+from ledger.frozen import Frozen
 
 __all__ = [
     "Classifier",
@@ -35,6 +36,8 @@ __all__ = [
     "Position",
     "Slot",
     "Step",
+    "bare",
+    "counted",
     "decode_slot",
     "encode_slot",
     "expire",
@@ -55,11 +58,7 @@ class Classifier(Protocol):
     ) -> ComparisonRecorded: ...
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Position(_Frozen):
+class Position(Frozen):
     """Where an input message sits in Kafka: what caused an emission."""
 
     topic: str
@@ -67,7 +66,7 @@ class Position(_Frozen):
     offset: int
 
 
-class Emission(_Frozen):
+class Emission(Frozen):
     """A comparison the slot emitted, and the input whose processing emitted it.
 
     If the worker dies after the table write reached the changelog but before the comparison
@@ -79,7 +78,7 @@ class Emission(_Frozen):
     event: ComparisonRecorded
 
 
-class Pending(_Frozen):
+class Pending(Frozen):
     state: Literal["pending"] = "pending"
     half: OperationRecorded
     partition: int
@@ -87,13 +86,16 @@ class Pending(_Frozen):
     due: float
 
 
-class Decided(_Frozen):
+class Decided(Frozen):
     state: Literal["decided"] = "decided"
     #: pool -> event id of every half that took part (a late half included).
     halves: dict[Pool, str]
     emissions: tuple[Emission, ...]
     partition: int
     forget_at: float
+    #: Every half that took part: what the health windows counted, so a restarted worker
+    #: rebuilds its open windows from the slots alone (stored without results: ``bare``).
+    executions: tuple[OperationRecorded, ...] = ()
 
     @property
     def comparison(self) -> ComparisonRecorded:
@@ -104,7 +106,33 @@ Slot = Annotated[Pending | Decided, Field(discriminator="state")]
 _SLOT: TypeAdapter[Pending | Decided] = TypeAdapter(Slot)
 
 
+def bare(half: OperationRecorded) -> OperationRecorded:
+    """The half without its result: all the health windows read of it, a fraction of its size."""
+    return half if half.result is None else half.model_copy(update={"result": None})
+
+
+def counted(
+    slot: Pending | Decided,
+) -> tuple[tuple[OperationRecorded, ...], tuple[ComparisonRecorded, ...]]:
+    """The executions and the (not late) comparisons the health windows counted for a slot.
+
+    Every half a slot holds was counted once when it arrived (a duplicate never reaches a
+    slot), and every comparison it emitted once when it was emitted: the windows of a
+    partition are the fold of its slots, which is how they survive a crash exactly.
+    """
+    if isinstance(slot, Pending):
+        return (slot.half,), ()
+    return slot.executions, tuple(e.event for e in slot.emissions if not e.event.late)
+
+
+#: What a decided slot's executions lose on the way to the table: their results.
+_BARE: dict[str, object] = {"executions": {"__all__": {"result"}}}
+
+
 def encode_slot(slot: Pending | Decided) -> bytes:
+    """The table's form of a slot: a decided slot's executions go without their results."""
+    if isinstance(slot, Decided):
+        return slot.model_dump_json(exclude=_BARE).encode()  # type: ignore[arg-type]
     return slot.model_dump_json().encode()
 
 
@@ -166,6 +194,7 @@ def receive(
             emissions=(Emission(position=position, event=comparison),),
             partition=slot.partition,
             forget_at=max(arrived, slot.arrived) + keep_for,
+            executions=(first, half),
         )
         return Step(Outcome.PAIRED, decided, (comparison,))
     if half.event_id in slot.halves.values():
@@ -177,6 +206,7 @@ def receive(
         update={
             "halves": {**slot.halves, half.pool: half.event_id},
             "emissions": (*slot.emissions, Emission(position=position, event=marker)),
+            "executions": (*slot.executions, half),
         }
     )
     return Step(Outcome.LATE, late, (marker,))
@@ -199,6 +229,7 @@ def expire(
             emissions=(Emission(position=position, event=comparison),),
             partition=slot.partition,
             forget_at=slot.due + keep_for,
+            executions=(slot.half,),
         )
         return Step(Outcome.EXPIRED, decided, (comparison,))
     if isinstance(slot, Decided) and now >= slot.forget_at:
