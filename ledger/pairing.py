@@ -24,7 +24,7 @@ from typing import Annotated, Literal, Protocol
 
 from pydantic import Field, TypeAdapter
 
-from ledger.events import ComparisonRecorded, OperationRecorded, Pool
+from ledger.events import ComparisonRecorded, OperationRecorded, Pool, is_skipped_shadow
 from ledger.frozen import Frozen
 
 __all__ = [
@@ -188,7 +188,7 @@ def receive(
         if first.pool == half.pool:
             return Step(Outcome.CONFLICT, slot, reason=_conflict(half, first.event_id))
         v1, v2 = (first, half) if first.pool == "v1" else (half, first)
-        comparison = classifier.compare(v1, v2, at=at)
+        comparison = _judge(v1, v2, at=at, classifier=classifier)
         decided = Decided(
             halves={"v1": v1.event_id, "v2": v2.event_id},
             emissions=(Emission(position=position, event=comparison),),
@@ -210,6 +210,20 @@ def receive(
         }
     )
     return Step(Outcome.LATE, late, (marker,))
+
+
+def _judge(
+    v1: OperationRecorded, v2: OperationRecorded, *, at: datetime, classifier: Classifier
+) -> ComparisonRecorded:
+    """Compare the halves, unless one is a shadow the runner skipped: then the other is alone.
+
+    A skipped shadow (breaker open, queue full) is a record that the shadow was not run, not
+    an answer: its pair is ``shadow_missing`` at once, rather than after the timeout.
+    """
+    for skipped, present in ((v2, v1), (v1, v2)):
+        if is_skipped_shadow(skipped):
+            return classifier.missing(present, at=at)
+    return classifier.compare(v1, v2, at=at)
 
 
 def expire(

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.comparison import comparison_id_for
+from ledger.events import RUNNER_SOURCE, SHADOW_SKIPPED
 from ledger.pairing import (
     Decided,
     Outcome,
@@ -71,6 +72,26 @@ def test_second_half_is_compared_once_whichever_pool_came_first(classifier: Any)
         assert comparison.v2_event_id == "c1-v2"
         assert isinstance(step.slot, Decided)
         assert step.slot.emissions[0].position == pos(1)
+
+
+SKIPPED = {
+    "type": SHADOW_SKIPPED,
+    "message": "shadow not run: circuit_open",
+    "reason": "circuit_open",
+    "source": RUNNER_SOURCE,
+}
+
+
+def test_a_skipped_shadow_makes_its_pair_shadow_missing_at_once(classifier: Any) -> None:
+    """The runner recorded that it did not run V2: no comparison, no wait for the timeout."""
+    for first, second in (("v1", "v2"), ("v2", "v1")):
+        halves = {"v1": half("c1", "v1"), "v2": half("c1", "v2", error=SKIPPED)}
+        stored = arrive(None, halves[first], classifier).slot
+        step = arrive(stored, halves[second], classifier, offset=1)
+        assert step.outcome is Outcome.PAIRED
+        (comparison,) = step.emit
+        assert comparison.category == "shadow_missing"
+        assert comparison.v1_event_id == "c1-v1"
 
 
 def test_duplicate_of_a_pending_or_decided_half_is_ignored(classifier: Any) -> None:
