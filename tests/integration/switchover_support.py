@@ -139,7 +139,7 @@ def start_worker(settings: Settings, workdir: Path) -> Worker:
     return worker
 
 
-def cli(settings: Settings, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def cli(settings: Settings, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "MIGRATION_LEDGER_BOOTSTRAP_SERVERS": settings.bootstrap_servers,

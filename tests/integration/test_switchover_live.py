@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pipeline_support import Worker
 from switchover_support import (
     HEALTH_ENV,
     TEST_PLAN,
@@ -33,6 +34,11 @@ from streams.topics import ensure_topics
 
 WINDOW = timedelta(seconds=float(HEALTH_ENV["MIGRATION_LEDGER_HEALTH_WINDOW"]))
 SOAK = timedelta(seconds=TEST_PLAN.stages[0].soak_s)
+#: How long a command waits for the flag log writer's answer: the CLI's 15 s default is for
+#: people at a terminal; a worker on a loaded shared machine has been seen to need more.
+ANSWER = ("--timeout", "60")
+# The waits' timeouts below bound a hang; they are generous because faust's offset commits were
+# seen taking 25-30 s each at a load average of 15 on 2 cores. A passing run waits far less.
 
 
 @pytest.fixture
@@ -61,9 +67,19 @@ def _closed_window_from(settings: Settings, start: datetime) -> list[HealthAsses
     ]
 
 
-def _start(settings: Settings, tmp_path: Path) -> None:
+def _start(settings: Settings, tmp_path: Path, worker: Worker) -> None:
+    """``switchover start`` once the worker is at work: its first closed health window shows
+    it consumes the traffic and publishes (the flag log writer runs in the same worker)."""
+    wait_for(
+        lambda: events_of(settings, HealthAssessed, ["health"]),
+        timeout=180,
+        worker=worker,
+        what="the worker's first health window",
+    )
     plan = str(tmp_path / "plan.toml")
-    done = cli(settings, "switchover", "start", "--plan", plan, "--reason", "integration test")
+    done = cli(
+        settings, "switchover", "start", "--plan", plan, "--reason", "integration test", *ANSWER
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -75,24 +91,24 @@ def test_a_healthy_run_ramps_to_100_percent_and_a_v1_spike_does_not_stop_it(
     traffic = Traffic(settings)
     traffic.start()
     try:
-        _start(settings, tmp_path)
+        _start(settings, tmp_path, worker)
         wait_for(
             lambda: [r for r in _records(settings) if r.action == "advanced" and r.stage >= 2],
-            timeout=90,
+            timeout=180,
             worker=worker,
             what="stage 3",
         )
         spike_at = traffic.switch("v1_spike")
         wait_for(
             lambda: [r for r in _records(settings) if r.action == "advanced" and r.at > spike_at],
-            timeout=60,
+            timeout=120,
             worker=worker,
             what="an advance during the V1 spike",
         )
         traffic.switch("healthy")
         records = wait_for(
             lambda: (rs := _records(settings)) and rs[-1].action == "completed" and rs,
-            timeout=120,
+            timeout=240,
             worker=worker,
             what="completion",
         )
@@ -156,24 +172,24 @@ def test_v2_error_spike_and_latency_regression_are_rolled_back_with_evidence(
     traffic = Traffic(settings)
     traffic.start()
     try:
-        _start(settings, tmp_path)
+        _start(settings, tmp_path, worker)
         wait_for(
             lambda: [r for r in _records(settings) if r.action == "advanced"],
-            timeout=60,
+            timeout=120,
             worker=worker,
             what="the first advance",
         )
         spike_at = traffic.switch("v2_errors")
         errors_rollback = wait_for(
             lambda: _rolled_back_by_trigger(settings, spike_at),
-            timeout=30,
+            timeout=60,
             worker=worker,
             what="the rollback of the error spike",
         )
         traffic.switch("healthy")
         wait_for(
             lambda: [r for r in _records(settings) if r.action == "rolled_back"],
-            timeout=20,
+            timeout=40,
             worker=worker,
             what="the controller seeing the rollback",
         )
@@ -184,22 +200,22 @@ def test_v2_error_spike_and_latency_regression_are_rolled_back_with_evidence(
         healthy_at = traffic.changed_at
         wait_for(
             lambda: [w for w in _closed_window_from(settings, healthy_at) if w.pool == "v2"],
-            timeout=30,
+            timeout=60,
             worker=worker,
             what="a closed V2 window of healthy traffic",
         )
-        resumed = cli(settings, "switchover", "resume", "--reason", "fixed the errors")
+        resumed = cli(settings, "switchover", "resume", "--reason", "fixed the errors", *ANSWER)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         wait_for(
             lambda: (c := _flag_changes(settings)) and c[-1].v2_pool_enabled,
-            timeout=30,
+            timeout=60,
             worker=worker,
             what="V2 on again",
         )
         slow_at = traffic.switch("v2_slow")
         latency_rollback = wait_for(
             lambda: _rolled_back_by_trigger(settings, slow_at),
-            timeout=30,
+            timeout=60,
             worker=worker,
             what="the rollback of the latency regression",
         )
@@ -217,16 +233,16 @@ def test_a_restart_mid_soak_resumes_the_soak_and_a_rollback_by_hand_is_respected
     traffic = Traffic(settings)
     traffic.start()
     try:
-        _start(settings, tmp_path)
+        _start(settings, tmp_path, worker)
         first = wait_for(
             lambda: [r for r in _records(settings) if r.action == "advanced"],
-            timeout=60,
+            timeout=120,
             worker=worker,
             what="the first advance",
         )[0]
         applied = wait_for(
             lambda: [c for c in _flag_changes(settings) if c.command_id == first.command_id],
-            timeout=20,
+            timeout=40,
             worker=worker,
             what="the stage command applied",
         )[0]
@@ -240,7 +256,7 @@ def test_a_restart_mid_soak_resumes_the_soak_and_a_rollback_by_hand_is_respected
                 for r in _records(settings)
                 if r.action == "advanced" and r.stage == first.stage + 1
             ],
-            timeout=90,
+            timeout=180,
             worker=worker,
             what="the advance after the restart",
         )
@@ -254,12 +270,14 @@ def test_a_restart_mid_soak_resumes_the_soak_and_a_rollback_by_hand_is_respected
             == 1
         )
 
-        by_hand = cli(settings, "rollback", "--reason", "operator says no", "--actor", "alice")
+        by_hand = cli(
+            settings, "rollback", "--reason", "operator says no", "--actor", "alice", *ANSWER
+        )
         assert by_hand.returncode == 0, by_hand.stdout + by_hand.stderr
         manual = next(c for c in reversed(_flag_changes(settings)) if c.command == "rollback")
         records = wait_for(
             lambda: [r for r in _records(settings) if r.action == "rolled_back"],
-            timeout=20,
+            timeout=40,
             worker=worker,
             what="the controller respecting the rollback",
         )
@@ -268,7 +286,7 @@ def test_a_restart_mid_soak_resumes_the_soak_and_a_rollback_by_hand_is_respected
         # two soaks after the rollback (event time, so a slow machine waits longer, not less).
         wait_for(
             lambda: _closed_window_from(settings, manual.at + 2 * SOAK),
-            timeout=60,
+            timeout=120,
             worker=worker,
             what="windows two soaks after the rollback",
         )
@@ -276,10 +294,10 @@ def test_a_restart_mid_soak_resumes_the_soak_and_a_rollback_by_hand_is_respected
 
         # By hand from here: resume (first stage again), pause, promote while paused.
         for args in (("resume", "--reason", "go on"), ("pause", "--reason", "hold on")):
-            done = cli(settings, "switchover", *args)
+            done = cli(settings, "switchover", *args, *ANSWER)
             assert done.returncode == 0, done.stdout + done.stderr
         status = cli(settings, "switchover", "status", "--json")
-        promoted = cli(settings, "switchover", "promote", "--reason", "confident")
+        promoted = cli(settings, "switchover", "promote", "--reason", "confident", *ANSWER)
         assert promoted.returncode == 0, promoted.stdout + promoted.stderr
         by_hand_records = _records(settings)
     finally:
