@@ -293,8 +293,9 @@ def test_a_restart_mid_soak_resumes_the_soak_and_a_rollback_by_hand_is_respected
         later = [c for c in _flag_changes(settings) if c.version > manual.version]
 
         # By hand from here: resume (first stage again), pause, promote while paused.
-        for args in (("resume", "--reason", "go on"), ("pause", "--reason", "hold on")):
-            done = cli(settings, "switchover", *args, *ANSWER)
+        # (pause only writes a record; it waits for no answer and takes no --timeout)
+        for args in (("resume", "--reason", "go on", *ANSWER), ("pause", "--reason", "hold on")):
+            done = cli(settings, "switchover", *args)
             assert done.returncode == 0, done.stdout + done.stderr
         status = cli(settings, "switchover", "status", "--json")
         promoted = cli(settings, "switchover", "promote", "--reason", "confident", *ANSWER)
