@@ -19,9 +19,11 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/migration-ledger demo
 
-## Lint, type-check and run every test against a real broker the suite starts and stops.
+## Lint, type-check and run every test against a real broker the suite starts and stops
+## (one broker for the whole run). Under CI (CI set, as .ci/run does) hypothesis is
+## derandomized. --durations=15 names the slowest tests, so a slow one is seen when it lands.
 test: install lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
 lint: install
 	$(BIN)/ruff check .

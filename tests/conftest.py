@@ -1,8 +1,20 @@
 """Fixtures shared by every test: the real Kafka broker, unique topic names, Settings.
 
 ``kafka_bootstrap`` is session-scoped and lazy: a broker is only started when a collected test
-asks for it. Set ``MIGRATION_LEDGER_BOOTSTRAP_SERVERS`` (e.g. to the team's dev broker at
-127.0.0.1:9092) to reuse a running broker instead of starting one on free ports.
+asks for it, and then one broker serves the whole run (tests that stop and start a broker stop
+and start that one, through ``restartable_broker``). Set ``MIGRATION_LEDGER_BOOTSTRAP_SERVERS``
+(e.g. to the team's dev broker at 127.0.0.1:9092) to reuse a running broker instead of starting
+one on free ports.
+
+Hypothesis runs under one of two profiles, registered here: ``ci`` (``derandomize=True``: the
+same examples on every run and every clone, no example database), loaded unless
+``HYPOTHESIS_PROFILE`` names another, so ``make test`` and CI are green on every fresh clone;
+and ``explore`` (random, 500 examples) for a developer hunting new failures
+(``HYPOTHESIS_PROFILE=explore``). A failure found at random is kept as an explicit
+``@example`` or test, so the fixed set grows with what was found.
+
+No test is re-run on failure: pytest-rerunfailures is switched off in pyproject.toml
+(``-p no:rerunfailures``), so a test that only passes on its second try fails the run.
 """
 
 from __future__ import annotations
@@ -13,65 +25,97 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
+from ledger.kafka.broker import LocalBroker, free_ports
 from ledger.settings import Settings
-
-# Hypothesis: the same examples on every run and every machine, so the suite is green on every
-# fresh clone and a failure is reproducible (found failures are kept as ``@example``s).
-# "ci" is loaded unless HYPOTHESIS_PROFILE names another; "explore" searches afresh each run.
-settings.register_profile(
-    "ci",
-    derandomize=True,
-    database=None,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile("explore", derandomize=False, max_examples=500, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 #: Given to unit tests' Settings: nothing listens on port 1, so a stray connection fails fast.
 OFFLINE_BOOTSTRAP = "127.0.0.1:1"
+#: How long the broker may take to answer after a (re)start on a loaded 2-core machine.
+BROKER_START_TIMEOUT = 120.0
+
+hypothesis_settings.register_profile("explore", derandomize=False, max_examples=500, deadline=None)
+hypothesis_settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,  # derandomized: nothing to replay, and a fresh clone has no database anyway
+    deadline=None,  # a shared CI machine's pauses are not the code's slowness
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/integration needs the broker; mark it so `-m` can select it.
-
-    Integration tests race real processes (broker, faust workers) on a shared 2-core machine,
-    so each gets one more try; a failure that repeats still fails the run. Unit tests get none.
-    """
+    """Everything under tests/integration needs the broker; mark it so `-m` can select it."""
     for item in items:
         if INTEGRATION_DIR in Path(item.path).parents:
             item.add_marker(pytest.mark.integration)
-            item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=2))
+
+
+def _new_broker(state_root: Path) -> LocalBroker:
+    port, controller_port = free_ports(2)
+    return LocalBroker(
+        Settings().cache_dir,
+        port=port,
+        controller_port=controller_port,
+        state_root=state_root,
+    )
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``"127.0.0.1:PORT"`` of a real Kafka 4 broker, for the whole session.
+def session_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker | None]:
+    """The one broker this run started, or ``None`` when ``MIGRATION_LEDGER_BOOTSTRAP_SERVERS``
+    names a running one.
 
     Started on two free ports, with its state in a temporary folder but the jars from the
     usual cache (``MIGRATION_LEDGER_CACHE_DIR``), and stopped at the end of the session even
     when tests fail. The kernel also stops it if pytest itself is killed.
     """
-    given = os.environ.get("MIGRATION_LEDGER_BOOTSTRAP_SERVERS")
-    if given:
-        yield given
+    if os.environ.get("MIGRATION_LEDGER_BOOTSTRAP_SERVERS"):
+        yield None
         return
-    from ledger.kafka.broker import LocalBroker, free_ports
-
-    port, controller_port = free_ports(2)
-    broker = LocalBroker(
-        Settings().cache_dir,
-        port=port,
-        controller_port=controller_port,
-        state_root=tmp_path_factory.mktemp("kafka-brokers"),
-    )
-    broker.up(timeout=120.0, die_with_parent=True)
+    broker = _new_broker(tmp_path_factory.mktemp("kafka-brokers"))
+    broker.up(timeout=BROKER_START_TIMEOUT, die_with_parent=True)
     try:
-        yield broker.bootstrap
+        yield broker
+    finally:
+        broker.down()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(session_broker: LocalBroker | None) -> str:
+    """``"127.0.0.1:PORT"`` of a real Kafka 4 broker, for the whole session."""
+    if session_broker is None:
+        return os.environ["MIGRATION_LEDGER_BOOTSTRAP_SERVERS"]
+    return session_broker.bootstrap
+
+
+@pytest.fixture
+def restartable_broker(
+    session_broker: LocalBroker | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalBroker]:
+    """A broker the test may stop (``down()``) and start again (``up(...)``).
+
+    It is the session's broker, so a restart test costs a restart, not a broker of its own; the
+    topics of earlier tests survive (same state folder) and carry other prefixes. Whatever the
+    test did, the broker is up again when it ends. When the session uses a broker it did not
+    start (``MIGRATION_LEDGER_BOOTSTRAP_SERVERS``), that one is not ours to stop, so the test
+    gets a broker of its own on free ports instead.
+    """
+    if session_broker is not None:
+        try:
+            yield session_broker
+        finally:
+            session_broker.up(timeout=BROKER_START_TIMEOUT, die_with_parent=True)
+        return
+    broker = _new_broker(tmp_path_factory.mktemp("restartable-broker"))
+    broker.up(timeout=BROKER_START_TIMEOUT, die_with_parent=True)
+    try:
+        yield broker
     finally:
         broker.down()
 

@@ -120,7 +120,10 @@ WEIGHTS = {
 }
 
 
-def operation(cid: str, pool: str, n: int, payload: dict[str, Any]) -> OperationRecorded:
+def operation(
+    cid: str, pool: str, n: int, payload: dict[str, Any], *, step_ms: int = 1
+) -> OperationRecorded:
+    """Execution ``n`` of a pair, started ``n * step_ms`` ms after ``T0``."""
     error = payload.get("error")
     return OperationRecorded(
         event_id=f"{cid}-{pool}",
@@ -132,7 +135,7 @@ def operation(cid: str, pool: str, n: int, payload: dict[str, Any]) -> Operation
         outcome="error" if error else "ok",
         result=None if error else payload["result"],
         error=error,
-        started_at=T0 + timedelta(milliseconds=n),
+        started_at=T0 + timedelta(milliseconds=n * step_ms),
         duration_ms=float(n % 50),
     )
 
@@ -171,9 +174,11 @@ def messy_stream(
     missing_shadows: float = 0.01,
     malformed: float = 0.005,
     window: int = 200,
+    step_ms: int = 1,
 ) -> Stream:
     """Pairs out of order (halves shuffled within ``window`` messages), retried duplicates,
-    pairs whose shadow never comes, and malformed input."""
+    pairs whose shadow never comes, and malformed input; pair ``n`` starts ``n * step_ms`` ms
+    after ``T0`` (event time, which drives the pairing timeout)."""
     rng = random.Random(seed)
     stream = Stream()
     halves: list[tuple[bytes, bytes]] = []
@@ -185,11 +190,11 @@ def messy_stream(
         category = rng.choices(categories, weights)[0]
         v1_payload, v2_payload = SHAPES[category](n)
         key = cid.encode()
-        halves.append((key, encode_event(operation(cid, "v1", n, v1_payload))))
+        halves.append((key, encode_event(operation(cid, "v1", n, v1_payload, step_ms=step_ms))))
         if n in missing:
             stream.expected[cid] = "shadow_missing"
         else:
-            halves.append((key, encode_event(operation(cid, "v2", n, v2_payload))))
+            halves.append((key, encode_event(operation(cid, "v2", n, v2_payload, step_ms=step_ms))))
             stream.expected[cid] = category
     for start in range(0, len(halves), window):
         chunk = halves[start : start + window]

@@ -18,12 +18,42 @@ from pipeline_support import CLI, Worker
 from ledger.cli.switchover import read_log
 from ledger.events import Event, OperationRecorded, encode_event
 from ledger.settings import Settings
+from ledger.switchover import DEMO_PLAN, SwitchoverPlan
 
 Mode = Literal["healthy", "v2_errors", "v2_slow", "v1_spike"]
 E = TypeVar("E", bound=Event)
 
-#: Demo speed: 2 s windows closed 1 s after their end, the demo plan's 6 s soaks.
+#: Demo speed: 2 s windows closed 1 s after their end (the demo's own windows).
 HEALTH_ENV = {"MIGRATION_LEDGER_HEALTH_WINDOW": "2", "MIGRATION_LEDGER_HEALTH_GRACE": "1"}
+
+#: The demo plan's stages and gates with 4 s soaks instead of 6 s: every soak still holds at
+#: least one whole 2 s window (the gates count whole windows only), and a ramp through its five
+#: soaks takes 20 s instead of 30 s. Given to ``switchover start --plan`` as a TOML file, the
+#: way an operator gives a plan of their own.
+TEST_PLAN = DEMO_PLAN.model_copy(
+    update={
+        "name": "integration",
+        "stages": tuple(
+            stage.model_copy(update={"soak_s": 4.0 if stage.soak_s else 0.0})
+            for stage in DEMO_PLAN.stages
+        ),
+    }
+)
+
+
+def plan_toml(plan: SwitchoverPlan) -> str:
+    """``plan`` in the TOML form ``ledger.switchover.load_plan`` reads."""
+    lines = [
+        f'name = "{plan.name}"',
+        f"min_samples = {plan.min_samples}",
+        f"max_mismatch_rate = {plan.max_mismatch_rate}",
+        f"require_judge = {str(plan.require_judge).lower()}",
+        f"command_timeout_s = {plan.command_timeout_s}",
+    ]
+    for stage in plan.stages:
+        lines += ["[[stages]]", f"percentage_bp = {stage.percentage_bp}"]
+        lines += [f"soak_s = {stage.soak_s}"]
+    return "\n".join(lines) + "\n"
 
 
 class Traffic(threading.Thread):
@@ -109,7 +139,7 @@ def start_worker(settings: Settings, workdir: Path) -> Worker:
     return worker
 
 
-def cli(settings: Settings, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def cli(settings: Settings, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "MIGRATION_LEDGER_BOOTSTRAP_SERVERS": settings.bootstrap_servers,

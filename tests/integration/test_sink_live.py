@@ -1,4 +1,8 @@
-"""The sink on the real broker: crashes, readers meanwhile, a broker restart."""
+"""The sink on the real broker: crashes, readers meanwhile, a broker restart.
+
+The restart is of the session's broker (``restartable_broker`` in tests/conftest.py): one
+broker per test run, restarted here rather than a second one started for this test.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ledger.events import Event, encode_event
 from ledger.kafka.admin import ensure_topics
+from ledger.kafka.broker import LocalBroker
 from ledger.settings import Settings
 from ledger.store import EVENT_TABLE, TABLES, open_reader
 from ledger.store.layout import Layout
@@ -270,30 +273,11 @@ def test_sql_runs_while_the_sink_writes_and_sees_its_last_commit(
     assert stored(settings.duckdb) == expected
 
 
-@pytest.fixture
-def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A broker of this test's own that it may stop and start again."""
-    from ledger.kafka.broker import LocalBroker, free_ports
-
-    port, controller_port = free_ports(2)
-    broker = LocalBroker(
-        Settings().cache_dir,
-        port=port,
-        controller_port=controller_port,
-        state_root=tmp_path_factory.mktemp("sink-broker"),
-    )
-    broker.up(timeout=120.0, die_with_parent=True)
-    try:
-        yield broker
-    finally:
-        broker.down()
-
-
 def test_sink_rides_out_a_broker_restart_and_stores_everything_once(
-    private_broker: Any, topic_prefix: str, tmp_path: Path
+    restartable_broker: LocalBroker, topic_prefix: str, tmp_path: Path
 ) -> None:
     settings = Settings(
-        bootstrap_servers=private_broker.bootstrap,
+        bootstrap_servers=restartable_broker.bootstrap,
         topic_prefix=topic_prefix,
         duckdb=tmp_path / "ledger",
     )
@@ -310,7 +294,7 @@ def test_sink_rides_out_a_broker_restart_and_stores_everything_once(
             what="a first commit",
             sink=sink,
         )
-        private_broker.down()
+        restartable_broker.down()
         # Down until the sink has seen the outage: a fixed pause was shorter than the sink's
         # request timeout on a quiet machine, so the restart went unnoticed and untested.
         until(
@@ -319,7 +303,7 @@ def test_sink_rides_out_a_broker_restart_and_stores_everything_once(
             what="the sink to notice that Kafka is down",
             sink=sink,
         )
-        private_broker.up(timeout=120.0, die_with_parent=True)
+        restartable_broker.up(timeout=120.0, die_with_parent=True)
         publish(settings.bootstrap_servers, stream.messages[half:])
         expected = stream.expected()
         until(
