@@ -82,8 +82,8 @@ def read_log(
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
+    from ledger import wire
     from ledger.errors import BrokerError, EventDecodeError
-    from ledger.events import decode_event
 
     events: list[Event] = []
     try:
@@ -124,7 +124,7 @@ def read_log(
                     if keep is not None and not keep(record):
                         continue
                     try:
-                        events.append(decode_event(record.value or b""))
+                        events.append(wire.decode(record.value, record.topic))
                     except EventDecodeError:
                         continue
     except KafkaError as exc:

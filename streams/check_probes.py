@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from ledger import wire
 from ledger.checks import (
     BrokerObservation,
     CheckReport,
@@ -39,7 +40,7 @@ from ledger.checks import (
     skipped,
 )
 from ledger.errors import EventDecodeError, LedgerError
-from ledger.events import CommandRejected, FlagChanged, decode_event
+from ledger.events import CommandRejected, FlagChanged
 from ledger.local_kafka import LocalBroker, probe_metadata
 from ledger.settings import Settings
 from streams.topics import CHECKED_CONFIG, TOPIC_SPECS, _compare, _topic_configs, topic_name
@@ -280,7 +281,7 @@ def observe_flag_log(settings: Settings, *, timeout_s: float) -> FlagLogObservat
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
                     try:
-                        event = decode_event(record.value or b"")
+                        event = wire.decode(record.value, "flag_events")
                     except EventDecodeError:
                         undecodable += 1
                         continue

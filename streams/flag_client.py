@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ledger import wire
 from ledger.errors import BrokerError, EventDecodeError, LedgerError, PublishError
-from ledger.events import CommandRejected, FlagChanged, decode_event
+from ledger.events import CommandRejected, FlagChanged
 from ledger.settings import Settings
 
 __all__ = ["NoAnswer", "read_log", "submit"]
@@ -45,7 +46,7 @@ def _answers(records: list[Any]) -> list[tuple[int, Answer]]:
     found = []
     for record in records:
         try:
-            event = decode_event(record.value or b"")
+            event = wire.decode(record.value, "flag_events")
         except EventDecodeError:
             continue  # not ours to judge here; `migration-ledger check` reports it
         if isinstance(event, FlagChanged | CommandRejected):

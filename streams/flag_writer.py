@@ -25,8 +25,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ledger import wire
 from ledger.errors import CommandError, EventDecodeError
-from ledger.events import CommandRejected, FlagChanged, decode_event, encode_event
+from ledger.events import CommandRejected, FlagChanged, encode_event
 from streams.dead_letters import dead_letter
 from streams.metrics import Metrics
 
@@ -85,7 +86,7 @@ class FlagWriter:
         for offset, raw in await self.source.read_to_end():
             self.read_through = max(self.read_through, offset)
             try:
-                event = decode_event(raw or b"")
+                event = wire.decode(raw, "flag_events")
             except EventDecodeError as exc:
                 log.warning("flag log record %s is not an event, skipped: %s", offset, exc)
                 continue
@@ -100,7 +101,7 @@ class FlagWriter:
         from ledger import flags
 
         try:
-            command = flags.decode_command(message.value or b"")
+            command = wire.decode_command(message.value)
         except (CommandError, EventDecodeError, ValueError) as exc:
             await self._dead_letter(message, f"not a valid flag command: {exc}")
             return None

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ledger import wire
 from ledger.errors import EventDecodeError
 from ledger.events import (
     CommandRejected,
@@ -35,7 +36,6 @@ from ledger.events import (
     FlagChanged,
     HealthAssessed,
     OperationRecorded,
-    decode_event,
     encode_event,
 )
 from ledger.health import DEFAULT_WINDOW, HealthWindow, HealthWindows, merge_windows
@@ -169,7 +169,7 @@ class HealthMonitor:
         if not self.loaded:
             self.load()
         try:
-            operation = decode_event(raw or b"", OperationRecorded)
+            operation = wire.decode(raw, "operations")
         except EventDecodeError:
             return
         assert isinstance(operation, OperationRecorded)
@@ -188,7 +188,7 @@ class HealthMonitor:
         if not self.loaded:
             self.load()
         try:
-            comparison = decode_event(raw or b"", ComparisonRecorded)
+            comparison = wire.decode(raw, "comparisons")
         except EventDecodeError:
             return
         assert isinstance(comparison, ComparisonRecorded)
@@ -216,7 +216,7 @@ class HealthMonitor:
 
     def on_flag_event(self, raw: bytes | None) -> None:
         try:
-            event = decode_event(raw or b"")
+            event = wire.decode(raw, "flag_events")
         except EventDecodeError:
             return
         if isinstance(event, FlagChanged) and event.flag == self.flag:
