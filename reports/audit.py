@@ -286,11 +286,14 @@ def check_chains(con: Any) -> tuple[list[ChainFinding], list[str]]:
 # --- bulk recomputation in SQL ----------------------------------------------------------------
 
 
-def _bucket_sql(salt_sql: str, key_sql: str) -> str:
-    """``ledger.rollout``'s DuckDB bucket expression over two SQL expressions."""
+def _bucket_sql(salt_sql: str, key_sql: str, version: int | str | None = None) -> str:
+    """``ledger.rollout``'s DuckDB bucket expression over two SQL expressions (``version``:
+    a hash version or SQL naming it per row; the current one by default)."""
     from ledger import rollout
 
-    return rollout.bucket_sql(salt_sql, key_sql)
+    return rollout.bucket_sql(
+        salt_sql, key_sql, rollout.HASH_VERSION if version is None else version
+    )
 
 
 def _prepare(con: Any) -> None:
@@ -328,8 +331,9 @@ def recompute_sql(where: str = "", source: str = "decisions", sampled: str = "fa
     from ledger import rollout
 
     key = "coalesce(d.session_id, d.correlation_id)"
-    bucket = _bucket_sql("d.flag", key)
-    hash_version = rollout.HASH_VERSION
+    # Each decision under its own hash version: old ones replay as they were made.
+    bucket = _bucket_sql("d.flag", key, "d.hash_version")
+    known_versions = ", ".join(str(v) for v in rollout.HASH_VERSIONS)
     return f"""
         WITH joined AS (
             SELECT d.event_id, d.flag, d.flag_version, d.session_id, d.correlation_id,
@@ -378,7 +382,7 @@ def recompute_sql(where: str = "", source: str = "decisions", sampled: str = "fa
                pool, reason, bucket, threshold_bp, hash_version,
                r_pool, r_reason, r_bucket, r_threshold_bp, known,
                NOT known
-               OR hash_version IS DISTINCT FROM {hash_version}
+               OR hash_version NOT IN ({known_versions})
                OR pool IS DISTINCT FROM r_pool
                OR reason IS DISTINCT FROM r_reason
                OR bucket IS DISTINCT FROM r_bucket
@@ -525,13 +529,11 @@ class _States:
         """The decision made again, or None and why it cannot be."""
         from ledger.errors import ChainError
         from ledger.events import DecisionReason
-        from ledger.rollout import HASH_VERSION, DecisionContext, decide
+        from ledger.rollout import HASH_VERSIONS, DecisionContext, decide
 
-        if decision.hash_version != HASH_VERSION:
-            return (
-                None,
-                f"hash version {decision.hash_version} unknown (this build: {HASH_VERSION})",
-            )
+        if decision.hash_version not in HASH_VERSIONS:
+            known = ", ".join(str(v) for v in HASH_VERSIONS)
+            return None, f"hash version {decision.hash_version} unknown (this build: {known})"
         try:
             state = self.state(decision.flag, decision.flag_version)
         except (ChainError, ValueError) as exc:
@@ -543,7 +545,14 @@ class _States:
             # Not in the flag log: the record says the caller's breaker was open.
             breaker_open=decision.reason == DecisionReason.CIRCUIT_OPEN,
         )
-        return decide(state, context, at=decision.at, event_id=decision.event_id), None
+        again = decide(
+            state,
+            context,
+            at=decision.at,
+            event_id=decision.event_id,
+            hash_version=decision.hash_version,
+        )
+        return again, None
 
 
 def _python_disagreement(
