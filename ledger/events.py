@@ -101,6 +101,10 @@ Bucket = Annotated[int, Field(ge=0, le=9_999)]
 Double = Annotated[float, BeforeValidator(_exact_double)]
 #: Stored to the microsecond (``ledger.wire`` refuses finer text, which would be cut).
 Timestamp = AwareDatetime
+#: A duration or CPU time in milliseconds: its microseconds must fit in int64 (health windows
+#: add them up as integers), about 292 years.
+MAX_MILLIS = (2**63 - 1) // 1000
+Millis = Annotated[float, BeforeValidator(_exact_double), Field(ge=0, le=MAX_MILLIS)]
 SchemaVersion = Annotated[int, Field(ge=min(SCHEMA_VERSIONS), le=max(SCHEMA_VERSIONS))]
 
 
@@ -139,7 +143,7 @@ class OperationError(BaseModel):
 
 
 class Resources(Record):
-    cpu_ms: Double | None = Field(default=None, ge=0)
+    cpu_ms: Millis | None = None
     memory_bytes: Count | None = None
     worker_id: str | None = None
 
@@ -157,7 +161,7 @@ class OperationRecorded(Event):
     result: JsonValue = None
     error: OperationError | None = None
     started_at: Timestamp
-    duration_ms: Double = Field(ge=0, allow_inf_nan=False)
+    duration_ms: Millis
     environment: str | None = None
     args_digest: str | None = None
     resources: Resources | None = None

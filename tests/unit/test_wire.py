@@ -266,3 +266,20 @@ def test_old_decisions_replay_bit_for_bit_under_hash_version_1() -> None:
     assert old.bucket == rollout.bucket("f", "s-1", 1)
     assert isinstance(old, RolloutDecided)
     assert replay([], old).matches
+
+
+def test_a_duration_whose_microseconds_overflow_is_refused() -> None:
+    # Found by bench/fuzz_contract.py: the largest double crashed the health agent.
+    assert "duration_ms" in refusal(raw(operation_doc(duration_ms=1.7976931348623157e308)))
+    assert "resources.cpu_ms" in refusal(raw(operation_doc(resources={"cpu_ms": 1e300})))
+
+
+def test_a_latency_ratio_that_overflows_is_left_out_not_fatal() -> None:
+    from ledger.comparison import compare_operations, load_rules
+
+    v1 = wire.decode(raw(operation_doc(duration_ms=1e-300)), "operations")
+    v2 = wire.decode(raw(operation_doc(event_id="op-2", pool="v2", duration_ms=1e12)), "operations")
+    assert isinstance(v1, OperationRecorded)
+    assert isinstance(v2, OperationRecorded)
+    comparison = compare_operations(v1, v2, load_rules(), at=datetime(2026, 3, 1, tzinfo=UTC))
+    assert comparison.latency_ratio is None
