@@ -43,8 +43,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 from ledger import wire  # noqa: E402
 from ledger.errors import EventDecodeError  # noqa: E402
 from ledger.events import OperationRecorded, decode_event_object  # noqa: E402
+from ledger.kafka.admin import ensure_topics  # noqa: E402
 from ledger.settings import Settings  # noqa: E402
-from streams.topics import ensure_topics  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "migration-ledger")
 #: Contract refusals start so (``ledger.wire``); anything else the worker says is pairing's.

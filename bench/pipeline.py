@@ -33,8 +33,8 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 from ledger.events import OperationRecorded, encode_event  # noqa: E402
+from ledger.kafka.admin import ensure_topics  # noqa: E402
 from ledger.settings import Settings  # noqa: E402
-from streams.topics import ensure_topics  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "migration-ledger")
 
@@ -182,8 +182,8 @@ def worker_command(agents: str | None) -> list[str]:
     code = (
         "from ledger.settings import Settings\n"
         "from streams.app import create_app\n"
-        "from streams.topics import ensure_topics\n"
-        "from streams.worker_cli import run_worker\n"
+        "from ledger.kafka.admin import ensure_topics\n"
+        "from ledger.cli.worker import run_worker\n"
         "settings = Settings(pairing_timeout=10)\n"
         "ensure_topics(settings)\n"
         f"app = create_app(settings, web_enabled=False, modules={agents.split(',')!r})\n"

@@ -1,7 +1,7 @@
 """Migration ledger: the pure domain of moving live traffic from pool V1 to pool V2.
 
 Importing ``ledger`` loads no Kafka, Faust or DuckDB code; adapters live in their own modules
-(``ledger.store``, ``ledger.local_kafka``, ``ledger.cli``) and are imported explicitly.
+(``ledger.store``, ``ledger.kafka.broker``, ``ledger.cli.app``) and are imported explicitly.
 """
 
 from ledger.errors import (

@@ -1,7 +1,7 @@
 """Go-live checks: what was observed about a deployment, judged PASS / WARN / FAIL.
 
 ``migration-ledger check`` asks the broker, the topics, the flag log, the worker and the sink
-how they are (``streams.check_probes`` does the asking) and hands the answers here as plain
+how they are (``ledger.cli.probes`` does the asking) and hands the answers here as plain
 observations. The judgments are pure so that every threshold and every wording can be tested
 without a broker, and so that a line always carries its figure and what to do about it.
 
@@ -196,7 +196,7 @@ def _version_text(seen: BrokerObservation) -> str:
 
 @dataclass(frozen=True)
 class TopicDifference:
-    """A topic setting that differs from its spec (the fields of ``streams.topics.Mismatch``)."""
+    """A topic setting that differs from its spec, as `topics ensure` and `check` both see it."""
 
     topic: str
     setting: str

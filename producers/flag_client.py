@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import cast
 
 from ledger import flags, rollout, wire
 from ledger.errors import ChainError, ConfigurationError, EventDecodeError
@@ -42,6 +42,7 @@ from ledger.events import (
     Pool,
     RolloutDecided,
 )
+from ledger.kafka.log import LogReader
 from ledger.settings import Settings
 from producers.shadow import Route
 
@@ -296,52 +297,35 @@ class FlagClient:
                 backoff = min(backoff * 2, 5.0)
 
     def _consume(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            client_id="migration-ledger-flag-client",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            request_timeout_ms=5000,
-            bootstrap_timeout_ms=2000,
-        )
-        try:
-            partitions = self._wait_for_partitions(consumer, TopicPartition)
-            if partitions is None:
+        with LogReader(
+            self.settings, [self._topic], client_id="migration-ledger-flag-client", timeout_s=5.0
+        ) as reader:
+            if not self._wait_for_partitions(reader):
                 return
-            consumer.assign(partitions)
-            for tp in partitions:
-                # From the start the first time; after a reconnect, from where we were (the
-                # state is kept, and folding an event twice is not what the log says).
-                consumer.seek(tp, self._next_offsets.get(tp.partition, 0))
+            # From the start the first time; after a reconnect, from where we were (the state
+            # is kept, and folding an event twice is not what the log says).
+            reader.seek({(self._topic, p): offset for p, offset in self._next_offsets.items()})
             self._connected = True
             last_check = 0.0
             while not self._stop.is_set():
-                batches = consumer.poll(timeout_ms=int(self._poll_interval * 1000))
-                for records in batches.values():
-                    for record in records:
-                        self._handle(record.value)
-                        self._next_offsets[record.partition] = record.offset + 1
+                for record in reader.poll(timeout_s=self._poll_interval):
+                    self._handle(record.value)
+                    self._next_offsets[record.partition] = record.offset + 1
                 now = time.monotonic()
                 if now - last_check >= 1.0:
                     last_check = now
-                    ends = consumer.end_offsets(partitions)  # raises when the broker is away
-                    if all(consumer.position(tp) >= ends[tp] for tp in partitions):
+                    ends = reader.end_offsets()  # raises when the broker is away
+                    if all(reader.position()[tp] >= end for tp, end in ends.items()):
                         self._last_current = now
-        finally:
-            consumer.close()
 
-    def _wait_for_partitions(self, consumer: Any, topic_partition: Any) -> list[Any] | None:
-        """The flag log's partitions; before the topic exists the defaults are current."""
+    def _wait_for_partitions(self, reader: LogReader) -> bool:
+        """Whether the flag log exists; before it does, the defaults are current."""
         while not self._stop.is_set():
-            found = consumer.partitions_for_topic(self._topic)
-            if found:
-                return [topic_partition(self._topic, p) for p in sorted(found)]
+            if reader.partitions():
+                return True
             self._last_current = time.monotonic()  # no log yet: the defaults are the state
             self._stop.wait(1.0)
-        return None
+        return False
 
     def _handle(self, value: bytes | None) -> None:
         if value is None:

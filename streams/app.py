@@ -21,9 +21,9 @@ from typing import Any
 
 import faust
 
+from ledger.kafka.topics import topic_name
 from ledger.settings import Settings
 from streams.metrics import Metrics
-from streams.topics import topic_name
 
 __all__ = ["AGENT_MODULES", "DEFAULT_WEB_PORT", "LedgerApp", "create_app"]
 

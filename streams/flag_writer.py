@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ledger import wire
 from ledger.errors import CommandError, EventDecodeError
 from ledger.events import CommandRejected, FlagChanged, encode_event
+from ledger.kafka.log import AsyncLogReader
+from ledger.settings import Settings
 from streams.dead_letters import dead_letter
 from streams.metrics import Metrics
 
@@ -153,43 +155,21 @@ class FlagWriter:
 
 
 class FlagLogReader:
-    """Reads the one-partition flag log from its beginning, outside any consumer group."""
+    """The flag log from its beginning, as ``(offset, value)`` pairs (``ledger.kafka.log``)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
-        self.bootstrap_servers = bootstrap_servers
-        self.topic = topic
-        self.consumer: Any = None
-        self.partition: Any = None
-
-    async def start(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await self.consumer.start()
-        self.partition = TopicPartition(self.topic, 0)
-        self.consumer.assign([self.partition])
-        await self.consumer.seek_to_beginning(self.partition)
-
-    async def stop(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
-            self.consumer = None
+    def __init__(self, settings: Settings) -> None:
+        self._log = AsyncLogReader(settings, [settings.topic("flag_events")])
+        self._started = False
 
     async def read_to_end(self) -> list[tuple[int, bytes | None]]:
-        if self.consumer is None:
-            await self.start()
-        tp = self.partition
-        end = (await self.consumer.end_offsets([tp]))[tp]
-        records: list[tuple[int, bytes | None]] = []
-        while await self.consumer.position(tp) < end:
-            batch = await self.consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
-            records.extend((r.offset, r.value) for r in batch.get(tp, ()))
-        return records
+        if not self._started:
+            await self._log.start()
+            self._started = True
+        return [(record.offset, record.value) for record in await self._log.read_to_end()]
+
+    async def stop(self) -> None:
+        await self._log.stop()
+        self._started = False
 
 
 def install(ledger: LedgerApp) -> None:
@@ -198,7 +178,7 @@ def install(ledger: LedgerApp) -> None:
     commands = ledger.topic("flag_commands")
     events = ledger.topic("flag_events")
     dead_letters = ledger.topic("dead_letters")
-    reader = FlagLogReader(settings.bootstrap_servers, settings.topic("flag_events"))
+    reader = FlagLogReader(settings)
 
     async def append(flag: str, value: bytes) -> int:
         delivered = await events.send(key=flag.encode(), value=value)

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger.kafka.clients import aiokafka_consumer
 from ledger.settings import Settings
 from ledger.store.writer import LedgerWriter, SourceRecord, WriteResult
 
@@ -160,13 +161,9 @@ class LedgerSink:
         self._progress()
 
     async def _connect(self) -> Any:
-        from aiokafka import AIOKafkaConsumer
-
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
+        consumer = aiokafka_consumer(
+            self.settings,
             client_id="migration-ledger-sink",
-            group_id=None,
-            enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             fetch_max_wait_ms=200,

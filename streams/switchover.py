@@ -1,8 +1,8 @@
 """The switchover controller in the worker: its state rebuilt from the log at every start.
 
-``LogTail`` reads ``ledger.health`` and ``ledger.flag-events`` from their beginning with a
-consumer outside any group (no committed offset can make it skip history) and keeps
-following them. Every event is folded into ``SwitchoverService``; once the tail has reached
+An ``AsyncLogReader`` (``ledger.kafka.log``) reads ``ledger.health`` and
+``ledger.flag-events`` from their beginning outside any consumer group (no committed offset
+can make it skip history) and keeps following them. Every event is folded into ``SwitchoverService``; once the tail has reached
 the end offsets it saw at start, a timer lets the controller ``step``: records go to
 ``ledger.health`` (key: the flag) and are delivered before the flag commands they announce go
 to ``ledger.flag-commands``, so a controller that dies in between finds the record and
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,7 @@ from ledger.events import (
     encode_event,
 )
 from ledger.health import ALL_OPERATIONS
+from ledger.kafka.log import AsyncLogReader
 from ledger.switchover import (
     KEEP_WINDOWS,
     ControllerCommand,
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     from streams.app import LedgerApp
 
 __all__ = [
-    "LogTail",
     "SwitchoverService",
     "install",
 ]
@@ -167,51 +167,6 @@ class SwitchoverService:
             await self.publish_command(command)
 
 
-class LogTail:
-    """Follows whole topics from their beginning, outside any consumer group."""
-
-    def __init__(self, bootstrap_servers: str, topics: Iterable[str]) -> None:
-        self.bootstrap_servers = bootstrap_servers
-        self.topics = list(topics)
-        self.consumer: Any = None
-        self.end_offsets: dict[Any, int] = {}
-
-    async def start(self, wait_s: float = 30.0) -> None:
-        """Subscribe outside any group: every partition, from offset 0, nothing committed."""
-        from aiokafka import AIOKafkaConsumer
-
-        self.consumer = AIOKafkaConsumer(
-            *self.topics,
-            bootstrap_servers=self.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await self.consumer.start()
-        deadline = time.monotonic() + wait_s
-        while {tp.topic for tp in self.consumer.assignment()} != set(self.topics):
-            if time.monotonic() > deadline:
-                missing = set(self.topics) - {tp.topic for tp in self.consumer.assignment()}
-                raise RuntimeError(f"topics not found: {sorted(missing)}")
-            await asyncio.sleep(0.2)  # metadata of a topic created a moment ago
-        self.end_offsets = await self.consumer.end_offsets(list(self.consumer.assignment()))
-
-    async def stop(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
-
-    async def read(self, timeout_ms: int = 500) -> list[Any]:
-        """The next records (aiokafka ``ConsumerRecord``: topic, key, value, timestamp)."""
-        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
-        return [record for records in batches.values() for record in records]
-
-    async def caught_up(self) -> bool:
-        for tp, end in self.end_offsets.items():
-            if await self.consumer.position(tp) < end:
-                return False
-        return True
-
-
 def install(ledger: LedgerApp) -> None:
     """Run the controller as a task of the app: tail the log, fold it, step every second."""
     app = ledger.app
@@ -244,7 +199,7 @@ def install(ledger: LedgerApp) -> None:
     ledger.parts["switchover"] = service
 
     async def follow() -> None:
-        tail = LogTail(settings.bootstrap_servers, [settings.topic("health"), flag_events_name])
+        tail = AsyncLogReader(settings, [settings.topic("health"), flag_events_name])
         await tail.start()
         try:
             last_step = 0.0
@@ -254,7 +209,7 @@ def install(ledger: LedgerApp) -> None:
                         record.topic == flag_events_name,
                         record.value,
                         key=record.key,
-                        timestamp_ms=record.timestamp,
+                        timestamp_ms=record.timestamp_ms,
                     )
                 if not service.caught_up and await tail.caught_up():
                     service.caught_up = True

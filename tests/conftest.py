@@ -45,7 +45,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    from ledger.local_kafka import LocalBroker, free_ports
+    from ledger.kafka.broker import LocalBroker, free_ports
 
     port, controller_port = free_ports(2)
     broker = LocalBroker(

@@ -15,9 +15,9 @@ from typing import Any, Literal, TypeVar
 
 from pipeline_support import CLI, Worker
 
+from ledger.cli.switchover import read_log
 from ledger.events import Event, OperationRecorded, encode_event
 from ledger.settings import Settings
-from ledger.switchover_cli import read_log
 
 Mode = Literal["healthy", "v2_errors", "v2_slow", "v1_spike"]
 E = TypeVar("E", bound=Event)

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from ledger.cli import app
-from ledger.local_kafka import free_ports
+from ledger.cli.app import app
+from ledger.kafka.broker import free_ports
+from ledger.kafka.topics import TOPIC_SPECS, topic_name
 from ledger.settings import Settings
-from streams.topics import TOPIC_SPECS, topic_name
 
 CLI = str(Path(sys.executable).parent / "migration-ledger")
 
@@ -98,7 +98,7 @@ def test_records_in_the_flag_log_that_are_not_flag_events_fail_the_check(
 ) -> None:
     from kafka import KafkaProducer
 
-    from streams.topics import ensure_topics
+    from ledger.kafka.admin import ensure_topics
 
     ensure_topics(settings)
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
@@ -171,8 +171,8 @@ def _wait_for(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 def test_sink_line_shows_rows_last_commit_and_lag_against_the_topics(settings: Settings) -> None:
     from kafka import KafkaProducer
 
+    from ledger.kafka.admin import ensure_topics
     from ledger.store.writer import LedgerWriter, SourceRecord
-    from streams.topics import ensure_topics
 
     ensure_topics(settings)
     topic = settings.topic("dead_letters")
@@ -207,7 +207,7 @@ def test_flag_log_written_by_the_rules_passes_and_a_tampered_event_fails(
 
     from ledger.events import encode_event
     from ledger.flags import Enable, SetPercentage, apply, decide_command, initial_state
-    from streams.topics import ensure_topics
+    from ledger.kafka.admin import ensure_topics
 
     ensure_topics(settings)
     state = initial_state(settings.flag)

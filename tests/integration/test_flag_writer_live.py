@@ -11,11 +11,11 @@ from pipeline_support import Worker
 from typer.testing import CliRunner
 
 from ledger import flags
-from ledger.cli import app
+from ledger.cli.app import app
 from ledger.events import FlagChanged
+from ledger.kafka.admin import ensure_topics
+from ledger.kafka.flag_commands import read_log
 from ledger.settings import Settings
-from streams.flag_client import read_log
-from streams.topics import ensure_topics
 
 runner = CliRunner()
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ledger.cli import app
-from ledger.local_kafka import KAFKA_VERSION, free_ports, kafka_home, probe_metadata
+from ledger.cli.app import app
+from ledger.kafka.broker import KAFKA_VERSION, free_ports, kafka_home, probe_metadata
 from ledger.settings import Settings
 
 

@@ -10,9 +10,9 @@ from pipeline_support import TopicReader, Worker, messy_stream, percentage_comma
 
 from ledger import flags
 from ledger.events import FlagChanged
+from ledger.kafka.admin import ensure_topics
+from ledger.kafka.flag_commands import read_log
 from ledger.settings import Settings
-from streams.flag_client import read_log
-from streams.topics import ensure_topics
 
 PAIRS = 10_000
 PAIRING_TIMEOUT = 3.0

@@ -120,7 +120,7 @@ def test_published_events_are_read_back_exactly_once_under_their_keys(
 @pytest.fixture
 def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A broker of this test's own, on free ports, that the test may stop and start."""
-    from ledger.local_kafka import LocalBroker, free_ports
+    from ledger.kafka.broker import LocalBroker, free_ports
 
     port, controller_port = free_ports(2)
     broker = LocalBroker(
@@ -307,7 +307,7 @@ def test_simulate_drives_traffic_to_the_topics_and_prints_a_summary(
 ) -> None:
     from typer.testing import CliRunner
 
-    from ledger.cli import app
+    from ledger.cli.app import app
 
     result = CliRunner().invoke(
         app,

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from ledger.events import Event, encode_event
+from ledger.kafka.admin import ensure_topics
 from ledger.settings import Settings
-from streams.topics import ensure_topics
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "reports"))
 from report_factories import Ledger, build

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from ledger.events import Event, encode_event
+from ledger.kafka.admin import ensure_topics
 from ledger.settings import Settings
 from ledger.store import EVENT_TABLE, TABLES, open_reader
 from ledger.store.layout import Layout
-from streams.topics import ensure_topics
 from tests.unit.store_factories import (
     comparison,
     decision,
@@ -273,7 +273,7 @@ def test_sql_runs_while_the_sink_writes_and_sees_its_last_commit(
 @pytest.fixture
 def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A broker of this test's own that it may stop and start again."""
-    from ledger.local_kafka import LocalBroker, free_ports
+    from ledger.kafka.broker import LocalBroker, free_ports
 
     port, controller_port = free_ports(2)
     broker = LocalBroker(

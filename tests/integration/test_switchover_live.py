@@ -22,9 +22,9 @@ from switchover_support import (
 )
 
 from ledger.events import FlagChanged, HealthAssessed, RollbackTriggered, SwitchoverRecorded
+from ledger.kafka.admin import ensure_topics
 from ledger.settings import Settings
 from ledger.switchover import CONTROLLER_ACTOR, DEMO_PLAN
-from streams.topics import ensure_topics
 
 WINDOW = timedelta(seconds=float(HEALTH_ENV["MIGRATION_LEDGER_HEALTH_WINDOW"]))
 SOAK = timedelta(seconds=DEMO_PLAN.stages[0].soak_s)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger.cli.app import app
+from ledger.kafka.admin import ensure_topics
+from ledger.kafka.topics import TOPIC_SPECS, topic_name
 from ledger.settings import Settings
-from streams.topics import TOPIC_SPECS, ensure_topics, topic_name
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ from typing import Any
 import typer.main
 import yaml
 
-from ledger.cli import app
+from ledger.cli.app import app
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
 

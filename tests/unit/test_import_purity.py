@@ -21,7 +21,7 @@ HEAVY_LIBRARIES = ("kafka", "aiokafka", "faust", "duckdb", "scipy", "pyarrow")
 
 
 #: Adapters may import their library at top level; everything else in ledger/ is pure or CLI.
-ADAPTERS = {"ledger.store", "ledger.local_kafka"}
+ADAPTERS = {"ledger.store", "ledger.kafka.broker"}
 MODULES = sorted(
     info.name
     for info in pkgutil.walk_packages(ledger.__path__, prefix="ledger.")
@@ -30,7 +30,7 @@ MODULES = sorted(
 PURE_MODULES = [
     name
     for name in MODULES
-    if name not in {"ledger.cli", "ledger.__main__"} and not name.endswith("_cli")
+    if name not in {"ledger.cli.app", "ledger.__main__"} and not name.endswith("_cli")
 ]
 CLI_MODULES = [name for name in MODULES if name not in PURE_MODULES]
 
@@ -55,7 +55,7 @@ def test_pure_domain_module_loads_no_adapter_library_nor_sibling(module: str) ->
 
 
 def test_the_broker_manager_needs_no_kafka_client_library() -> None:
-    loaded = _top_level_modules_after("import ledger.local_kafka")
+    loaded = _top_level_modules_after("import ledger.kafka.broker")
     assert loaded.isdisjoint(HEAVY_LIBRARIES), sorted(loaded & set(HEAVY_LIBRARIES))
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger.cli.app import app
 from ledger.errors import BrokerError
-from ledger.local_kafka import (
+from ledger.kafka.broker import (
     KAFKA_VERSION,
     LocalBroker,
     check_java_version,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import typer.main
 
-from ledger.cli import app
+from ledger.cli.app import app
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "docs" / "runbooks"
 #: Top-level commands the runbooks use that other issues are still building.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger.cli.app import app
 from ledger.events import EVENT_TYPES
 from ledger.schemas import render, schemas, stale_schemas, write_schemas
 

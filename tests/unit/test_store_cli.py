@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger.cli.app import app
 from ledger.store import LedgerWriter, describe_schema, open_reader
 from tests.unit.store_factories import every_type, operation, records
 

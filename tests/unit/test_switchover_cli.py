@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger.cli.app import app
 from tests.conftest import OFFLINE_BOOTSTRAP
 
 runner = CliRunner()

@@ -13,7 +13,7 @@ import pytest
 from report_factories import Ledger, rewrite
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger.cli.app import app
 
 runner = CliRunner()
 

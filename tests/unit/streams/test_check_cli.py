@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger.cli.app import app
 from ledger.settings import Settings
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ledger.checks import Status, Thresholds, judge_store
+from ledger.cli.probes import observe_store
 from ledger.settings import Settings
-from streams.check_probes import observe_store
 
 pytest.importorskip("ledger.store.writer")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger.cli.app import app
 
 runner = CliRunner()
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ledger.kafka.admin import _compare
+from ledger.kafka.topics import INTERNAL_TOPICS, TOPIC_SPECS, topic_name
 from ledger.settings import TOPICS, Settings
-from streams.topics import INTERNAL_TOPICS, TOPIC_SPECS, _compare, topic_name
 
 
 def spec(logical: str):  # type: ignore[no-untyped-def]

@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ledger import flags
+from ledger.cli.options import BootstrapOption, TopicPrefixOption, build_settings, fail
 from ledger.errors import LedgerError
 from ledger.events import CommandRejected, FlagChanged
 
@@ -64,13 +66,7 @@ TimeoutOption = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=code)
-
-
 def _settings(bootstrap: str | None, prefix: str | None, flag: str | None) -> Any:
-    from ledger.cli_options import build_settings
 
     return build_settings(bootstrap, prefix, None, **({"flag": flag} if flag else {}))
 
@@ -79,7 +75,7 @@ def _common(
     settings: Any, reason: str, actor: str | None, expected_version: int | None
 ) -> dict[str, Any]:
     if not reason.strip():
-        raise _fail("--reason must say why", code=2)
+        raise fail("--reason must say why", code=2)
     return {
         "command_id": f"cli-{uuid.uuid4()}",
         "flag": settings.flag,
@@ -90,25 +86,24 @@ def _common(
 
 
 def _build(command: str, common: dict[str, Any], fields: dict[str, Any]) -> Any:
-    from ledger import flags
 
     try:
         return flags.decode_command(json.dumps({"command": command, **common, **fields}))
     except LedgerError as exc:
-        raise _fail(str(exc), code=2) from None
+        raise fail(str(exc), code=2) from None
 
 
 def _send(settings: Any, command: Any, *, timeout: float) -> None:
     """Publish one command and await its answer; print it; exit 1 on rejection."""
-    from streams.flag_client import submit
+    from ledger.kafka.flag_commands import submit
 
     try:
         answer = submit(settings, command, timeout=timeout)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if isinstance(answer, CommandRejected):
         why = answer.detail or answer.rejection
-        raise _fail(
+        raise fail(
             f"{answer.command} rejected ({answer.rejection}) at version "
             f"{answer.current_version}: {why}"
         )
@@ -124,7 +119,6 @@ def _user() -> str:
 
 
 def _values(event: FlagChanged) -> str:
-    from ledger import flags
 
     return flags.FlagValues.of(event).describe()
 
@@ -142,7 +136,6 @@ def set_flag(
     topic_prefix: TopicPrefixOption = None,
 ) -> None:
     """Set one flag value, e.g. ``flags set v2_rollout_percentage 25 --reason "ramp"``."""
-    from ledger import flags
 
     settings = _settings(bootstrap_servers, topic_prefix, flag)
     try:
@@ -150,7 +143,7 @@ def set_flag(
             name.value, value, **_common(settings, reason, actor, expected_version)
         )
     except LedgerError as exc:
-        raise _fail(str(exc), code=2) from None
+        raise fail(str(exc), code=2) from None
     _send(settings, command, timeout=timeout)
 
 
@@ -169,7 +162,7 @@ def override(
 ) -> None:
     """Pin one session or environment to a pool, or clear its pin."""
     if pool not in ("v1", "v2", "clear"):
-        raise _fail(f"pool must be v1, v2 or clear, not {pool!r}", code=2)
+        raise fail(f"pool must be v1, v2 or clear, not {pool!r}", code=2)
     field = "session_id" if kind is OverrideKind.session else "environment"
     if pool == "clear":
         command, fields = f"clear_{kind.value}_override", {field: key}
@@ -200,7 +193,6 @@ def _plain(command: str, doc: str) -> None:
 
 _plain("freeze", "Freeze the flag: ramp changes are refused until unfreeze (rollback still works).")
 _plain("unfreeze", "Lift a freeze.")
-_plain("rollback", "Roll back at once: V2 off and 0% in one change.")
 
 
 @flags_app.command("show")
@@ -211,14 +203,13 @@ def show(
     topic_prefix: TopicPrefixOption = None,
 ) -> None:
     """The flag's current state, folded from its log (the hash chain is checked)."""
-    from ledger import flags
-    from streams.flag_client import read_log
+    from ledger.kafka.flag_commands import read_log
 
     settings = _settings(bootstrap_servers, topic_prefix, flag)
     try:
         state = flags.fold(read_log(settings, flag=settings.flag), settings.flag)
     except LedgerError as exc:  # a broken hash chain included
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     values = state.values
     if as_json:
         document = {
@@ -255,13 +246,13 @@ def history(
     from rich.console import Console
     from rich.table import Table
 
-    from streams.flag_client import read_log
+    from ledger.kafka.flag_commands import read_log
 
     settings = _settings(bootstrap_servers, topic_prefix, flag)
     try:
         events = read_log(settings, flag=settings.flag)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     table = Table(title=f"{settings.flag}: {len(events)} entries")
     for column in ("version", "at", "command", "actor", "reason", "result"):
         table.add_column(column)
@@ -280,7 +271,3 @@ def history(
             result,
         )
     Console().print(table)
-
-
-# Imported last on purpose, as in streams.worker_cli: ledger.cli registers this module.
-from ledger.cli_options import BootstrapOption, TopicPrefixOption  # noqa: E402

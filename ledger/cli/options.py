@@ -1,7 +1,7 @@
-"""Options and settings shared by every sub-command, kept apart from ``ledger.cli``.
+"""What every command group shares: the common flags, settings built from them, error exits.
 
-Sub-command modules import these names from here, not from ``ledger.cli``: the composition
-root imports every sub-command module, so importing back from it would be circular.
+Command modules import these names from here, never from ``ledger.cli.app``: the composition
+root imports every command module, so importing back from it would be circular.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import typer
 
 from ledger.settings import Settings
 
-__all__ = ["BootstrapOption", "DuckdbOption", "TopicPrefixOption", "build_settings"]
+__all__ = ["BootstrapOption", "DuckdbOption", "TopicPrefixOption", "build_settings", "fail"]
 
 BootstrapOption = Annotated[
     str | None,
@@ -49,3 +49,13 @@ def build_settings(
         **other,
     }
     return Settings(**{k: v for k, v in given.items() if v is not None})
+
+
+def fail(message: object, code: int = 1) -> typer.Exit:
+    """Print ``Error: message`` in red on stderr; ``raise fail(...)`` exits with ``code``.
+
+    Exit codes: 1 for a refused or failed operation, 2 for input that cannot be read (a corrupt
+    ledger, a bad file). Each command group documents which it uses.
+    """
+    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=code)

@@ -29,13 +29,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ledger.cli_options import BootstrapOption, TopicPrefixOption, build_settings
+from ledger.cli.options import BootstrapOption, TopicPrefixOption, build_settings
+from ledger.errors import LedgerError
+from ledger.kafka.log import LogReader
+from ledger.settings import Settings
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
-    from ledger.settings import Settings
     from producers.flag_client import FlagClient
     from producers.publisher import Publisher
     from producers.simulator import Traffic
@@ -160,7 +162,6 @@ def demo(
 def _play(
     console: Console, settings: Settings, run_dir: Path, *, rate: float, sessions: int, seed: int
 ) -> None:
-    from ledger.errors import LedgerError
 
     children = _Children(run_dir)
     with contextlib.ExitStack() as cleanup:
@@ -177,7 +178,7 @@ def _play(
 
 def _ensure_broker(console: Console, settings: Settings, cleanup: contextlib.ExitStack) -> None:
     """Use the broker the settings name; start the local one if nothing answers there."""
-    from ledger.local_kafka import LocalBroker, probe_metadata
+    from ledger.kafka.broker import LocalBroker, probe_metadata
 
     first = settings.bootstrap_servers.split(",")[0]
     host, _, port_text = first.rpartition(":")
@@ -219,7 +220,7 @@ def _child_env(settings: Settings) -> dict[str, str]:
 
 
 def _start_pipeline(console: Console, settings: Settings, children: _Children) -> None:
-    from streams.topics import ensure_topics
+    from ledger.kafka.admin import ensure_topics
 
     with console.status("Creating the topics"):
         ensure_topics(settings, connect_timeout_s=10.0)
@@ -405,21 +406,12 @@ def _drain(console: Console, settings: Settings, children: _Children) -> None:
 
 def _end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
     """The next offset of every non-empty partition of every topic the sink stores."""
-    from kafka import KafkaConsumer, TopicPartition
-
     from streams.sink import LEDGER_TOPICS
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-    try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in (settings.topic(name) for name in LEDGER_TOPICS)
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        ends = consumer.end_offsets(partitions)
-    finally:
-        consumer.close()
-    return {(tp.topic, tp.partition): end for tp, end in ends.items() if end > 0}
+    topics = [settings.topic(name) for name in LEDGER_TOPICS]
+    with LogReader(settings, topics) as reader:
+        ends = reader.end_offsets()
+    return {partition: end for partition, end in ends.items() if end > 0}
 
 
 def _stored_offsets(settings: Settings) -> dict[tuple[str, int], int]:

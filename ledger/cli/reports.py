@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ledger.cli.options import DuckdbOption, build_settings, fail
+from ledger.comparison import load_rules
 from ledger.errors import LedgerError
 
 if TYPE_CHECKING:
@@ -36,11 +38,6 @@ class TextFormat(StrEnum):
     json = "json"
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=code)
-
-
 def _open(duckdb: Path | None) -> tuple[Any, Path]:
     from ledger.store import open_reader
 
@@ -48,7 +45,7 @@ def _open(duckdb: Path | None) -> tuple[Any, Path]:
     try:
         return open_reader(settings.duckdb), settings.duckdb
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), code=2) from None
 
 
 def _when(text: str | None, option: str) -> datetime | None:
@@ -57,11 +54,11 @@ def _when(text: str | None, option: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise _fail(
-            f"{option}: {text!r} is not an RFC 3339 time (2025-03-01T10:02:00+00:00)"
+        raise fail(
+            f"{option}: {text!r} is not an RFC 3339 time (2025-03-01T10:02:00+00:00)", code=2
         ) from None
     if value.tzinfo is None:
-        raise _fail(f"{option}: {text!r} has no UTC offset (add +00:00 or Z)")
+        raise fail(f"{option}: {text!r} has no UTC offset (add +00:00 or Z)", code=2)
     return value
 
 
@@ -74,7 +71,7 @@ def _emit(text: str, out: Path | None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, "utf-8")
     except OSError as exc:
-        raise _fail(f"cannot write {out}: {exc}") from None
+        raise fail(f"cannot write {out}: {exc}", code=2) from None
     typer.echo(f"wrote {out}", err=True)
 
 
@@ -99,7 +96,7 @@ def render(
         try:
             _emit(render_csv(report, section), out)
         except KeyError as exc:
-            raise _fail(str(exc.args[0])) from None
+            raise fail(str(exc.args[0]), code=2) from None
     elif fmt is Format.html:
         _emit(render_html(report, source=source), out)
     else:
@@ -141,9 +138,9 @@ def report(
     from reports.catalog import REPORTS, ReportOptions, build_report
 
     if name not in REPORTS:
-        raise _fail(f"unknown report {name!r}; choose one of: {', '.join(REPORTS)}")
+        raise fail(f"unknown report {name!r}; choose one of: {', '.join(REPORTS)}", code=2)
     if thresholds is not None and not thresholds.is_file():
-        raise _fail(f"--thresholds: no such file {thresholds}")
+        raise fail(f"--thresholds: no such file {thresholds}", code=2)
     settings = build_settings(duckdb=duckdb, flag=flag)
     options = ReportOptions(
         flag=settings.flag,
@@ -158,9 +155,9 @@ def report(
     try:
         built = build_report(con, name, options)
     except (LedgerError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), code=2) from None
     except duck.Error as exc:
-        raise _fail(f"report {name} failed: {exc}") from None
+        raise fail(f"report {name} failed: {exc}", code=2) from None
     finally:
         con.close()
     render(built, fmt, out, source=str(path), section=section)
@@ -190,17 +187,17 @@ def replay(
     from reports.explain import explain, render_explanation
 
     if session is None and correlation_id is None:
-        raise _fail("give --session (with --at or --correlation-id) or --correlation-id")
+        raise fail("give --session (with --at or --correlation-id) or --correlation-id", code=2)
     if at is not None and correlation_id is not None:
-        raise _fail("give either --at or --correlation-id, not both")
+        raise fail("give either --at or --correlation-id, not both", code=2)
     when = _when(at, "--at")
     con, _ = _open(duckdb)
     try:
         explanation = explain(con, session_id=session, at=when, correlation_id=correlation_id)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), code=2) from None
     except duck.Error as exc:
-        raise _fail(f"replay failed: {exc}") from None
+        raise fail(f"replay failed: {exc}", code=2) from None
     finally:
         con.close()
     typer.echo(render_explanation(explanation, fmt.value))
@@ -229,9 +226,9 @@ def audit(
     try:
         result = run_audit(con, sample=sample, seed=seed)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), code=2) from None
     except duck.Error as exc:
-        raise _fail(f"audit failed: {exc}") from None
+        raise fail(f"audit failed: {exc}", code=2) from None
     finally:
         con.close()
     typer.echo(render_audit(result, fmt.value, source=str(path)))
@@ -249,26 +246,20 @@ def reclassify(
     """Re-run the comparisons of stored pairs under other rules; print how categories move."""
     import duckdb as duck
 
-    from ledger.comparison import load_rules
     from reports.reclassify import reclassify as run
     from reports.reclassify import render_reclassification
 
     try:
         rule_set = load_rules(rules)
     except (LedgerError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), code=2) from None
     con, _ = _open(duckdb)
     try:
         result = run(con, rule_set, limit=limit, examples=examples)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), code=2) from None
     except duck.Error as exc:
-        raise _fail(f"reclassify failed: {exc}") from None
+        raise fail(f"reclassify failed: {exc}", code=2) from None
     finally:
         con.close()
     typer.echo(render_reclassification(result, fmt.value))
-
-
-# Imported last on purpose: ledger.cli (the composition root) imports this module from its
-# registration section, and the commands above need its option type and build_settings.
-from ledger.cli_options import DuckdbOption, build_settings  # noqa: E402

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ledger.errors import LedgerError
+from ledger.cli.options import (
+    BootstrapOption,
+    DuckdbOption,
+    TopicPrefixOption,
+    build_settings,
+    fail,
+)
+from ledger.errors import ConfigurationError, LedgerError
+from ledger.kafka.admin import ensure_topics
+from ledger.kafka.topics import TOPIC_SPECS, topic_name
 from ledger.settings import Settings
 
 if TYPE_CHECKING:
@@ -23,11 +32,6 @@ topics_app: typer.Typer = typer.Typer(
     help="Create and check the ledger's Kafka topics.",
     no_args_is_help=True,
 )
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=code)
 
 
 @topics_app.command("ensure")
@@ -46,15 +50,13 @@ def ensure(
     from rich.console import Console
     from rich.table import Table
 
-    from streams.topics import TOPIC_SPECS, ensure_topics, topic_name
-
     settings = build_settings(bootstrap_servers, topic_prefix, duckdb)
     try:
         report = ensure_topics(
             settings, replication_factor=replication_factor, connect_timeout_s=connect_timeout
         )
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     table = Table(title="Kafka topics")
     for column in ("topic", "key", "partitions", "retention", "status"):
         table.add_column(column)
@@ -72,7 +74,7 @@ def ensure(
         )
     Console().print(table)
     if report.mismatches:
-        raise _fail(
+        raise fail(
             f"{len(report.mismatches)} mismatch(es) on existing topics; ensure never alters "
             "them: recreate them or change the settings",
             code=3,
@@ -115,14 +117,12 @@ def worker(
         _check_topics(settings)
         ledger_app = _create(settings, app_id, web_port, without_web, rules)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     run_worker(ledger_app.app, loglevel=loglevel)
 
 
 def _check_topics(settings: Settings) -> None:
     """Create missing topics; refuse to start when co-partitioning cannot hold."""
-    from ledger.errors import ConfigurationError
-    from streams.topics import ensure_topics
 
     report = ensure_topics(settings)
     for mismatch in report.mismatches:
@@ -157,15 +157,3 @@ def run_worker(app: Any, *, loglevel: str = "info") -> None:
     # that makes every library debug call build a record (a third of the CPU time here).
     worker.spinner = None
     worker.execute_from_commandline()
-
-
-# Imported last on purpose: ledger.cli (the composition root) imports this module from its
-# registration section, and this module needs ledger.cli's option types and build_settings.
-# Whichever of the two is imported first, each finds the other's names defined in time;
-# typer resolves the string annotations only when the command line is parsed.
-from ledger.cli_options import (  # noqa: E402
-    BootstrapOption,
-    DuckdbOption,
-    TopicPrefixOption,
-    build_settings,
-)

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ledger.schemas import stale_schemas, write_schemas
+
 __all__ = ["schema"]
 
 
@@ -22,7 +24,6 @@ def schema(
     ] = False,
 ) -> None:
     """Write one JSON Schema per event type (and FlagCommand.json) from the models."""
-    from ledger.schemas import stale_schemas, write_schemas
 
     if check:
         stale = stale_schemas(out)

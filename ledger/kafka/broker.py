@@ -75,7 +75,7 @@ def _quiet(_message: str) -> AbstractContextManager[object]:
 
 POM_TEMPLATE = """\
 <?xml version="1.0" encoding="UTF-8"?>
-<!-- The runtime of a Kafka {kafka} broker; written by ledger.local_kafka. -->
+<!-- The runtime of a Kafka {kafka} broker; written by ledger.kafka.broker. -->
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>local.migration-ledger</groupId>
@@ -108,7 +108,7 @@ POM_TEMPLATE = """\
 """
 
 LOG4J2_PROPERTIES = """\
-# Written by ledger.local_kafka: everything to one rolling file, nothing to the console.
+# Written by ledger.kafka.broker: everything to one rolling file, nothing to the console.
 name = migration-ledger-kafka
 appender.file.type = RollingFile
 appender.file.name = file
@@ -131,7 +131,7 @@ logger.request.level = WARN
 """
 
 SERVER_PROPERTIES_TEMPLATE = """\
-# Written by ledger.local_kafka: single-node KRaft broker+controller, loopback only.
+# Written by ledger.kafka.broker: single-node KRaft broker+controller, loopback only.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{host}:{controller_port}

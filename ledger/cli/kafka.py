@@ -13,8 +13,9 @@ from typing import Annotated
 
 import typer
 
+from ledger.cli.options import fail
 from ledger.errors import BrokerError
-from ledger.local_kafka import LocalBroker
+from ledger.kafka.broker import LocalBroker
 from ledger.settings import Settings
 
 app = typer.Typer(
@@ -43,11 +44,6 @@ def _broker(port: int, controller_port: int | None = None) -> LocalBroker:
     return LocalBroker(Settings().cache_dir, port=port, controller_port=controller_port)
 
 
-def _fail(error: BrokerError) -> typer.Exit:
-    typer.secho(f"Error: {error}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=1)
-
-
 def _spinner(message: str) -> AbstractContextManager[object]:
     """A spinner on a terminal; in logs (CI, make) one plain line, since nothing animates."""
     from rich.console import Console
@@ -73,7 +69,7 @@ def up(
         broker = _broker(port, controller_port)
         state, started = broker.up(timeout=timeout, step=_spinner)
     except BrokerError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     if not started:
         typer.echo(f"Kafka is already up at {state.bootstrap} (pid {state.pid}); nothing to do.")
         return
@@ -95,7 +91,7 @@ def down(
     try:
         stopped = _broker(port).down(timeout=timeout)
     except BrokerError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     if stopped is None:
         typer.echo(f"No Kafka broker of ours runs on port {port}; nothing to stop.")
     else:
@@ -108,7 +104,7 @@ def status(port: PortOption = 9092) -> None:
     try:
         state = _broker(port).status()
     except BrokerError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     if state is None:
         typer.echo(f"down: no Kafka broker of ours runs on port {port}.")
         return

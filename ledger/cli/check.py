@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    from ledger.checks import CheckReport
+from ledger.checks import CheckReport, Thresholds
+from ledger.cli.options import BootstrapOption, DuckdbOption, TopicPrefixOption, build_settings
+from ledger.errors import LedgerError
 
 __all__ = ["check", "render_table"]
 
@@ -62,9 +63,7 @@ def check(
     """Go-live checks: broker, topics, flag log, worker, sink. Exit 1 if any FAILs."""
     from datetime import UTC, datetime
 
-    from ledger.checks import Thresholds
-    from ledger.errors import LedgerError
-    from streams.check_probes import run_checks
+    from ledger.cli.probes import run_checks
 
     extra = {} if flag is None else {"flag": flag}
     try:
@@ -119,13 +118,3 @@ def render_table(result: CheckReport) -> None:
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     verdict = "[green]GO[/]" if result.ok else "[bold red]NO-GO[/]"
     console.print(f"{verdict}: {summary}")
-
-
-# Imported last on purpose (as in streams.worker_cli): ledger.cli imports this module from
-# its registration section, and this module needs ledger.cli's option types.
-from ledger.cli_options import (  # noqa: E402
-    BootstrapOption,
-    DuckdbOption,
-    TopicPrefixOption,
-    build_settings,
-)

@@ -16,16 +16,41 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from ledger.errors import LedgerError
-
-if TYPE_CHECKING:
-    from ledger.events import Event, HealthAssessed
-    from ledger.settings import Settings
-    from ledger.switchover import ControllerCommand, ControllerState, StepResult
+from ledger import switchover, wire
+from ledger.cli.options import (
+    BootstrapOption,
+    DuckdbOption,
+    TopicPrefixOption,
+    build_settings,
+    fail,
+)
+from ledger.errors import EventDecodeError, LedgerError, SwitchoverError
+from ledger.events import (
+    CommandRejected,
+    Event,
+    FlagChanged,
+    HealthAssessed,
+    RollbackTriggered,
+    SwitchoverRecorded,
+    encode_event,
+)
+from ledger.health import ALL_OPERATIONS
+from ledger.kafka.clients import producer, publish_errors
+from ledger.kafka.log import LogReader, Record
+from ledger.settings import Settings
+from ledger.switchover import (
+    KEEP_WINDOWS,
+    ControllerCommand,
+    ControllerState,
+    StepResult,
+    describe,
+    encode_controller_command,
+    rebuild,
+)
 
 __all__ = ["app", "rollback"]
 
@@ -42,11 +67,6 @@ ActorOption = Annotated[
 TimeoutOption = Annotated[
     float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the flag log writer.")
 ]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=code)
 
 
 def _actor(actor: str | None) -> str:
@@ -70,86 +90,53 @@ def read_log(
     logicals: list[str],
     *,
     timeout_s: float = 15.0,
-    keep: Callable[[Any], bool] | None = None,
+    keep: Callable[[Record], bool] | None = None,
     until: Callable[[list[Event]], bool] | None = None,
 ) -> list[Event]:
     """Every decodable event of these topics, from offset 0 to the end seen at the start.
 
-    ``keep(record)`` (a kafka-python record) may skip records before they are decoded. With
-    ``until``, reading goes on past that end (tailing) until ``until(events)`` holds or
-    ``timeout_s`` passes; the caller judges what is still missing.
+    ``keep(record)`` may skip records before they are decoded. With ``until``, reading goes on
+    past that end (tailing) until ``until(events)`` holds or ``timeout_s`` passes; the caller
+    judges what is still missing.
     """
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
 
-    from ledger import wire
-    from ledger.errors import BrokerError, EventDecodeError
+    def decoded(records: list[Record]) -> list[Event]:
+        events = []
+        for record in records:
+            if keep is not None and not keep(record):
+                continue
+            try:
+                events.append(wire.decode(record.value, record.topic))
+            except EventDecodeError:
+                continue
+        return events
 
-    events: list[Event] = []
-    try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            request_timeout_ms=int(timeout_s * 1000) + 500,
-            bootstrap_timeout_ms=int(min(timeout_s, 5.0) * 1000),
-        )
-    except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
-    try:
-        partitions = [
-            TopicPartition(settings.topic(logical), p)
-            for logical in logicals
-            for p in sorted(consumer.partitions_for_topic(settings.topic(logical)) or ())
-        ]
-        if not partitions:
-            return events
-        consumer.assign(partitions)
-        ends = consumer.end_offsets(partitions)
-        consumer.seek_to_beginning(*partitions)
+    topics = [settings.topic(logical) for logical in logicals]
+    with LogReader(settings, topics, timeout_s=timeout_s) as reader:
+        if not reader.partitions():
+            return []
+        reader.seek_to_beginning()
+        if until is None:
+            return decoded(reader.read_to_end())
+        events: list[Event] = []
         deadline = time.monotonic() + timeout_s
-
-        def done() -> bool:
-            if until is not None:
-                return until(events)
-            return all(consumer.position(tp) >= ends[tp] for tp in partitions)
-
-        while not done():
-            if time.monotonic() > deadline:
-                if until is not None:
-                    break
-                raise BrokerError(f"the log could not be read to its end in {timeout_s:g} s")
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    if keep is not None and not keep(record):
-                        continue
-                    try:
-                        events.append(wire.decode(record.value, record.topic))
-                    except EventDecodeError:
-                        continue
-    except KafkaError as exc:
-        raise BrokerError(f"reading {logicals}: {exc}") from exc
-    finally:
-        consumer.close()
-    return events
+        while not until(events) and time.monotonic() < deadline:
+            events.extend(decoded(reader.poll()))
+        return events
 
 
 def rebuild_from_log(
     settings: Settings, *, timeout_s: float = 15.0
 ) -> tuple[ControllerState, list[HealthAssessed]]:
     """The controller's state and the health windows, as the worker rebuilds them."""
-    from ledger.events import CommandRejected, FlagChanged, HealthAssessed, SwitchoverRecorded
-    from ledger.switchover import KEEP_WINDOWS, rebuild
 
     health = settings.topic("health")
     flag_key = settings.flag.encode()
     horizon_ms = (time.time() - KEEP_WINDOWS.total_seconds()) * 1000
 
-    def keep(record: Any) -> bool:
+    def keep(record: Record) -> bool:
         # As the worker does: the flag's own records always, health windows of the last day.
-        return bool(
-            record.topic != health or record.key == flag_key or record.timestamp >= horizon_ms
-        )
+        return record.topic != health or record.key == flag_key or record.timestamp_ms >= horizon_ms
 
     events = read_log(settings, ["health", "flag_events"], timeout_s=timeout_s, keep=keep)
     records = [e for e in events if isinstance(e, SwitchoverRecorded)]
@@ -166,35 +153,22 @@ def rebuild_from_log(
 
 def publish(settings: Settings, result: StepResult, *, timeout_s: float = 15.0) -> None:
     """Records and snapshots first (flushed), then the flag commands."""
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
-
-    from ledger.errors import PublishError
-    from ledger.events import encode_event
-    from ledger.switchover import encode_controller_command
-
-    try:
-        producer = KafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
-            acks="all",
-            request_timeout_ms=int(timeout_s * 1000),
-        )
-    except KafkaError as exc:
-        raise PublishError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
     key = settings.flag.encode()
-    try:
-        for event in (*result.records, *result.snapshots):
-            producer.send(settings.topic("health"), key=key, value=encode_event(event))
-        producer.flush(timeout=timeout_s)
-        for command in result.commands:
-            producer.send(
-                settings.topic("flag_commands"), key=key, value=encode_controller_command(command)
-            )
-        producer.flush(timeout=timeout_s)
-    except KafkaError as exc:
-        raise PublishError(f"publishing to Kafka: {exc}") from exc
-    finally:
-        producer.close(timeout=timeout_s)
+    with publish_errors("publish to Kafka"):
+        sender = producer(settings, acks="all", request_timeout_ms=int(timeout_s * 1000))
+        try:
+            for event in (*result.records, *result.snapshots):
+                sender.send(settings.topic("health"), key=key, value=encode_event(event))
+            sender.flush(timeout=timeout_s)
+            for command in result.commands:
+                sender.send(
+                    settings.topic("flag_commands"),
+                    key=key,
+                    value=encode_controller_command(command),
+                )
+            sender.flush(timeout=timeout_s)
+        finally:
+            sender.close(timeout=timeout_s)
 
 
 def await_answers(
@@ -204,7 +178,6 @@ def await_answers(
 
     One consumer reads the log once and then tails it, rather than re-reading it all.
     """
-    from ledger.events import CommandRejected, FlagChanged
 
     answers: dict[str, Event] = {}
     looked_at = 0
@@ -224,7 +197,6 @@ def await_answers(
 def _report_answers(
     settings: Settings, commands: list[ControllerCommand], timeout_s: float
 ) -> None:
-    from ledger.events import CommandRejected, FlagChanged
 
     if not commands:
         return
@@ -233,13 +205,13 @@ def _report_answers(
     for command in commands:
         answer = answers.get(command.command_id)
         if answer is None:
-            raise _fail(
+            raise fail(
                 f"no answer from the flag log writer to {command.command} within {timeout_s:g} s "
                 "(is `migration-ledger worker` running?)",
                 code=2,
             )
         if isinstance(answer, CommandRejected):
-            raise _fail(f"{command.command} rejected: {answer.rejection} ({answer.reason})")
+            raise fail(f"{command.command} rejected: {answer.rejection} ({answer.reason})")
         if isinstance(answer, FlagChanged):
             typer.echo(
                 f"{command.command}: flag version {answer.version}, V2 "
@@ -250,7 +222,6 @@ def _report_answers(
 def _settings(
     bootstrap_servers: str | None, topic_prefix: str | None, duckdb: Path | None
 ) -> Settings:
-    from ledger.cli_options import build_settings
 
     return build_settings(bootstrap_servers, topic_prefix, duckdb)
 
@@ -266,13 +237,12 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Where the switchover stands: stage, soak elapsed and remaining, gate figures so far."""
-    from ledger.switchover import describe
 
     settings = _settings(bootstrap_servers, topic_prefix, duckdb)
     try:
         state, windows = rebuild_from_log(settings)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     info = describe(state, windows, _now())
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
@@ -332,7 +302,6 @@ def _instruct(
     duckdb: Path | None,
     timeout: float,
 ) -> None:
-    from ledger.errors import SwitchoverError
 
     settings = _settings(bootstrap_servers, topic_prefix, duckdb)
     try:
@@ -340,9 +309,9 @@ def _instruct(
         result = decide(state, windows)
         publish(settings, result)
     except SwitchoverError as exc:
-        raise _fail(f"cannot {verb}: {exc}") from None
+        raise fail(f"cannot {verb}: {exc}") from None
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     for record in result.records:
         typer.echo(f"{record.action}: stage {record.stage + 1} ({record.percentage_bp / 100:g} %)")
     _report_answers(settings, result.commands, timeout)
@@ -361,12 +330,11 @@ def start(
     timeout: TimeoutOption = 15.0,
 ) -> None:
     """Start ramping V2 at the plan's first stage (the plan is recorded with the start)."""
-    from ledger import switchover
 
     try:
         chosen = switchover.load_plan(plan)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     who = _actor(actor)
     _instruct(
         "start",
@@ -387,7 +355,6 @@ def pause(
     duckdb: DuckdbOption = None,
 ) -> None:
     """Stop advancing; the flag stays where it is and health rollbacks still happen."""
-    from ledger import switchover
 
     who = _actor(actor)
     _instruct(
@@ -410,7 +377,6 @@ def resume(
     timeout: TimeoutOption = 15.0,
 ) -> None:
     """Continue after a pause, a halt or a rollback (the soak starts again)."""
-    from ledger import switchover
 
     who = _actor(actor)
     _instruct(
@@ -433,7 +399,6 @@ def promote(
     timeout: TimeoutOption = 15.0,
 ) -> None:
     """Advance one stage now, without waiting for the soak (its figures are recorded)."""
-    from ledger import switchover
 
     who = _actor(actor)
     _instruct(
@@ -457,9 +422,6 @@ def rollback(
     timeout: TimeoutOption = 15.0,
 ) -> None:
     """Roll V2 back now (off and 0 % at once), keeping the latest health figures as evidence."""
-    from ledger.events import HealthAssessed, RollbackTriggered
-    from ledger.health import ALL_OPERATIONS
-    from ledger.switchover import ControllerCommand, StepResult
 
     settings = _settings(bootstrap_servers, topic_prefix, duckdb)
     who = _actor(actor)
@@ -495,12 +457,6 @@ def rollback(
     try:
         publish(settings, StepResult([], [command], [snapshot]))
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(f"rollback sent ({command_id})")
     _report_answers(settings, [command], timeout)
-
-
-# Imported last on purpose (as in streams.worker_cli): ledger.cli imports this module from its
-# registration section, and the option types used above are defined before that section;
-# typer resolves the string annotations only when the command line is parsed.
-from ledger.cli_options import BootstrapOption, DuckdbOption, TopicPrefixOption  # noqa: E402

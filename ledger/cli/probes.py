@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import struct
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -39,11 +38,14 @@ from ledger.checks import (
     judge_worker,
     skipped,
 )
-from ledger.errors import EventDecodeError, LedgerError
+from ledger.errors import BrokerError, EventDecodeError, LedgerError
 from ledger.events import CommandRejected, FlagChanged
-from ledger.local_kafka import LocalBroker, probe_metadata
+from ledger.kafka.admin import topic_differences
+from ledger.kafka.broker import LocalBroker, probe_metadata
+from ledger.kafka.clients import admin_client
+from ledger.kafka.log import LogReader
+from ledger.kafka.topics import TOPIC_SPECS, topic_name
 from ledger.settings import Settings
-from streams.topics import CHECKED_CONFIG, TOPIC_SPECS, _compare, _topic_configs, topic_name
 
 __all__ = [
     "observe_broker",
@@ -146,17 +148,16 @@ def observe_broker(settings: Settings, *, timeout_s: float) -> tuple[BrokerObser
     else:
         return BrokerObservation(bootstrap, error="; ".join(errors) or "no address given"), None
 
-    from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
+        admin = admin_client(
+            settings,
             client_id=_CLIENT_ID,
             request_timeout_ms=int(timeout_s * 1000),
             bootstrap_timeout_ms=int(timeout_s * 1000),
         )
-    except KafkaError as exc:
+    except BrokerError as exc:
         return BrokerObservation(bootstrap, error=str(exc)), None
     try:
         cluster = admin.describe_cluster()
@@ -195,34 +196,15 @@ def _local_release(bootstrap: str, settings: Settings) -> str | None:
 
 def observe_topics(settings: Settings, admin: Any) -> TopicsObservation:
     """Which specified topics are missing, and how existing ones differ (as ``ensure`` sees)."""
-    from kafka.admin import ConfigResource, ConfigResourceType
     from kafka.errors import KafkaError
 
     wanted = {topic_name(settings, spec.logical): spec for spec in TOPIC_SPECS}
     flag_log = settings.topic("flag_events")
     try:
         existing = set(admin.list_topics())
-        present = [name for name in wanted if name in existing]
-        differences: list[TopicDifference] = []
-        if present:
-            described = {t["name"]: t for t in admin.describe_topics(present)}
-            resources = [
-                ConfigResource(
-                    ConfigResourceType.TOPIC, name, configs=dict.fromkeys(CHECKED_CONFIG)
-                )
-                for name in present
-            ]
-            configs = admin.describe_configs(resources, config_filter="all")
-            for name in present:
-                # ensure's own comparison, so `check` and `topics ensure` never disagree.
-                for m in _compare(
-                    name,
-                    wanted[name],
-                    settings,
-                    described.get(name, {}),
-                    _topic_configs(configs, name),
-                ):
-                    differences.append(TopicDifference(m.topic, m.setting, m.expected, m.actual))
+        present = {name: spec for name, spec in wanted.items() if name in existing}
+        # ensure's own comparison, so `check` and `topics ensure` never disagree.
+        differences = topic_differences(admin, settings, present)
     except KafkaError as exc:
         return TopicsObservation(
             expected=tuple(wanted),
@@ -241,60 +223,30 @@ def observe_topics(settings: Settings, admin: Any) -> TopicsObservation:
 
 
 def observe_flag_log(settings: Settings, *, timeout_s: float) -> FlagLogObservation:
-    """Read the flag event log from offset 0 to its end with a group-less consumer."""
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
-
+    """Read the flag event log from offset 0 to its end, outside any consumer group."""
     topic = settings.topic("flag_events")
     events: list[FlagChanged | CommandRejected] = []
     undecodable = other = 0
     # The whole log is read; it grows by one event per flag change, so a few seconds go far.
     budget_s = max(3 * timeout_s, 5.0)
-    deadline = time.monotonic() + budget_s
     try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=_CLIENT_ID,
-            group_id=None,
-            enable_auto_commit=False,
-            request_timeout_ms=int(max(timeout_s, 1.0) * 1000) + 500,
-            bootstrap_timeout_ms=int(timeout_s * 1000),
-        )
-    except KafkaError as exc:
+        with LogReader(settings, [topic], client_id=_CLIENT_ID, timeout_s=timeout_s) as reader:
+            reader.seek_to_beginning()
+            records = reader.read_to_end(timeout_s=budget_s)
+    except BrokerError as exc:
         return FlagLogObservation(settings.flag, topic, error=str(exc))
-    try:
-        partitions = [
-            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})
-        ]
-        consumer.assign(partitions)
-        ends = consumer.end_offsets(partitions, timeout_ms=int(timeout_s * 1000))
-        consumer.seek_to_beginning(*partitions)
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            if time.monotonic() > deadline:
-                read = sum(consumer.position(tp) for tp in partitions)
-                total = sum(ends.values())
-                return FlagLogObservation(
-                    settings.flag,
-                    topic,
-                    error=f"read only {read} of {total} records in {budget_s:g} s",
-                )
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    try:
-                        event = wire.decode(record.value, "flag_events")
-                    except EventDecodeError:
-                        undecodable += 1
-                        continue
-                    if getattr(event, "flag", None) != settings.flag:
-                        other += 1
-                    elif isinstance(event, FlagChanged | CommandRejected):
-                        events.append(event)
-                    else:
-                        undecodable += 1  # a valid event of a type that has no place here
-    except KafkaError as exc:
-        return FlagLogObservation(settings.flag, topic, error=str(exc))
-    finally:
-        consumer.close()
+    for record in records:
+        try:
+            event = wire.decode(record.value, "flag_events")
+        except EventDecodeError:
+            undecodable += 1
+            continue
+        if getattr(event, "flag", None) != settings.flag:
+            other += 1
+        elif isinstance(event, FlagChanged | CommandRejected):
+            events.append(event)
+        else:
+            undecodable += 1  # a valid event of a type that has no place here
     return FlagLogObservation(
         settings.flag,
         topic,

@@ -13,6 +13,10 @@ from typing import Annotated, Any
 
 import typer
 
+from ledger.comparison import compare_operations, load_rules
+from ledger.errors import EventDecodeError, RulesError
+from ledger.events import OperationRecorded, decode_event_object
+
 __all__ = ["app"]
 
 app = typer.Typer(help="Comparison rules: check a file, print the default, compare a pair.")
@@ -25,8 +29,6 @@ RulesOption = Annotated[
 @app.command("check")
 def check(path: Annotated[Path, typer.Argument(help="The rules file to check.")]) -> None:
     """Validate a rules file; on a problem, print its line and exit 1."""
-    from ledger.comparison import load_rules
-    from ledger.errors import RulesError
 
     try:
         rules = load_rules(path)
@@ -59,8 +61,6 @@ def compare(
     Each file holds either a whole OperationRecorded event or just a result; a bare result is
     taken as a successful execution of ``--operation``.
     """
-    from ledger.comparison import compare_operations, load_rules
-    from ledger.errors import EventDecodeError, RulesError
 
     try:
         rules = load_rules(rules_path)
@@ -75,8 +75,6 @@ def compare(
 
 def _operation(path: Path, pool: str, operation: str) -> Any:
     """The OperationRecorded in ``path``, or a successful one wrapping the result in it."""
-    from ledger.errors import EventDecodeError
-    from ledger.events import OperationRecorded, decode_event_object
 
     try:
         document = json.loads(path.read_text(encoding="utf-8"))

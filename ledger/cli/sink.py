@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ledger.cli.options import BootstrapOption, DuckdbOption, TopicPrefixOption, build_settings
 from ledger.errors import LedgerError
 
 __all__ = ["sink"]
@@ -64,13 +65,3 @@ def sink(
     except LedgerError as exc:
         typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=1) from None
-
-
-# Imported last on purpose (see streams/worker_cli.py): ledger.cli imports this module from
-# its registration section; typer resolves the string annotations when the line is parsed.
-from ledger.cli_options import (  # noqa: E402
-    BootstrapOption,
-    DuckdbOption,
-    TopicPrefixOption,
-    build_settings,
-)

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ledger.cli_options import BootstrapOption, DuckdbOption, TopicPrefixOption, build_settings
+from ledger.cli.options import BootstrapOption, DuckdbOption, TopicPrefixOption, build_settings
+from ledger.errors import LedgerError
+from ledger.settings import Settings
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ledger.settings import Settings
     from producers.flag_client import FlagClient
     from producers.publisher import Publisher, PublisherStats
     from producers.shadow import ShadowRunner
@@ -74,7 +75,6 @@ def simulate(
     from rich.console import Console
     from rich.markup import escape
 
-    from ledger.errors import LedgerError
     from producers.simulator import IncidentError, parse_incidents
 
     console = Console(stderr=False)
@@ -128,11 +128,11 @@ def _run(
         TimeElapsedColumn,
     )
 
+    from ledger.kafka.admin import ensure_topics
     from producers.flag_client import FlagClient
     from producers.publisher import Publisher
     from producers.shadow import ShadowRunner
     from producers.simulator import Simulator, Traffic, Workload
-    from streams.topics import ensure_topics
 
     _quiet_kafka()
     with console.status(f"Checking the topics on {settings.bootstrap_servers}"):

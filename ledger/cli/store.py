@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ledger.cli.options import DuckdbOption, build_settings, fail
 from ledger.errors import LedgerError
 
 __all__ = ["compact", "export", "ingest", "render_rows", "sql"]
@@ -35,11 +36,6 @@ class OutputFormat(StrEnum):
 class ExportFormat(StrEnum):
     ndjson = "ndjson"
     parquet = "parquet"
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=code)
 
 
 def _plain(value: Any, type_name: str = "") -> Any:
@@ -135,7 +131,7 @@ def sql(
     try:
         con = open_reader(settings.duckdb)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     try:
         relation = con.sql(query)
         if relation is None:
@@ -144,7 +140,7 @@ def sql(
         types = [str(t) for t in relation.types]
         rows = relation.fetchall()
     except duck.Error as exc:
-        raise _fail(f"query failed: {exc}", code=2) from None
+        raise fail(f"query failed: {exc}", code=2) from None
     finally:
         con.close()
     render_rows(columns, types, rows, fmt)
@@ -164,7 +160,7 @@ def export(
     try:
         result = export_ledger(settings.duckdb, out, fmt.value)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     for event_type, rows in sorted(result.events.items()):
         typer.echo(f"{event_type}: {rows}")
     typer.echo(f"exported {sum(result.events.values())} events to {out}", err=True)
@@ -183,7 +179,7 @@ def ingest(
     try:
         result = ingest_files(settings.duckdb, files)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     for table, rows in sorted(result.stored.items()):
         typer.echo(f"{table}: {rows}")
     typer.echo(
@@ -211,14 +207,8 @@ def compact(
         with LedgerWriter(settings.duckdb) as writer:
             result = writer.compact(target_rows=target_rows, full=full)
     except LedgerError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(
         f"merged {result.merged_segments} segments into {result.new_segments} "
         f"({result.rows} rows); purged {result.purged} replaced segment(s)"
     )
-
-
-# Imported last on purpose: ledger.cli (the composition root) imports this module from its
-# registration section, and this module needs ledger.cli's option type and build_settings;
-# typer resolves the string annotations only when the command line is parsed.
-from ledger.cli_options import DuckdbOption, build_settings  # noqa: E402
