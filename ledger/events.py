@@ -104,7 +104,7 @@ Timestamp = AwareDatetime
 #: A duration or CPU time in milliseconds: its microseconds must fit in int64 (health windows
 #: add them up as integers), about 292 years.
 MAX_MILLIS = (2**63 - 1) // 1000
-Millis = Annotated[float, BeforeValidator(_exact_double), Field(ge=0, le=MAX_MILLIS)]
+Millis = Annotated[float, Field(ge=0, le=MAX_MILLIS), BeforeValidator(_exact_double)]
 SchemaVersion = Annotated[int, Field(ge=min(SCHEMA_VERSIONS), le=max(SCHEMA_VERSIONS))]
 
 
