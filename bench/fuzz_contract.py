@@ -13,7 +13,8 @@ subprocesses. When the sink has accounted for every record, it checks the ledger
 - stored altered: stored rows whose ``wire`` is not the bytes sent, or whose typed columns do
   not rebuild the event the wire decodes to (must be 0);
 - lost: sent - accepted - dead-lettered (must be 0), and both: stored *and* dead-lettered;
-- disagreements: records where the worker's verdict (its dead letters) and the sink's differ
+- disagreements: records (among those the worker has read, per its committed offsets) where
+  the worker's verdict (its dead letters) and the sink's differ
   for a contract reason (pairing's own refusals, e.g. a third half, are counted apart);
 - whether both processes stayed alive. ``--json``: one JSON line with these at the end.
 
@@ -244,6 +245,19 @@ def ledger_state(
     return stored, dead
 
 
+def worker_progress(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """Partition -> the worker's committed offset on ``topic``: it has judged every record
+    below it (a busy machine may not let it finish the whole campaign in time)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_consumer_group_offsets(group)
+    finally:
+        admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
 def ledger_coverage(ledger: Path, topic: str) -> int:
     """Records of ``topic`` the ledger has accounted for (stored or dead-lettered), cheaply."""
     from ledger.store.reader import open_reader
@@ -277,6 +291,13 @@ async def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--timeout", type=float, default=1_800.0, help="seconds to wait for the sink"
+    )
+    parser.add_argument(
+        "--worker-wait",
+        type=float,
+        default=600.0,
+        help="seconds the worker gets after the sink is done; its verdicts are compared on "
+        "what it has read by then",
     )
     parser.add_argument("--keep-topics", action="store_true")
     parser.add_argument("--json", action="store_true")
@@ -321,6 +342,7 @@ async def main() -> None:
         where = await publish(args.bootstrap_servers, operations, records)
         print(f"published in {time.monotonic() - started:.1f} s")
         deadline = time.monotonic() + args.timeout
+        progress: dict[int, int] = {}
         covered = 0
         while time.monotonic() < deadline:
             stayed_alive = stayed_alive and alive(worker, sink)
@@ -337,12 +359,15 @@ async def main() -> None:
         dead_topic = settings.topic("dead_letters")
         from_worker = worker_dead_letters(args.bootstrap_servers, dead_topic, operations)
         quiet_since = time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - quiet_since < 20:
+        worker_until = min(deadline, time.monotonic() + args.worker_wait)
+        while time.monotonic() < worker_until and time.monotonic() - quiet_since < 20:
             await asyncio.sleep(10)
             again = worker_dead_letters(args.bootstrap_servers, dead_topic, operations)
             if len(again) != len(from_worker):
                 from_worker, quiet_since = again, time.monotonic()
         stayed_alive = stayed_alive and alive(worker, sink)
+        progress = worker_progress(args.bootstrap_servers, f"{prefix}migration-ledger", operations)
+        from_worker = worker_dead_letters(args.bootstrap_servers, dead_topic, operations)
         stored, dead = ledger_state(ledger, operations)
     finally:
         for process in (worker, sink):
@@ -379,7 +404,9 @@ async def main() -> None:
     # must be exactly the records the sink did not store.
     worker_refused = {p for p, reason in from_worker.items() if reason.startswith(CONTRACT_REASONS)}
     pairing_refused = len(from_worker) - len(worker_refused)
-    sink_refused = set(where) - set(stored)
+    judged = {p for p in where if p[1] < progress.get(p[0], 0)}  # what the worker has read
+    sink_refused = (set(where) - set(stored)) & judged
+    worker_refused &= judged
     disagreements = len(worker_refused ^ sink_refused)
     for position in sorted(worker_refused ^ sink_refused)[:5]:
         kind = records[where[position]][2]
@@ -408,6 +435,7 @@ async def main() -> None:
         "dead_letters_with_other_bytes": bad_letters,
         "lost": lost,
         "stored_and_dead_lettered": both,
+        "worker_judged": len(judged),
         "worker_sink_disagreements": disagreements,
         "pairing_refusals": pairing_refused,
         "oracle_disagreements": oracle,
