@@ -252,7 +252,7 @@ def worker_progress(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        offsets = admin.list_consumer_group_offsets(group)
+        offsets = admin.list_group_offsets(group)
     finally:
         admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
