@@ -263,6 +263,43 @@ def _lone_surrogate(value: Any) -> str | None:
     return None
 
 
+class _Refusal(Exception):
+    """Raised by the fast path's hooks: parse again slowly to say where and why."""
+
+
+def _fast_constant(literal: str) -> Any:
+    raise _Refusal
+
+
+def _fast_double(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise _Refusal
+    return value
+
+
+def _fast_integer(literal: str) -> int:
+    if len(literal) <= 18:
+        return int(literal)
+    raise _Refusal  # maybe beyond the double range: the slow path decides
+
+
+def _fast_pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(items)
+    if len(found) != len(items):
+        raise _Refusal
+    return found
+
+
+#: Built once (hooks without state): the common case of a good event pays no closure.
+_FAST = json.JSONDecoder(
+    object_pairs_hook=_fast_pairs,
+    parse_constant=_fast_constant,
+    parse_float=_fast_double,
+    parse_int=_fast_integer,
+)
+
+
 def parse(data: bytes | str) -> Any:
     """Strict JSON: the document, or ``EventDecodeError`` naming where and why."""
     if isinstance(data, bytes | bytearray | memoryview):
@@ -275,6 +312,21 @@ def parse(data: bytes | str) -> Any:
     too_deep = _depth_ok(text)
     if too_deep is not None:
         raise EventDecodeError(f"<event>: {too_deep}")
+    try:
+        document = _FAST.decode(text)
+    except _Refusal:
+        return _parse_slowly(text)
+    except (ValueError, RecursionError) as exc:
+        raise EventDecodeError(f"not JSON: {exc}") from exc
+    if _SURROGATE_ESCAPE.search(text):
+        found = _find(document, _lone_surrogate)
+        if found is not None:
+            raise EventDecodeError(f"{found[0]}: {found[1]}")
+    return document
+
+
+def _parse_slowly(text: str) -> Any:
+    """The parse that marks what it refuses, to name the path (only for suspect input)."""
     marks = 0
 
     def constant(literal: str) -> Any:
