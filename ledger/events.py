@@ -17,8 +17,10 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     JsonValue,
@@ -57,32 +59,94 @@ Role: TypeAlias = Literal["primary", "shadow"]
 Outcome: TypeAlias = Literal["ok", "error"]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=512)]
 
+#: An id (event, correlation, session, command ...) is at most this many UTF-8 bytes.
+MAX_ID_BYTES = 1024
+#: The schema versions of the event contract this build reads (no upcasters yet).
+SCHEMA_VERSIONS = frozenset({1})
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: Below this magnitude every integer is exactly a double.
+_EXACT_DOUBLE = 2**53
+
+
+def _id_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("an id must not contain NUL")
+    too_long = len(value) > MAX_ID_BYTES // 4  # cheap test first: 4 bytes a character at most
+    if too_long and len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise ValueError(f"an id is at most {MAX_ID_BYTES} UTF-8 bytes")
+    return value
+
+
+def _exact_double(value: Any) -> Any:
+    """An integer given for a double must be one exactly (no silent rounding)."""
+    if type(value) is int and not -_EXACT_DOUBLE <= value <= _EXACT_DOUBLE:
+        try:
+            exact = float(value) == value
+        except OverflowError:
+            exact = False
+        if not exact:
+            raise ValueError(f"integer {value} is not exactly representable as a double")
+    return value
+
+
+#: Ids: non-empty, no NUL, at most ``MAX_ID_BYTES`` UTF-8 bytes.
+Id = Annotated[str, Field(min_length=1), AfterValidator(_id_text)]
+#: A session id may be empty (anonymous callers send ""), otherwise as an id.
+SessionId = Annotated[str, AfterValidator(_id_text)]
+#: Integers land in BIGINT columns: int64 or refused (never stored as NULL).
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+#: Basis points (0..10000) and buckets (0..9999).
+BasisPoints = Annotated[int, Field(ge=0, le=10_000)]
+Bucket = Annotated[int, Field(ge=0, le=9_999)]
+#: A finite double; an integer literal only if the double holds it exactly.
+Double = Annotated[float, BeforeValidator(_exact_double)]
+#: Stored to the microsecond (``ledger.wire`` refuses finer text, which would be cut).
+Timestamp = AwareDatetime
+#: A duration or CPU time in milliseconds: its microseconds must fit in int64 (health windows
+#: add them up as integers), about 292 years.
+MAX_MILLIS = (2**63 - 1) // 1000
+Millis = Annotated[float, Field(ge=0, le=MAX_MILLIS), BeforeValidator(_exact_double)]
+SchemaVersion = Annotated[int, Field(ge=min(SCHEMA_VERSIONS), le=max(SCHEMA_VERSIONS))]
+
 
 class Record(BaseModel):
-    """Base of every value object in the contract: immutable, strict, closed."""
+    """Base of every value object in the contract: immutable, strict, closed, finite.
 
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+    ``allow_inf_nan=False`` reaches into free-form JSON too; NaN is written as the literal
+    ``NaN`` (which every decoder refuses) rather than as a silent ``null``.
+    """
+
+    model_config = ConfigDict(
+        frozen=True,
+        strict=True,
+        extra="forbid",
+        allow_inf_nan=False,
+        ser_json_inf_nan="constants",
+    )
 
 
 class Event(Record):
     """Base of every event: a unique id makes every consumer idempotent."""
 
-    event_id: NonEmpty
-    schema_version: int = 1
+    event_id: Id
+    schema_version: SchemaVersion = 1
 
 
 class OperationError(BaseModel):
     """A pool's native error. ``type`` and ``message`` are required; the rest is kept as-is."""
 
-    model_config = ConfigDict(frozen=True, strict=True, extra="allow")
+    model_config = ConfigDict(
+        frozen=True, strict=True, extra="allow", allow_inf_nan=False, ser_json_inf_nan="constants"
+    )
 
     type: NonEmpty
     message: str
 
 
 class Resources(Record):
-    cpu_ms: float | None = Field(default=None, ge=0)
-    memory_bytes: int | None = Field(default=None, ge=0)
+    cpu_ms: Millis | None = None
+    memory_bytes: Count | None = None
     worker_id: str | None = None
 
 
@@ -90,16 +154,16 @@ class OperationRecorded(Event):
     """One execution of one logical operation on one pool (V1 and V2 share ``correlation_id``)."""
 
     type: Literal["OperationRecorded"] = "OperationRecorded"
-    correlation_id: NonEmpty
-    session_id: str | None
+    correlation_id: Id
+    session_id: SessionId | None
     pool: Pool
     role: Role
     operation: NonEmpty
     outcome: Outcome
     result: JsonValue = None
     error: OperationError | None = None
-    started_at: AwareDatetime
-    duration_ms: float = Field(ge=0, allow_inf_nan=False)
+    started_at: Timestamp
+    duration_ms: Millis
     environment: str | None = None
     args_digest: str | None = None
     resources: Resources | None = None
@@ -151,16 +215,16 @@ class RolloutDecided(Event):
 
     type: Literal["RolloutDecided"] = "RolloutDecided"
     flag: NonEmpty
-    session_id: str | None
-    correlation_id: NonEmpty
+    session_id: SessionId | None
+    correlation_id: Id
     environment: str | None = None
     pool: Pool
     reason: DecisionReason
-    bucket: int | None = Field(default=None, ge=0, le=9999)
-    threshold_bp: int | None = Field(default=None, ge=0, le=10000)
-    flag_version: int = Field(ge=0)
-    hash_version: int = 1
-    at: AwareDatetime
+    bucket: Bucket | None = None
+    threshold_bp: BasisPoints | None = None
+    flag_version: Count
+    hash_version: Int64 = 1
+    at: Timestamp
     #: The ``hash`` of the ``FlagChanged`` whose state was used (None: no flag event yet, or
     #: a decision recorded before decisions pointed at their evidence).
     flag_event_hash: str | None = None
@@ -176,20 +240,20 @@ class FlagChanged(Event):
 
     type: Literal["FlagChanged"] = "FlagChanged"
     flag: NonEmpty
-    version: int = Field(ge=1)
+    version: Annotated[int, Field(ge=1, le=INT64_MAX)]
     command: NonEmpty
-    command_id: NonEmpty
+    command_id: Id
     v2_pool_enabled: bool
-    v2_rollout_bp: int = Field(ge=0, le=10000)
+    v2_rollout_bp: BasisPoints
     shadow_mode_enabled: bool
-    shadow_sample_bp: int = Field(ge=0, le=10000)
-    session_overrides: dict[str, Pool]
+    shadow_sample_bp: BasisPoints
+    session_overrides: dict[SessionId, Pool]
     environment_overrides: dict[str, Pool]
     frozen: bool
     actor: NonEmpty
     reason: NonEmpty
-    cause_id: str | None = None
-    at: AwareDatetime
+    cause_id: Id | None = None
+    at: Timestamp
     prev_hash: str
     hash: str
 
@@ -205,15 +269,15 @@ class CommandRejected(Event):
     type: Literal["CommandRejected"] = "CommandRejected"
     flag: NonEmpty
     command: NonEmpty
-    command_id: NonEmpty
-    current_version: int = Field(ge=0)
+    command_id: Id
+    current_version: Count
     actor: NonEmpty
     reason: str
-    cause_id: str | None = None
+    cause_id: Id | None = None
     rejection: NonEmpty
     #: What exactly was refused and why, for people (the ``rejection`` code is for machines).
     detail: str = ""
-    at: AwareDatetime
+    at: Timestamp
 
 
 class Difference(Record):
@@ -235,27 +299,27 @@ class ComparisonRecorded(Event):
     """
 
     type: Literal["ComparisonRecorded"] = "ComparisonRecorded"
-    comparison_id: NonEmpty
-    correlation_id: NonEmpty
-    session_id: str | None = None
+    comparison_id: Id
+    correlation_id: Id
+    session_id: SessionId | None = None
     operation: str | None = None
     environment: str | None = None
     category: NonEmpty
     differences: tuple[Difference, ...] = ()
     differences_truncated: bool = False
-    difference_count: int = Field(default=0, ge=0)
+    difference_count: Count = 0
     fingerprint: NonEmpty
     rules_version: NonEmpty
     primary_pool: Pool | None = None
-    v1_event_id: str | None = None
-    v2_event_id: str | None = None
-    v1_duration_ms: float | None = None
-    v2_duration_ms: float | None = None
-    latency_ratio: float | None = None
+    v1_event_id: Id | None = None
+    v2_event_id: Id | None = None
+    v1_duration_ms: Double | None = None
+    v2_duration_ms: Double | None = None
+    latency_ratio: Double | None = None
     v1_error_type: str | None = None
     v2_error_type: str | None = None
     late: bool = False
-    at: AwareDatetime
+    at: Timestamp
 
 
 class HealthAssessed(Event):
@@ -271,21 +335,21 @@ class HealthAssessed(Event):
     type: Literal["HealthAssessed"] = "HealthAssessed"
     pool: Pool
     operation: str
-    window_start: AwareDatetime
-    window_end: AwareDatetime
-    count: int = Field(ge=0)
-    error_count: int = Field(ge=0)
-    errors_by_type: dict[str, int] = Field(default_factory=dict)
-    p50_ms: float | None = None
-    p95_ms: float | None = None
-    p99_ms: float | None = None
-    mean_ms: float | None = None
-    comparisons: int = Field(default=0, ge=0)
-    mismatches: int = Field(default=0, ge=0)
-    missing: int = Field(default=0, ge=0)
-    cpu_ms_mean: float | None = None
-    memory_bytes_max: int | None = None
-    worker_failures: int = Field(default=0, ge=0)
+    window_start: Timestamp
+    window_end: Timestamp
+    count: Count
+    error_count: Count
+    errors_by_type: dict[str, Count] = Field(default_factory=dict)
+    p50_ms: Double | None = None
+    p95_ms: Double | None = None
+    p99_ms: Double | None = None
+    mean_ms: Double | None = None
+    comparisons: Count = 0
+    mismatches: Count = 0
+    missing: Count = 0
+    cpu_ms_mean: Double | None = None
+    memory_bytes_max: Int64 | None = None
+    worker_failures: Count = 0
     verdict: str = "unjudged"
     triggers: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
@@ -293,13 +357,13 @@ class HealthAssessed(Event):
     alerts: tuple[str, ...] = ()
     compared_with: str | None = None
     judge_verdict: str | None = None
-    judge_score: float | None = None
+    judge_score: Double | None = None
     #: Metric name -> Kayenta-style classification (``pass``, ``high``, ``low``, ``nodata``).
     judge: dict[str, str] = Field(default_factory=dict)
-    metrics: dict[str, float] = Field(default_factory=dict)
-    latency_sample_ms: tuple[float, ...] = ()
+    metrics: dict[str, Double] = Field(default_factory=dict)
+    latency_sample_ms: tuple[Double, ...] = ()
     latency_sketch: dict[str, JsonValue] | None = None
-    at: AwareDatetime
+    at: Timestamp
 
 
 class RollbackTriggered(Event):
@@ -312,18 +376,18 @@ class RollbackTriggered(Event):
 
     type: Literal["RollbackTriggered"] = "RollbackTriggered"
     flag: NonEmpty
-    command_id: NonEmpty
+    command_id: Id
     actor: NonEmpty
     reason: str
-    cause_id: str | None = None
+    cause_id: Id | None = None
     triggers: tuple[str, ...] = ()
     operation: str | None = None
-    window_start: AwareDatetime | None = None
-    window_end: AwareDatetime | None = None
+    window_start: Timestamp | None = None
+    window_end: Timestamp | None = None
     #: ``v1.<figure>`` and ``v2.<figure>`` of the windows that were compared.
-    metrics: dict[str, float | None] = Field(default_factory=dict)
-    baseline_id: str | None = None
-    at: AwareDatetime
+    metrics: dict[str, Double | None] = Field(default_factory=dict)
+    baseline_id: Id | None = None
+    at: Timestamp
 
 
 class SwitchoverRecorded(Event):
@@ -339,17 +403,17 @@ class SwitchoverRecorded(Event):
     type: Literal["SwitchoverRecorded"] = "SwitchoverRecorded"
     flag: NonEmpty
     action: NonEmpty
-    stage: int = Field(ge=-1)
-    percentage_bp: int = Field(ge=0, le=10000)
+    stage: Annotated[int, Field(ge=-1, le=INT64_MAX)]
+    percentage_bp: BasisPoints
     actor: NonEmpty
     reason: str
-    cause_id: str | None = None
+    cause_id: Id | None = None
     gates: dict[str, JsonValue] = Field(default_factory=dict)
     plan: str | None = None
-    soak_s: float | None = Field(default=None, ge=0)
-    flag_version: int | None = Field(default=None, ge=0)
-    command_id: str | None = None
-    at: AwareDatetime
+    soak_s: Double | None = Field(default=None, ge=0)
+    flag_version: Count | None = None
+    command_id: Id | None = None
+    at: Timestamp
 
 
 class BreakerStateChanged(Event):
@@ -360,11 +424,11 @@ class BreakerStateChanged(Event):
     previous: Literal["closed", "open", "half_open"]
     current: Literal["closed", "open", "half_open"]
     reason: str
-    consecutive_failures: int = Field(default=0, ge=0)
-    half_open_successes: int = Field(default=0, ge=0)
+    consecutive_failures: Count = 0
+    half_open_successes: Count = 0
     #: While open: when the breaker lets trial requests through again.
-    retry_at: AwareDatetime | None = None
-    at: AwareDatetime
+    retry_at: Timestamp | None = None
+    at: Timestamp
 
 
 class CheckpointPublished(Event):
@@ -378,13 +442,13 @@ class CheckpointPublished(Event):
 
     type: Literal["CheckpointPublished"] = "CheckpointPublished"
     origin: NonEmpty
-    tree_size: int = Field(ge=0)
+    tree_size: Count
     root_hash: NonEmpty
     note: NonEmpty
     signed: bool
     key_name: str | None = None
-    last_offset: int | None = None
-    at: AwareDatetime
+    last_offset: Count | None = None
+    at: Timestamp
 
 
 class DeadLettered(Event):
@@ -392,12 +456,12 @@ class DeadLettered(Event):
 
     type: Literal["DeadLettered"] = "DeadLettered"
     source_topic: str
-    source_partition: int | None = None
-    source_offset: int | None = None
+    source_partition: Int64 | None = None
+    source_offset: Int64 | None = None
     reason: str
     original_key: str | None = None
     original_b64: str
-    at: AwareDatetime
+    at: Timestamp
 
 
 #: Longest dead-letter reason kept; a longer one is cut (its start says what went wrong).

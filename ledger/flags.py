@@ -48,7 +48,7 @@ from pydantic import (
 )
 
 from ledger.errors import ChainError, CommandError
-from ledger.events import CommandRejected, FlagChanged, Pool
+from ledger.events import CommandRejected, Count, FlagChanged, Id, Pool
 
 __all__ = [
     "GENESIS_HASH",
@@ -139,12 +139,13 @@ class _Command(BaseModel):
 
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
-    command_id: NonEmpty
+    # Ids under the event contract's limits: the FlagChanged copies them (ledger.wire).
+    command_id: Id
     flag: NonEmpty
     actor: NonEmpty
     reason: NonEmpty
-    cause_id: str | None = None
-    expected_version: int | None = Field(default=None, ge=0)
+    cause_id: Id | None = None
+    expected_version: Count | None = None
 
 
 def _accept_percentage(data: Any, target: str) -> Any:
@@ -212,13 +213,13 @@ class SetSessionOverride(_Command):
     """Pin one session to a pool, whatever the percentage says."""
 
     command: Literal["set_session_override"] = "set_session_override"
-    session_id: NonEmpty
+    session_id: Id
     pool: Pool
 
 
 class ClearSessionOverride(_Command):
     command: Literal["clear_session_override"] = "clear_session_override"
-    session_id: NonEmpty
+    session_id: Id
 
 
 class SetEnvironmentOverride(_Command):

@@ -5,16 +5,25 @@ Precedence, first match wins:
 1. ``ENVIRONMENT_OVERRIDE`` — the request's environment has an override;
 2. ``SESSION_OVERRIDE`` — the session has an override;
 3. ``DISABLED`` — V2 is off: V1;
-4. ``SPLIT`` — ``bucket(flag, session_id or correlation_id) < v2_rollout_bp``: V2, else V1.
+4. ``SPLIT`` — ``bucket(flag, sticky key) < v2_rollout_bp``: V2, else V1, where the sticky
+   key is ``session_id`` unless it is null (``""`` is a session id like any other), else
+   ``correlation_id`` (SQL: ``coalesce(session_id, correlation_id)``).
 
 Then, if the result is V2 and the caller's circuit breaker for V2 is open, the request goes to
 V1 with reason ``CIRCUIT_OPEN``. The bucket and the threshold are recorded in every decision
 (whatever rule fired), so bulk audit and replay can recompute it.
 
-Bucketing (``hash_version`` 1): the MD5 of the UTF-8 text ``"{salt}:{key}"``, its first 15
-hex digits read as an integer (60 bits), modulo 10 000. The salt is the flag (migration) name,
-so two migrations split sessions independently. A session keeps its bucket for ever, so
-raising the percentage only ever adds sessions to V2 (sticky ramp). The same arithmetic in
+Bucketing: the MD5 of a UTF-8 text, its first 15 hex digits read as an integer (60 bits),
+modulo 10 000. The text is, under ``hash_version``
+
+- 2 (current): ``"{n}:{salt}:{key}"`` with ``n`` the salt's length in UTF-8 bytes, so the
+  split between salt and key is unambiguous (``("a:b", "c")`` and ``("a", "b:c")`` differ);
+- 1 (decisions recorded before): ``"{salt}:{key}"``, where they did not.
+
+Every decision records its hash version and is replayed (and audited) under it, bit for bit.
+The salt is the flag (migration) name, so two migrations split sessions independently. A
+session keeps its bucket for ever, so raising the percentage only ever adds sessions to V2
+(sticky ramp). The same arithmetic in
 DuckDB SQL with built-in functions is :func:`bucket_sql`; both agree bit for bit.
 MD5 is no security measure here, only a fast, everywhere-available, well-mixed hash (it is
 twice as fast as SHA-256 in DuckDB, which matters for bulk audit).
@@ -32,6 +41,7 @@ from ledger.flags import FlagState
 __all__ = [
     "BUCKETS",
     "HASH_VERSION",
+    "HASH_VERSIONS",
     "DecisionContext",
     "bucket",
     "bucket_sql",
@@ -40,25 +50,49 @@ __all__ = [
     "sql_literal",
 ]
 
-#: The algorithm of :func:`bucket`; stored in every decision so that replay survives a change.
-HASH_VERSION = 1
+#: The algorithm of :func:`bucket` for new decisions; stored in every decision so that replay
+#: survives a change.
+HASH_VERSION = 2
+#: Every version this build can recompute (old decisions keep theirs).
+HASH_VERSIONS = (1, 2)
 #: Buckets 0..9999: one per basis point.
 BUCKETS = 10_000
 
 
-def bucket(salt: str, key: str) -> int:
-    """The stable bucket (0..9999) of ``key`` under ``salt`` (hash version 1)."""
-    digest = hashlib.md5(f"{salt}:{key}".encode(), usedforsecurity=False).hexdigest()
+def _hashed_text(salt: str, key: str, version: int) -> bytes:
+    if version == 2:
+        salted = salt.encode()
+        return b"%d:%s:%s" % (len(salted), salted, key.encode())
+    if version == 1:
+        return f"{salt}:{key}".encode()
+    raise ValueError(f"hash version {version} is unknown (this build knows {HASH_VERSIONS})")
+
+
+def bucket(salt: str, key: str, version: int = HASH_VERSION) -> int:
+    """The stable bucket (0..9999) of ``key`` under ``salt`` and hash ``version``."""
+    digest = hashlib.md5(_hashed_text(salt, key, version), usedforsecurity=False).hexdigest()
     return int(digest[:15], 16) % BUCKETS
 
 
-def bucket_sql(salt: str, key: str) -> str:
+def bucket_sql(salt: str, key: str, version: int | str = HASH_VERSION) -> str:
     """The DuckDB SQL expression of :func:`bucket` over two SQL expressions (BIGINT 0..9999).
 
     ``salt`` and ``key`` are SQL, not values: pass ``"flag"`` and
-    ``"coalesce(session_id, correlation_id)"`` for columns, or a quoted literal.
+    ``"coalesce(session_id, correlation_id)"`` for columns, or a quoted literal. ``version``
+    is a hash version, or SQL naming one per row (e.g. ``"d.hash_version"``): then the
+    expression is NULL for a version this build does not know.
     """
-    return f"(('0x' || left(md5(({salt}) || ':' || ({key})), 15))::BIGINT % {BUCKETS})"
+    texts = {
+        1: f"({salt}) || ':' || ({key})",
+        # strlen: bytes, as in Python's len(salt.encode()).
+        2: f"CAST(strlen({salt}) AS VARCHAR) || ':' || ({salt}) || ':' || ({key})",
+    }
+    if isinstance(version, int):
+        text = texts[version]
+    else:
+        cases = " ".join(f"WHEN {v} THEN {t}" for v, t in texts.items())
+        text = f"CASE {version} {cases} END"
+    return f"(('0x' || left(md5({text}), 15))::BIGINT % {BUCKETS})"
 
 
 def sql_literal(text: str) -> str:
@@ -84,10 +118,12 @@ class DecisionContext:
         return self.session_id if self.session_id is not None else self.correlation_id
 
 
-def route(state: FlagState, context: DecisionContext) -> tuple[Pool, DecisionReason, int]:
+def route(
+    state: FlagState, context: DecisionContext, hash_version: int = HASH_VERSION
+) -> tuple[Pool, DecisionReason, int]:
     """The pool, the reason and the bucket, without building an event (the hot path)."""
     values = state.values
-    slot = bucket(state.flag, context.sticky_key)
+    slot = bucket(state.flag, context.sticky_key, hash_version)
     pool: Pool
     environment_pool = (
         values.environment_overrides.get(context.environment)
@@ -109,10 +145,18 @@ def route(state: FlagState, context: DecisionContext) -> tuple[Pool, DecisionRea
 
 
 def decide(
-    state: FlagState, context: DecisionContext, *, at: datetime, event_id: str
+    state: FlagState,
+    context: DecisionContext,
+    *,
+    at: datetime,
+    event_id: str,
+    hash_version: int = HASH_VERSION,
 ) -> RolloutDecided:
-    """The recorded decision for one request under ``state`` (see the module's precedence)."""
-    pool, reason, slot = route(state, context)
+    """The recorded decision for one request under ``state`` (see the module's precedence).
+
+    ``hash_version`` other than the current one only to recompute an old decision.
+    """
+    pool, reason, slot = route(state, context, hash_version)
     return RolloutDecided(
         event_id=event_id,
         flag=state.flag,
@@ -124,7 +168,7 @@ def decide(
         bucket=slot,
         threshold_bp=state.values.v2_rollout_bp,
         flag_version=state.version,
-        hash_version=HASH_VERSION,
+        hash_version=hash_version,
         at=at,
         # The evidence: the chain hash of the FlagChanged that made this state (issue 13).
         flag_event_hash=state.last_hash if state.version > 0 else None,

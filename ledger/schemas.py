@@ -14,8 +14,9 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from ledger.events import EVENT_TYPES
+from ledger.events import EVENT_TYPES, MAX_ID_BYTES, SCHEMA_VERSIONS
 from ledger.flags import FlagCommand
+from ledger.wire import ANY, CONTRACTS, MAX_DEPTH, REQUIRED
 
 __all__ = ["DEFAULT_DIRECTORY", "render", "schemas", "stale_schemas", "write_schemas"]
 
@@ -28,7 +29,29 @@ def schemas() -> dict[str, dict[str, Any]]:
     """File stem -> JSON Schema: every event type, then ``FlagCommand``."""
     found: dict[str, dict[str, Any]] = {}
     for name, model in EVENT_TYPES.items():
-        found[name] = {"$schema": DIALECT, **_tag_required(model.model_json_schema(), "type")}
+        schema = model.model_json_schema()
+        topics = [
+            c.logical
+            for c in CONTRACTS.values()
+            if model in c.models and c.logical[0] != "_" and c.logical != ANY
+        ]
+        shared = [t for t in topics if CONTRACTS[t].only is None]
+        if shared:
+            _tag_required(schema, "type")
+            rule = f"`type` is required (topic {', '.join(shared)} holds several event types)"
+        else:
+            rule = f"`type` may be left out on topic {', '.join(topics)}, which holds only {name}"
+        schema["description"] = (
+            f"{schema.get('description', '')}\n\nWire rules (ledger.wire): {rule}; strict JSON "
+            f"(no duplicate keys, no NaN/Infinity, numbers within the double range, integers "
+            f"within int64, nesting at most {MAX_DEPTH} deep); ids without NUL and at most "
+            f"{MAX_ID_BYTES} UTF-8 bytes; timestamps to the microsecond; schema_version "
+            f"{', '.join(str(v) for v in sorted(SCHEMA_VERSIONS))}."
+        ).strip()
+        for field in REQUIRED.get(model, ()):  # null only in records older than the rule
+            _tag_required(schema, field)
+            schema["properties"][field].pop("default", None)
+        found[name] = {"$schema": DIALECT, **schema}
     command = TypeAdapter(FlagCommand).json_schema()
     for variant in command.get("$defs", {}).values():
         if "command" in variant.get("properties", {}):
@@ -43,8 +66,8 @@ def schemas() -> dict[str, dict[str, Any]]:
 
 
 def _tag_required(schema: dict[str, Any], tag: str) -> dict[str, Any]:
-    """Mark the discriminator required: the models default it, but the decoders that pick a
-    model by it (``decode_event``, ``decode_command``) need it on the wire."""
+    """Mark the discriminator required: the models default it, but a decoder that picks a
+    model by it (a topic holding several event types, ``decode_command``) needs it."""
     required = schema.setdefault("required", [])
     if tag not in required:
         required.insert(0, tag)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import cast
 
-from ledger import flags, rollout
+from ledger import flags, rollout, wire
 from ledger.errors import ChainError, ConfigurationError, EventDecodeError
 from ledger.events import (
     CommandRejected,
@@ -41,7 +41,6 @@ from ledger.events import (
     FlagChanged,
     Pool,
     RolloutDecided,
-    decode_event,
 )
 from ledger.kafka.log import LogReader
 from ledger.settings import Settings
@@ -332,7 +331,7 @@ class FlagClient:
         if value is None:
             return
         try:
-            event = decode_event(value)
+            event = wire.decode(value, "flag_events")
         except EventDecodeError as exc:
             self._decode_errors += 1
             log.error("flag client: undecodable flag event skipped: %s", exc)

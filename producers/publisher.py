@@ -48,8 +48,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger import events as ledger_events
-from ledger.errors import PublishError
-from ledger.events import Event, OperationRecorded, RolloutDecided, encode_event
+from ledger import wire
+from ledger.errors import EventDecodeError, PublishError
+from ledger.events import Event, OperationRecorded, RolloutDecided
 from ledger.kafka import clients
 from ledger.settings import Settings
 from producers.journal import Envelope, Journal, JournalEntry
@@ -172,6 +173,8 @@ class PublisherStats:
     #: Accepted but not yet acknowledged by Kafka (buffer + journal).
     pending: int
     online: bool
+    #: Refused before the journal: the ledger's decoders would refuse them (``ledger.wire``).
+    refused: int = 0
 
 
 class _Settled:
@@ -253,6 +256,7 @@ class Publisher:
         self._spilled = 0
         self._replayed = 0
         self._failed = 0
+        self._refused = 0
         self._retried = 0
         self._outages = 0
         self._online = True
@@ -394,6 +398,7 @@ class Publisher:
                 outages=self._outages,
                 pending=buffered + self._journal.pending,
                 online=self._online,
+                refused=self._refused,
             )
 
     @property
@@ -442,7 +447,18 @@ class Publisher:
 
     def _envelopes(self, items: list[tuple[str, str | None, Event]]) -> Iterator[Envelope]:
         for topic, key, event in items:
-            yield Envelope(topic, key, encode_event(event))
+            try:
+                # What the worker and the sink would dead-letter is refused here, loudly.
+                value = wire.admit(event, topic)
+            except EventDecodeError as exc:
+                with self._lock:
+                    self._refused += 1
+                    self._failed += 1
+                    self._resolved += 1
+                    self._settled.notify_all()
+                log.error("publisher: event %s refused: %s", event.event_id, exc)
+                continue
+            yield Envelope(topic, key, value)
 
     def _write_loop(self) -> None:
         while True:

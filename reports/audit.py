@@ -40,7 +40,7 @@ from ledger.events import (
 )
 from ledger.flags import state_at
 from ledger.replay import chain_report
-from ledger.rollout import HASH_VERSION, DecisionContext, decide
+from ledger.rollout import HASH_VERSIONS, DecisionContext, decide
 
 __all__ = [
     "AuditResult",
@@ -289,9 +289,12 @@ def check_chains(con: Any) -> tuple[list[ChainFinding], list[str]]:
 # --- bulk recomputation in SQL ----------------------------------------------------------------
 
 
-def _bucket_sql(salt_sql: str, key_sql: str) -> str:
-    """``ledger.rollout``'s DuckDB bucket expression over two SQL expressions."""
-    return rollout.bucket_sql(salt_sql, key_sql)
+def _bucket_sql(salt_sql: str, key_sql: str, version: int | str | None = None) -> str:
+    """``ledger.rollout``'s DuckDB bucket expression over two SQL expressions (``version``:
+    a hash version or SQL naming it per row; the current one by default)."""
+    return rollout.bucket_sql(
+        salt_sql, key_sql, rollout.HASH_VERSION if version is None else version
+    )
 
 
 def _prepare(con: Any) -> None:
@@ -327,8 +330,9 @@ def recompute_sql(where: str = "", source: str = "decisions", sampled: str = "fa
     ``sampled`` is a SQL condition on the decision (``d``) marking the Python sample.
     """
     key = "coalesce(d.session_id, d.correlation_id)"
-    bucket = _bucket_sql("d.flag", key)
-    hash_version = rollout.HASH_VERSION
+    # Each decision under its own hash version: old ones replay as they were made.
+    bucket = _bucket_sql("d.flag", key, "d.hash_version")
+    known_versions = ", ".join(str(v) for v in rollout.HASH_VERSIONS)
     return f"""
         WITH joined AS (
             SELECT d.event_id, d.flag, d.flag_version, d.session_id, d.correlation_id,
@@ -380,7 +384,7 @@ def recompute_sql(where: str = "", source: str = "decisions", sampled: str = "fa
                pool, reason, bucket, threshold_bp, hash_version,
                r_pool, r_reason, r_bucket, r_threshold_bp, known,
                NOT known
-               OR hash_version IS DISTINCT FROM {hash_version}
+               OR hash_version NOT IN ({known_versions})
                OR pool IS DISTINCT FROM r_pool
                OR reason IS DISTINCT FROM r_reason
                OR bucket IS DISTINCT FROM r_bucket
@@ -535,11 +539,9 @@ class _States:
 
     def redecide(self, decision: RolloutDecided) -> tuple[RolloutDecided | None, str | None]:
         """The decision made again, or None and why it cannot be."""
-        if decision.hash_version != HASH_VERSION:
-            return (
-                None,
-                f"hash version {decision.hash_version} unknown (this build: {HASH_VERSION})",
-            )
+        if decision.hash_version not in HASH_VERSIONS:
+            known = ", ".join(str(v) for v in HASH_VERSIONS)
+            return None, f"hash version {decision.hash_version} unknown (this build: {known})"
         try:
             state = self.state(decision.flag, decision.flag_version)
         except (ChainError, ValueError) as exc:
@@ -551,7 +553,13 @@ class _States:
             # Not in the flag log: the record says the caller's breaker was open.
             breaker_open=decision.reason == DecisionReason.CIRCUIT_OPEN,
         )
-        again = decide(state, context, at=decision.at, event_id=decision.event_id)
+        again = decide(
+            state,
+            context,
+            at=decision.at,
+            event_id=decision.event_id,
+            hash_version=decision.hash_version,
+        )
         if decision.flag_event_hash is None:
             # Recorded before decisions named their evidence: compared as it was made then.
             again = again.model_copy(update={"flag_event_hash": None})

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from ledger import wire
 from ledger.errors import EventDecodeError
-from ledger.events import MAX_DEAD_LETTER_REASON, Event, dead_letter, decode_event
+from ledger.events import MAX_DEAD_LETTER_REASON, Event, dead_letter
 
 __all__ = ["MAX_REASON", "Rejected", "dead_letter", "decode_or_reject"]
 
@@ -28,13 +29,21 @@ class Rejected(Exception):
         self.reason = reason
 
 
-def decode_or_reject(raw: bytes | None, expected: type[E]) -> E:
-    """Decode one message value as ``expected`` or raise :class:`Rejected` with why."""
-    if raw is None or raw == b"":
-        raise Rejected("empty message value")
+def decode_or_reject(
+    raw: bytes | None, expected: type[E], *, topic: str | None = None, key: bytes | None = None
+) -> E:
+    """Decode one message value as ``expected`` or raise :class:`Rejected` with why.
+
+    The decoder is ``ledger.wire``'s, the sink's too, so both give the same verdict and
+    reason; with ``topic``, the topic's key rule is checked as well (``key``).
+    """
     try:
-        event = decode_event(raw, expected=expected)
+        if topic is None:
+            event = wire.decode(raw, expected=expected)
+        else:
+            event = wire.decode_record(topic, key, raw)
     except EventDecodeError as exc:
-        raise Rejected(f"not a valid {expected.__name__}: {exc}") from exc
-    assert isinstance(event, expected)
+        raise Rejected(str(exc)) from exc
+    if not isinstance(event, expected):
+        raise Rejected(f"not a valid {expected.__name__}: type: {type(event).__name__}")
     return event

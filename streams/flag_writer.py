@@ -30,9 +30,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ledger import wire
 from ledger.checkpoint import Signer, flag_log_origin
 from ledger.errors import CommandError, EventDecodeError
-from ledger.events import CommandRejected, FlagChanged, decode_event, encode_event
+from ledger.events import CommandRejected, FlagChanged, encode_event
 from ledger.evidence import flag_log_checkpoint
 from ledger.kafka.log import AsyncLogReader
 from ledger.merkle import CompactTree, leaf_hash
@@ -97,7 +98,7 @@ class FlagWriter:
         for offset, raw in await self.source.read_to_end():
             self.read_through = max(self.read_through, offset)
             try:
-                event = decode_event(raw or b"")
+                event = wire.decode(raw, "flag_events")
             except EventDecodeError as exc:
                 log.warning("flag log record %s is not an event, skipped: %s", offset, exc)
                 continue
@@ -114,7 +115,7 @@ class FlagWriter:
         from ledger import flags
 
         try:
-            command = flags.decode_command(message.value or b"")
+            command = wire.decode_command(message.value)
         except (CommandError, EventDecodeError, ValueError) as exc:
             await self._dead_letter(message, f"not a valid flag command: {exc}")
             return None

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ledger import wire
 from ledger.errors import EventDecodeError
 from ledger.events import (
     CommandRejected,
@@ -41,7 +42,6 @@ from ledger.events import (
     FlagChanged,
     HealthAssessed,
     OperationRecorded,
-    decode_event,
     encode_event,
 )
 from ledger.health import (
@@ -221,7 +221,7 @@ class HealthJudge:
 
     def on_health_record(self, raw: bytes | None) -> None:
         try:
-            event = decode_event(raw or b"")
+            event = wire.decode(raw, "health")
         except EventDecodeError:
             return
         if isinstance(event, HealthAssessed):
@@ -229,7 +229,7 @@ class HealthJudge:
 
     def on_flag_event(self, raw: bytes | None) -> None:
         try:
-            event = decode_event(raw or b"")
+            event = wire.decode(raw, "flag_events")
         except EventDecodeError:
             return
         if isinstance(event, FlagChanged) and event.flag == self.flag:

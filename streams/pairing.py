@@ -319,14 +319,10 @@ class PairingAgent:
         if arrived > self.clock.get(partition, 0.0):
             self.clock[partition] = arrived
         try:
-            half = decode_or_reject(message.value, OperationRecorded)
-            key = half.correlation_id.encode()
-            if message.key != key:
-                shown = None if message.key is None else message.key.decode(errors="replace")
-                raise Rejected(
-                    f"key {shown!r} is not the correlation_id {half.correlation_id!r}: "
-                    "operations must be keyed by correlation id to be paired"
-                )
+            half = decode_or_reject(
+                message.value, OperationRecorded, topic=message.topic, key=message.key
+            )
+            key = half.correlation_id.encode()  # the contract checked the message key is this
         except Rejected as rejected:
             await self._dead_letter(message, rejected.reason)
         else:

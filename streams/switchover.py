@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ledger import wire
 from ledger.errors import EventDecodeError
 from ledger.events import (
     CommandRejected,
@@ -29,7 +30,6 @@ from ledger.events import (
     FlagChanged,
     HealthAssessed,
     SwitchoverRecorded,
-    decode_event,
     encode_event,
 )
 from ledger.health import ALL_OPERATIONS
@@ -125,7 +125,7 @@ class SwitchoverService:
         ):
             return
         try:
-            event = decode_event(raw or b"")
+            event = wire.decode(raw, "flag_events" if topic_is_flag_log else "health")
         except EventDecodeError:
             return
         self.fold(event)

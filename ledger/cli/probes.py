@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from ledger import wire
 from ledger.checks import (
     BrokerObservation,
     CheckReport,
@@ -38,7 +39,7 @@ from ledger.checks import (
     skipped,
 )
 from ledger.errors import BrokerError, EventDecodeError, LedgerError
-from ledger.events import CommandRejected, FlagChanged, decode_event
+from ledger.events import CommandRejected, FlagChanged
 from ledger.kafka.admin import topic_differences
 from ledger.kafka.broker import LocalBroker, probe_metadata
 from ledger.kafka.clients import admin_client
@@ -237,7 +238,7 @@ def observe_flag_log(settings: Settings, *, timeout_s: float) -> FlagLogObservat
         return FlagLogObservation(settings.flag, topic, error=str(exc))
     for record in records:
         try:
-            event = decode_event(record.value or b"")
+            event = wire.decode(record.value, "flag_events")
         except EventDecodeError:
             undecodable += 1
             continue

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ledger import switchover
+from ledger import switchover, wire
 from ledger.cli.options import (
     BootstrapOption,
     DuckdbOption,
@@ -36,7 +36,6 @@ from ledger.events import (
     HealthAssessed,
     RollbackTriggered,
     SwitchoverRecorded,
-    decode_event,
     encode_event,
 )
 from ledger.health import ALL_OPERATIONS
@@ -107,7 +106,7 @@ def read_log(
             if keep is not None and not keep(record):
                 continue
             try:
-                events.append(decode_event(record.value or b""))
+                events.append(wire.decode(record.value, record.topic))
             except EventDecodeError:
                 continue
         return events

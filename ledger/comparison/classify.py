@@ -8,6 +8,7 @@ difference, so a thousand pairs whose ``items[i].price`` differ make one report 
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -163,13 +164,22 @@ def compare_operations(
             "v2_event_id": v2.event_id,
             "v1_duration_ms": v1_duration,
             "v2_duration_ms": v2_duration,
-            "latency_ratio": v2_duration / v1_duration if v1_duration > 0 else None,
+            "latency_ratio": _ratio(v2_duration, v1_duration),
             "v1_error_type": v1_error,
             "v2_error_type": v2_error,
             "late": False,
             "at": at,
         }
     )
+
+
+def _ratio(v2_duration: float, v1_duration: float) -> float | None:
+    """V2's duration over V1's; None where it is not a finite number (V1 took no time, or
+    the quotient overflows a double)."""
+    if v1_duration <= 0:
+        return None
+    ratio = v2_duration / v1_duration
+    return ratio if math.isfinite(ratio) else None
 
 
 def missing_comparison(

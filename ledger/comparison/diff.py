@@ -16,6 +16,7 @@ import marshal
 import math
 from collections import Counter
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any, TypeAlias
 
 from pydantic import JsonValue
@@ -76,33 +77,56 @@ _Task: TypeAlias = tuple[Any, Any, MatchState, PathLink]
 
 
 class DifferenceSink:
-    """Differences found so far: the first few in full, all of them counted and fingerprinted."""
+    """Differences found so far: the first few in full, all of them counted and fingerprinted.
 
-    __slots__ = ("count", "keys", "limit", "recorded", "shape")
+    The fingerprint keeps the ``_FINGERPRINT_KEYS`` smallest distinct (folded path, kind)
+    pairs, not the first ones met, so it does not depend on the order keys come in.
+    """
+
+    __slots__ = ("_ceiling", "_keys", "count", "limit", "recorded", "shape")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.count = 0
         self.shape = False
         self.recorded: list[tuple[PathLink, str, Any, Any]] = []
-        self.keys: set[tuple[str, str]] = set()
+        self._keys: set[tuple[str, str]] = set()
+        #: Once pruned: the largest key kept; anything above it is never among the smallest.
+        self._ceiling: tuple[str, str] | None = None
+
+    @property
+    def keys(self) -> frozenset[tuple[str, str]]:
+        """The smallest distinct (folded path, kind) pairs: what the fingerprint hashes."""
+        if len(self._keys) > _FINGERPRINT_KEYS:
+            self._prune()
+        return frozenset(self._keys)
+
+    def _key(self, key: tuple[str, str]) -> None:
+        ceiling = self._ceiling
+        if ceiling is not None and key > ceiling:
+            return
+        self._keys.add(key)
+        if len(self._keys) >= 2 * _FINGERPRINT_KEYS:
+            self._prune()
+
+    def _prune(self) -> None:
+        kept = sorted(self._keys)[:_FINGERPRINT_KEYS]
+        self._keys = set(kept)
+        self._ceiling = kept[-1]
 
     def add(self, path: PathLink, kind: str, v1: Any, v2: Any) -> None:
         self.count += 1
         if kind in SHAPE_KINDS:
             self.shape = True
-        if len(self.keys) < _FINGERPRINT_KEYS:
-            self.keys.add((fold_path(path), kind))
+        self._key((fold_path(path), kind))
         if len(self.recorded) < self.limit:
             self.recorded.append((path, kind, v1, v2))
 
     def merge(self, other: DifferenceSink) -> None:
         self.count += other.count
         self.shape = self.shape or other.shape
-        for key in other.keys:
-            if len(self.keys) >= _FINGERPRINT_KEYS:
-                break
-            self.keys.add(key)
+        for key in other._keys:
+            self._key(key)
         room = self.limit - len(self.recorded)
         if room > 0:
             self.recorded.extend(other.recorded[:room])
@@ -202,7 +226,8 @@ def _walk(stack: list[_Task], sink: DifferenceSink, nesting: int) -> None:
                 add(path, _NULL if b is None else _TYPE, a, b)
                 continue
             item = state.item_state or state.item()
-            if item.ignored:
+            indexed = state.indexed  # items some pattern names by index (``items[3]``)
+            if item.ignored and not indexed:
                 continue
             length_a = len(a)
             length_b = len(b)
@@ -215,7 +240,7 @@ def _walk(stack: list[_Task], sink: DifferenceSink, nesting: int) -> None:
                             continue
                     elif _identical(a, b):
                         continue
-            if state.unordered:
+            if state.unordered and not indexed:
                 pairs = _match_unordered(a, b, item, path, sink)
                 if pairs is not None:
                     pairs.reverse()
@@ -232,7 +257,10 @@ def _walk(stack: list[_Task], sink: DifferenceSink, nesting: int) -> None:
                 kind = type(value_a)
                 if kind is type(value_b) and kind in scalars and value_a == value_b:
                     continue
-                tasks.append((value_a, value_b, item, (path, index)))
+                here = state.item_at(index) if indexed else item
+                if here.ignored:
+                    continue
+                tasks.append((value_a, value_b, here, (path, index)))
             if not tasks:
                 continue
             tasks.reverse()  # the stack pops the first index first
@@ -259,16 +287,7 @@ def _compare_scalars(
     if type_a in _NUMBERS and type_b in _NUMBERS:
         if type_a is not type_b and not state.int_float_equal:
             sink.add(path, _TYPE, a, b)
-        elif a != b:
-            try:
-                gap = abs(a - b)
-                if gap <= state.abs_tolerance or gap <= state.rel_tolerance * max(abs(a), abs(b)):
-                    return
-            except OverflowError:  # an integer too large for a float: exact comparison only
-                pass
-            else:
-                if gap != gap and a != a and b != b:  # NaN on both sides
-                    return
+        elif a != b and not _within_tolerance(a, b, state.abs_tolerance, state.rel_tolerance):
             sink.add(path, _VALUE, a, b)
         return
     if type_a is str and type_b is str:
@@ -285,6 +304,29 @@ def _compare_scalars(
         sink.add(path, _TYPE, a, b)
     elif a != b:
         sink.add(path, _VALUE, a, b)
+
+
+def _within_tolerance(a: float, b: float, abs_tolerance: float, rel_tolerance: float) -> bool:
+    """Whether two numbers that are not ``==`` count as equal under the tolerances.
+
+    Exact arithmetic throughout: Python compares an int with a float exactly, and the gap
+    of an int and a float is taken as fractions, so ``2**53 + 1`` is not ``2.0**53`` even
+    with zero tolerance. NaN equals only NaN and an infinity only itself: neither is ever
+    within any tolerance of another number.
+    """
+    if a != a or b != b:  # NaN
+        return a != a and b != b
+    if (type(a) is float and math.isinf(a)) or (type(b) is float and math.isinf(b)):
+        return False  # a == b already answered infinity against itself
+    if abs_tolerance <= 0 and rel_tolerance <= 0:
+        return False
+    if type(a) is float and type(b) is float:
+        gap: float | Fraction = abs(a - b)
+        scale: float | Fraction = max(abs(a), abs(b))
+    else:
+        gap = abs(Fraction(a) - Fraction(b))
+        scale = max(abs(Fraction(a)), abs(Fraction(b)))
+    return gap <= abs_tolerance or gap <= Fraction(rel_tolerance) * scale
 
 
 # -- multiset matching -----------------------------------------------------------------------
@@ -380,22 +422,20 @@ def _match_unordered(
     for both sides, so swapping V1 and V2 finds the same pairs), and whatever is left over is
     missing or extra. None when the items are too deep to freeze: compare them in order then.
     """
-    if len(a) == len(b):
-        # Lists of one scalar type (ids, tags): sorting compares them exactly in C.
+    types = set(map(type, a))
+    if len(a) == len(b) and len(types) == 1 and types <= _SCALARS and types == set(map(type, b)):
+        # Lists of one scalar type (ids, tags): sorting compares them exactly in C. Only
+        # scalars: comparing nested lists in C would recurse as deep as they go.
         try:
             same = sorted(a) == sorted(b)
-        except TypeError:  # items that do not order (objects, mixed types)
+        except TypeError:  # None does not order
             same = False
         if same:
-            types = set(map(type, a))
-            if len(types) == 1 and types <= _SCALARS and types == set(map(type, b)):
+            return []
+        if item.strings is not None and types == _STR_ONLY:
+            normalise = item.strings
+            if sorted(map(normalise, a)) == sorted(map(normalise, b)):
                 return []
-        elif item.strings is not None:
-            types = set(map(type, a))
-            if types == _STR_ONLY and types == set(map(type, b)):
-                normalise = item.strings
-                if sorted(map(normalise, a)) == sorted(map(normalise, b)):
-                    return []
     try:
         keys_a = [_freeze(x, item) for x in a]
         keys_b = [_freeze(x, item) for x in b]

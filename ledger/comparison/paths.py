@@ -3,9 +3,9 @@
 A path is written the way a person reads it: ``items[3].price``, ``["odd.key"].x``; the root is
 ``$``. A pattern uses the same syntax plus three wildcards: ``*`` (any one key), ``[]`` (any one
 list index) and ``**`` (any number of segments, including none); a key segment may also carry
-``*``/``?`` inside it (``*_at``). List indices are transparent to patterns that do not mention
-them, so ``items.price`` also selects ``items[3].price`` and ``**.created_at`` selects every
-``created_at`` at any depth.
+``*``/``?`` inside it (``*_at``), and ``[3]`` selects one index (``items[3].price``). List
+indices are transparent to patterns that do not mention them, so ``items.price`` also selects
+``items[3].price`` and ``**.created_at`` selects every ``created_at`` at any depth.
 
 Patterns are compiled once into a deterministic automaton whose states are interned and whose
 transitions are cached per key, so the differ pays one dict lookup per visited key instead of
@@ -25,6 +25,7 @@ __all__ = [
     "ANY_INDEX",
     "ANY_KEY",
     "Automaton",
+    "IndexToken",
     "MatchState",
     "PathLink",
     "PathRule",
@@ -38,7 +39,15 @@ __all__ = [
 ANY_KEY = "\x00*"
 ANY_INDEX = "\x00[]"
 ANY_DEPTH = "\x00**"
-Token: TypeAlias = "str | re.Pattern[str]"
+Token: TypeAlias = "str | re.Pattern[str] | IndexToken"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexToken:
+    """One list index, as in ``items[3]``."""
+
+    index: int
+
 
 # A path during a walk is a linked list (parent, segment) so that no string is built unless a
 # difference is recorded. Segments are str (dict key) or int (list index).
@@ -78,9 +87,13 @@ def parse_pattern(text: str) -> tuple[Token, ...]:
             elif end in (pos + 1, pos + 2) and text[pos + 1 : end] in ("", "*"):
                 tokens.append(ANY_INDEX)
                 pos = end + 1
+            elif end > pos + 1 and text[pos + 1 : end].isascii() and text[pos + 1 : end].isdigit():
+                tokens.append(IndexToken(int(text[pos + 1 : end])))
+                pos = end + 1
             else:
                 raise ValueError(
-                    f'path pattern {text!r}: only [] (any index) or ["key"] may follow at {pos}'
+                    f"path pattern {text!r}: only [] (any index), [3] (one index) or "
+                    f'["key"] may follow at {pos}'
                 )
             expect_key = False
         elif char == ".":
@@ -204,6 +217,7 @@ class MatchState:
         "automaton",
         "dead",
         "ignored",
+        "indexed",
         "int_float_equal",
         "item_state",
         "next",
@@ -218,6 +232,12 @@ class MatchState:
         self.positions = positions
         self.next: dict[str, MatchState] = {}
         self.item_state: MatchState | None = None
+        #: Index -> state, for the indices some pattern names here (``items[3]``).
+        self.indexed: dict[int, MatchState | None] = {}
+        for pattern, pos, _ in positions:
+            token = automaton.patterns[pattern][0][pos : pos + 1]
+            if token and isinstance(token[0], IndexToken):
+                self.indexed[token[0].index] = None  # its state is made on first use
         defaults = automaton.defaults
         self.int_float_equal = defaults.int_float_equal
         self.dead = not positions
@@ -255,10 +275,20 @@ class MatchState:
         return state
 
     def item(self) -> MatchState:
-        """The state of any item of the list at this node (cached)."""
+        """The state of any item of the list at this node (cached): an item whose index no
+        pattern names (see :meth:`item_at`)."""
         state = self.item_state
         if state is None:
             state = self.item_state = self.automaton.step(self.positions, None)
+        return state
+
+    def item_at(self, index: int) -> MatchState:
+        """The state of item ``index`` (the same as :meth:`item` unless a pattern names it)."""
+        if index not in self.indexed:
+            return self.item()
+        state = self.indexed[index]
+        if state is None:
+            state = self.indexed[index] = self.automaton.step(self.positions, None, index)
         return state
 
 
@@ -292,26 +322,32 @@ class Automaton:
                     todo.append(following)
         return frozenset(positions)
 
-    def step(self, positions: frozenset[_Position], key: str | None) -> MatchState:
-        """Advance on a dict key, or on a list index when ``key`` is None."""
+    def step(
+        self, positions: frozenset[_Position], key: str | None, index: int | None = None
+    ) -> MatchState:
+        """Advance on a dict key, or on a list item when ``key`` is None: item ``index``, or
+        (None) any item whose index no pattern names."""
         result: set[_Position] = set()
-        for index, pos, _inherited in positions:
-            tokens = self.patterns[index][0]
+        for pattern, pos, _inherited in positions:
+            tokens = self.patterns[pattern][0]
             if pos == len(tokens):
-                result.add((index, pos, True))
+                result.add((pattern, pos, True))
                 continue
             token = tokens[pos]
             if token is ANY_DEPTH:
-                result.add((index, pos, False))
+                result.add((pattern, pos, False))
             elif key is None:
                 if token is ANY_INDEX:
-                    result.add((index, pos + 1, False))
+                    result.add((pattern, pos + 1, False))
+                elif isinstance(token, IndexToken):
+                    if token.index == index:
+                        result.add((pattern, pos + 1, False))
                 else:
-                    result.add((index, pos, False))  # indices are transparent to key tokens
-            elif token is ANY_INDEX:
+                    result.add((pattern, pos, False))  # indices are transparent to key tokens
+            elif token is ANY_INDEX or isinstance(token, IndexToken):
                 continue
             elif token is ANY_KEY or (
                 token == key if isinstance(token, str) else token.fullmatch(key) is not None
             ):
-                result.add((index, pos + 1, False))
+                result.add((pattern, pos + 1, False))
         return self._state(self._closure(result))

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ledger import flags
+from ledger import flags, wire
 from ledger.errors import EventDecodeError, LedgerError
-from ledger.events import CommandRejected, FlagChanged, decode_event
+from ledger.events import CommandRejected, FlagChanged
 from ledger.kafka.clients import producer, publish_errors
 from ledger.kafka.log import LogReader, Record
 from ledger.settings import Settings
@@ -32,7 +32,7 @@ def answers(records: Iterable[Record]) -> list[Answer]:
     found: list[Answer] = []
     for record in records:
         try:
-            event = decode_event(record.value or b"")
+            event = wire.decode(record.value, "flag_events")
         except EventDecodeError:
             continue  # not ours to judge here; `migration-ledger check` reports it
         if isinstance(event, FlagChanged | CommandRejected):

@@ -71,7 +71,7 @@ PROVENANCE_COLUMNS: tuple[Column, ...] = (
 _BASE = (
     _c("event_id", "VARCHAR", "unique id; the ledger keeps one row per event_id per table"),
     _c("schema_version", "BIGINT"),
-    _c("type", "VARCHAR", "event type (the discriminator)"),
+    _c("type", "VARCHAR", "event type (always set; `wire` may leave it out on a one-type topic)"),
 )
 
 RESOURCES = "STRUCT(cpu_ms DOUBLE, memory_bytes BIGINT, worker_id VARCHAR)"

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from ledger.checkpoint import Signer
 from ledger.errors import StoreError
+from ledger.events import EVENT_TYPES
 from ledger.store.layout import INGEST_TOPIC
 from ledger.store.reader import open_reader
 from ledger.store.schema import TABLES, TIME_COLUMN
@@ -156,8 +157,15 @@ def _ingestable(paths: Iterable[Path]) -> Iterator[Path]:
             raise StoreError(f"no such file or folder: {path}")
 
 
-def iter_file_records(path: Path) -> Iterator[tuple[bytes | None, bytes | None, str]]:
-    """(key, value, origin) of every event in one exported file."""
+def iter_file_records(
+    path: Path,
+) -> Iterator[tuple[bytes | None, bytes | None, str, str | None]]:
+    """(key, value, origin, type hint) of every event in one exported file.
+
+    The hint is the event type the export wrote the line under (its ``type`` column, or an
+    NDJSON file named ``<Type>.ndjson``): a wire that left ``type`` out (allowed on a topic
+    holding one type) is ingested as what it was stored as.
+    """
     if path.suffix == ".parquet":
         try:
             parquet = pq.ParquetFile(path)
@@ -165,25 +173,32 @@ def iter_file_records(path: Path) -> Iterator[tuple[bytes | None, bytes | None, 
             raise StoreError(f"{path} is not a readable Parquet file: {exc}") from exc
         if "wire" not in parquet.schema_arrow.names:
             raise StoreError(f"{path} has no `wire` column: not a ledger export")
-        columns = ["wire"] + (["_key"] if "_key" in parquet.schema_arrow.names else [])
+        names = parquet.schema_arrow.names
+        columns = ["wire"] + [c for c in ("_key", "type") if c in names]
+        # An export partitions by day under a folder named for the type.
+        folder_type = next((p.name for p in path.parents if p.name in EVENT_TYPES), None)
         row = 0
         for batch in parquet.iter_batches(columns=columns, batch_size=INGEST_BATCH):
-            wires = batch.column(0).to_pylist()
-            keys = batch.column(1).to_pylist() if batch.num_columns > 1 else [None] * len(wires)
-            for wire, key in zip(wires, keys, strict=True):
+            data = batch.to_pydict()
+            wires = data["wire"]
+            keys = data.get("_key") or [None] * len(wires)
+            types = data.get("type") or [folder_type] * len(wires)
+            for wire, key, hint in zip(wires, keys, types, strict=True):
                 row += 1
                 yield (
                     None if key is None else str(key).encode(),
                     None if wire is None else str(wire).encode(),
                     f"{path} row {row}",
+                    None if hint is None else str(hint),
                 )
         return
+    stem_type = path.stem if path.stem in EVENT_TYPES else None
     with path.open("rb") as source:
         for number, line in enumerate(source, start=1):
             text = line.rstrip(b"\r\n")
             if not text.strip():
                 continue
-            yield None, text, f"{path} line {number}"
+            yield None, text, f"{path} line {number}", stem_type
 
 
 #: (topic, partition, offset, key, value, origin) of a row exported with its position.
@@ -235,7 +250,7 @@ def _ndjson_positioned(path: Path, sidecar: Path) -> Iterator[Positioned]:
             record = next(lines, None)
             if record is None:
                 raise StoreError(f"{sidecar} has more positions than {path} has lines")
-            _, value, origin = record
+            _, value, origin, _ = record
             if kept is not None:
                 value = str(kept).encode()
             yield (
@@ -284,9 +299,11 @@ def ingest_files(
             batch = []
         offset = writer.committed_offsets().get((INGEST_TOPIC, 0), -1)
         for path in plain:
-            for key, value, origin in iter_file_records(path):
+            for key, value, origin, hint in iter_file_records(path):
                 offset += 1
-                batch.append(SourceRecord(INGEST_TOPIC, 0, offset, key, value, origin=origin))
+                batch.append(
+                    SourceRecord(INGEST_TOPIC, 0, offset, key, value, origin=origin, type_hint=hint)
+                )
                 if len(batch) >= INGEST_BATCH:
                     result.add(writer.write_batch(batch))
                     batch = []

@@ -76,6 +76,8 @@ class V1Router:
                 environment=environment,
                 pool="v1",
                 reason=DecisionReason.DISABLED,
+                bucket=0,
+                threshold_bp=0,
                 flag_version=0,
                 at=datetime.now(UTC),
             ),

@@ -89,7 +89,7 @@ def test_optional_fields_may_be_left_out_and_anonymous_operations_have_a_null_se
     st.sampled_from(["v1", "v2"]),
     st.sampled_from(["primary", "shadow"]),
     st.floats(0, 1e9, allow_nan=False),
-    st.one_of(st.none(), st.text(max_size=20)),
+    st.one_of(st.none(), st.text(st.characters(blacklist_characters="\x00"), max_size=20)),
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.text(max_size=10),
         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),

@@ -31,10 +31,13 @@ from tests.unit.flag_factories import (
     logs_with_versions,
 )
 
+#: Ids as the contract takes them (ledger.events: no NUL).
+IDS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+
 contexts = st.builds(
     DecisionContext,
-    session_id=st.one_of(st.none(), st.sampled_from(SESSIONS), st.text(max_size=20)),
-    correlation_id=st.text(min_size=1, max_size=20),
+    session_id=st.one_of(st.none(), st.sampled_from(SESSIONS), st.text(IDS, max_size=20)),
+    correlation_id=st.text(IDS, min_size=1, max_size=20),
     environment=st.one_of(st.none(), st.sampled_from(ENVIRONMENTS)),
     breaker_open=st.booleans(),
 )
@@ -150,12 +153,12 @@ def test_a_decision_at_a_version_the_log_does_not_reach_cannot_be_recomputed() -
 def test_a_decision_with_an_unknown_hash_version_cannot_be_recomputed() -> None:
     log = decide_all([{"command": "enable"}])
     decision = decided_under(log, 1, DecisionContext("a", "c")).model_copy(
-        update={"hash_version": 2}
+        update={"hash_version": 3}
     )
     explanation = replay(log.events, decision)
     assert not explanation.matches
     assert explanation.problem is not None
-    assert "hash version 2" in explanation.problem
+    assert "hash version 3" in explanation.problem
 
 
 def test_a_decision_under_a_broken_log_is_not_trusted() -> None:

@@ -27,11 +27,14 @@ from tests.unit.flag_factories import (
     decide_all,
 )
 
-session_ids = st.one_of(st.sampled_from(SESSIONS), st.text(max_size=40))
+#: Ids as the contract takes them (ledger.events: no NUL).
+IDS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+
+session_ids = st.one_of(st.sampled_from(SESSIONS), st.text(IDS, max_size=40))
 contexts = st.builds(
     DecisionContext,
     session_id=st.one_of(st.none(), session_ids),
-    correlation_id=st.text(min_size=1, max_size=40),
+    correlation_id=st.text(IDS, min_size=1, max_size=40),
     environment=st.one_of(st.none(), st.sampled_from(ENVIRONMENTS), st.text(max_size=10)),
     breaker_open=st.booleans(),
 )
@@ -55,21 +58,46 @@ def decide(state: flags.FlagState, context: DecisionContext) -> RolloutDecided:
 
 
 @given(st.text(max_size=30), st.text(max_size=60))
-def test_the_bucket_is_md5_of_salt_colon_key_first_15_hex_digits_modulo_10000(
+def test_the_bucket_is_md5_of_length_prefixed_salt_and_key_first_15_hex_digits_modulo_10000(
     salt: str, key: str
 ) -> None:
-    digest = hashlib.md5((salt + ":" + key).encode("utf-8")).hexdigest()
+    text = f"{len(salt.encode())}:{salt}:{key}".encode()
+    digest = hashlib.md5(text).hexdigest()
+    assert rollout.HASH_VERSION == 2
     assert rollout.bucket(salt, key) == int(digest[:15], 16) % 10_000
     assert 0 <= rollout.bucket(salt, key) <= 9999
 
 
+@given(st.text(max_size=30), st.text(max_size=60))
+def test_hash_version_1_is_md5_of_salt_colon_key_for_old_decisions(salt: str, key: str) -> None:
+    digest = hashlib.md5((salt + ":" + key).encode("utf-8")).hexdigest()
+    assert rollout.bucket(salt, key, 1) == int(digest[:15], 16) % 10_000
+
+
 def test_hash_version_1_buckets_never_change() -> None:
     # Recorded decisions replay against this exact value: changing it needs a new hash_version.
-    assert rollout.HASH_VERSION == 1
-    assert rollout.bucket("v2_migration", "session-42") == (
+    assert rollout.bucket("v2_migration", "session-42", 1) == (
         int(hashlib.md5(b"v2_migration:session-42").hexdigest()[:15], 16) % 10_000
     )
-    assert rollout.bucket("v2_migration", "session-42") == 7450
+    assert rollout.bucket("v2_migration", "session-42", 1) == 7450
+
+
+def test_hash_version_2_buckets_never_change() -> None:
+    assert rollout.bucket("v2_migration", "session-42", 2) == (
+        int(hashlib.md5(b"12:v2_migration:session-42").hexdigest()[:15], 16) % 10_000
+    )
+    assert rollout.bucket("v2_migration", "session-42", 2) == 823
+
+
+def test_hash_version_2_tells_apart_what_version_1_ran_together() -> None:
+    # Found in issue 12: under version 1 the salt/key split was ambiguous.
+    assert rollout.bucket("a:b", "c", 1) == rollout.bucket("a", "b:c", 1)
+    assert rollout.bucket("a:b", "c") != rollout.bucket("a", "b:c")
+
+
+def test_an_unknown_hash_version_is_refused() -> None:
+    with pytest.raises(ValueError, match="hash version 3"):
+        rollout.bucket("f", "k", 3)
 
 
 def test_buckets_are_the_same_in_another_process_with_another_hash_seed() -> None:
@@ -109,18 +137,28 @@ def test_python_and_duckdb_sql_buckets_agree_on_100000_ids() -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.text(max_size=40), min_size=1, max_size=50), st.text(max_size=20))
-def test_python_and_duckdb_sql_buckets_agree_on_any_text(keys: list[str], salt: str) -> None:
-    expression = rollout.bucket_sql("s", "k")
+@given(
+    st.lists(st.text(max_size=40), min_size=1, max_size=50),
+    st.text(max_size=20),
+    st.sampled_from(rollout.HASH_VERSIONS),
+)
+def test_python_and_duckdb_sql_buckets_agree_on_any_text(
+    keys: list[str], salt: str, version: int
+) -> None:
+    expression = rollout.bucket_sql("s", "k", version)
+    per_row = rollout.bucket_sql("s", "k", "v")
     rows = (
         SQL.cursor()
         .execute(
-            f"SELECT k, {expression} FROM (SELECT unnest($keys) AS k, $salt AS s)",
-            {"keys": keys, "salt": salt},
+            f"SELECT k, {expression}, {per_row} "
+            "FROM (SELECT unnest($keys) AS k, $salt AS s, $version AS v)",
+            {"keys": keys, "salt": salt, "version": version},
         )
         .fetchall()
     )
-    assert [(k, rollout.bucket(salt, k)) for k in keys] == rows
+    expected = [rollout.bucket(salt, k, version) for k in keys]
+    assert [(k, b) for k, b, _ in rows] == list(zip(keys, expected, strict=True))
+    assert [b for _, _, b in rows] == expected
 
 
 def test_sql_literal_doubles_quotes() -> None:
@@ -172,7 +210,7 @@ def test_the_split_sends_a_session_to_v2_exactly_when_its_bucket_is_below_the_th
     assert (decision.pool == "v2") == (rollout.bucket(FLAG, session) < bp)
 
 
-@given(st.integers(0, 10_000), st.text(min_size=1, max_size=30))
+@given(st.integers(0, 10_000), st.text(IDS, min_size=1, max_size=30))
 def test_an_anonymous_operation_is_bucketed_by_its_correlation_id(
     bp: int, correlation: str
 ) -> None:

@@ -31,14 +31,22 @@ def test_there_is_one_schema_per_event_type_plus_the_flag_commands() -> None:
     assert set(schemas()) == {*EVENT_TYPES, "FlagCommand"}
 
 
-def test_each_event_schema_requires_its_type_and_allows_no_unknown_field() -> None:
+def test_each_event_schema_requires_its_type_only_where_its_topic_holds_several() -> None:
+    shared = {"FlagChanged", "CommandRejected", "HealthAssessed", "RollbackTriggered"}
+    shared |= {"SwitchoverRecorded", "BreakerStateChanged"}
     for name, schema in schemas().items():
         if name == "FlagCommand":
             continue
         assert schema["title"] == name
-        assert schema["required"][0] == "type"
+        assert ("type" in schema["required"]) is (name in shared), name
+        assert ("may be left out" in schema["description"]) is (name not in shared), name
         assert schema["properties"]["type"]["const"] == name
         assert schema["additionalProperties"] is False
+
+
+def test_the_decision_schema_requires_what_replay_recomputes() -> None:
+    schema = schemas()["RolloutDecided"]
+    assert {"bucket", "threshold_bp"} <= set(schema["required"])
 
 
 def test_the_operation_schema_states_the_contract_producers_rely_on() -> None:

@@ -130,6 +130,8 @@ def decision(n: int) -> RolloutDecided:
         correlation_id=f"c-{n}",
         pool="v1",
         reason=DecisionReason.DISABLED,
+        bucket=n % 10_000,
+        threshold_bp=0,
         flag_version=0,
         at=AT,
     )

@@ -265,3 +265,19 @@ def test_the_counters_are_exposed_to_prometheus_at_scrape_time(
     text = generate_latest(registry).decode()
     assert 'migration_ledger_publisher_events_total{state="delivered"} 1.0' in text
     assert "migration_ledger_publisher_online 1.0" in text
+
+
+def test_an_event_the_sink_would_refuse_is_refused_at_publish_and_counted(
+    make_publisher: MakePublisher, broker: FakeBroker, settings: Settings
+) -> None:
+    publisher = make_publisher().start()
+    # Valid as a Python object, but its JSON is outside the double range: the worker and the
+    # sink would dead-letter it, so it never leaves the process (issue 12).
+    refused = operation(1).model_copy(update={"result": {"n": 10**400}})
+    fine = operation(2)
+    publisher.publish(refused)
+    publisher.publish(fine)
+    assert publisher.flush(10)
+    assert broker.records == [(settings.topic("operations"), b"c-2", encode_event(fine))]
+    stats = publisher.close()
+    assert (stats.refused, stats.failed, stats.delivered) == (1, 1, 1)

@@ -151,7 +151,9 @@ def test_a_decision_rewritten_in_storage_is_found_by_sql_and_by_python(
         ("bucket", "(bucket + 1) % 10000"),
         ("threshold_bp", "threshold_bp + 1"),
         ("flag_version", "flag_version + 100"),
-        ("hash_version", "2"),
+        ("hash_version", "1"),
+        ("hash_version", "3"),
+        ("bucket", "NULL"),
     ],
 )
 def test_sql_and_python_flag_exactly_the_decisions_that_were_changed(

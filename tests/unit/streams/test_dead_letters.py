@@ -37,7 +37,7 @@ def test_same_position_gives_the_same_dead_letter_id() -> None:
     [
         (None, "empty"),
         (b"", "empty"),
-        (b"[1, 2", "Invalid JSON"),
+        (b"[1, 2", "not JSON"),
         (b'{"type": "OperationRecorded"}', "event_id"),
         (b'{"type": "OperationRecorded", "pool": "v3"}', "pool"),
     ],

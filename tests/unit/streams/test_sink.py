@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,14 @@ class Record:
     key: bytes | None
     value: bytes | None
     timestamp: int
+
+
+def key_of(value: bytes) -> bytes:
+    """Keyed as the publisher keys: by correlation id (the operations topic's key rule)."""
+    try:
+        return str(json.loads(value)["correlation_id"]).encode()
+    except (ValueError, KeyError, TypeError):
+        return b"k"
 
 
 class FakeConsumer:
@@ -63,7 +72,7 @@ class FakeConsumer:
             taken = log[start : start + room]
             if taken:
                 out[tp] = [
-                    Record(start + i, b"k", v, 1_700_000_000_000) for i, v in enumerate(taken)
+                    Record(start + i, key_of(v), v, 1_700_000_000_000) for i, v in enumerate(taken)
                 ]
                 self.positions[tp] += len(taken)
                 room -= len(taken)
@@ -134,7 +143,7 @@ def test_a_restarted_sink_seeks_each_partition_just_after_its_stored_offset(
     logs = logs_for(settings, 20)
     ops0 = TopicPartition(settings.topic("operations"), 0)
     writer.write_batch(
-        SourceRecord(ops0.topic, 0, i, None, v) for i, v in enumerate(logs[ops0][:4])
+        SourceRecord(ops0.topic, 0, i, key_of(v), v) for i, v in enumerate(logs[ops0][:4])
     )
     fake = FakeConsumer(logs)
 

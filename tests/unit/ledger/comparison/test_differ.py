@@ -75,8 +75,11 @@ def test_per_path_tolerance_overrides_the_global_one() -> None:
 
 
 def test_huge_integers_compare_exactly() -> None:
+    # Beyond the double range the tolerances still apply, in exact arithmetic.
     rules = "[compare]\nrel_tolerance = 0.1\n"
-    assert _differences([10**400], [10**400 + 1], rules) == [("[0]", "value")]
+    assert _differences([10**400], [10**400 + 1], rules) == []
+    assert _differences([10**400], [2 * 10**400], rules) == [("[0]", "value")]
+    assert _differences([10**400], [10**400 + 1]) == [("[0]", "value")]
     assert _differences([10**400], [10**400], rules) == []
 
 

@@ -40,7 +40,7 @@ def test_patterns_parse_into_keys_and_wildcards() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", " a", "a.", ".a", "a..b", "a[3]", "a]b", "a**b", '["unterminated', "a b", "a[]b"],
+    ["", " a", "a.", ".a", "a..b", "a[x]", "a[-1]", "a]b", "a**b", '["unterminated', "a b", "a[]b"],
 )
 def test_malformed_patterns_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match=r"path pattern|must be a whole segment"):

@@ -363,7 +363,7 @@ def test_replaced_segments_stay_for_the_grace_period_then_go(tmp_path: Path) -> 
 # --- bad input --------------------------------------------------------------------------------
 
 BAD = {
-    "not JSON": (b"{nope", "Invalid JSON"),
+    "not JSON": (b"{nope", "not JSON"),
     "empty value": (b"", "empty message value"),
     "tombstone": (None, "empty message value"),
     "not UTF-8": (b"\xff\xfe{}", "UTF-8"),
