@@ -410,6 +410,7 @@ class Publisher:
 
         Read at scrape time from the counters above: nothing is added to the hot path.
         """
+        # Deferred: prometheus-client loads only where metrics are served.
         from prometheus_client import REGISTRY
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 

@@ -76,6 +76,7 @@ class LedgerApp:
         yes for a moment; everything they publish carries derived ids (a repeated command
         or window changes nothing).
         """
+        # Deferred: faust loads only in the worker.
         from faust.types import TP
 
         consumer = self.app.consumer

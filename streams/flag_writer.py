@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ledger import wire
+from ledger import flags, wire
 from ledger.checkpoint import Signer, flag_log_origin
 from ledger.errors import CommandError, EventDecodeError
 from ledger.events import CommandRejected, FlagChanged, encode_event
@@ -38,6 +38,7 @@ from ledger.evidence import flag_log_checkpoint
 from ledger.kafka.log import AsyncLogReader
 from ledger.merkle import CompactTree, leaf_hash
 from ledger.settings import Settings
+from ledger.store.keys import load_signer
 from streams.dead_letters import dead_letter
 from streams.message import Message
 from streams.metrics import Metrics
@@ -93,8 +94,6 @@ class FlagWriter:
 
     async def catch_up(self) -> None:
         """Fold every log record not folded yet."""
-        from ledger import flags
-
         for offset, raw in await self.source.read_to_end():
             self.read_through = max(self.read_through, offset)
             try:
@@ -112,8 +111,6 @@ class FlagWriter:
 
     async def handle(self, message: Message) -> FlagChanged | CommandRejected | None:
         """Decide one command message; returns what was appended (None: nothing)."""
-        from ledger import flags
-
         try:
             command = wire.decode_command(message.value)
         except (CommandError, EventDecodeError, ValueError) as exc:
@@ -197,13 +194,13 @@ class FlagLogReader:
         self._started = False
 
 
-def install(ledger: LedgerApp) -> None:
+def install(ledger_app: LedgerApp) -> None:
     """Add the flag log writer agent to the app."""
-    settings = ledger.settings
-    commands = ledger.topic("flag_commands")
-    events = ledger.topic("flag_events")
-    dead_letters = ledger.topic("dead_letters")
-    checkpoints = ledger.topic("checkpoints")
+    settings = ledger_app.settings
+    commands = ledger_app.topic("flag_commands")
+    events = ledger_app.topic("flag_events")
+    dead_letters = ledger_app.topic("dead_letters")
+    checkpoints = ledger_app.topic("checkpoints")
     reader = FlagLogReader(settings)
 
     async def append(flag: str, value: bytes) -> int:
@@ -217,19 +214,17 @@ def install(ledger: LedgerApp) -> None:
     async def publish_checkpoint(key: bytes, value: bytes) -> Any:
         return await checkpoints.send(key=key, value=value)
 
-    from ledger.store.keys import load_signer
-
     writer = FlagWriter(
-        source=ledger.options.get("flag_log_source") or reader,
-        append=ledger.options.get("flag_log_append") or append,
+        source=ledger_app.options.get("flag_log_source") or reader,
+        append=ledger_app.options.get("flag_log_append") or append,
         send_dead_letter=send_dead_letter,
-        metrics=ledger.metrics,
-        publish_checkpoint=ledger.options.get("checkpoint_publish") or publish_checkpoint,
+        metrics=ledger_app.metrics,
+        publish_checkpoint=ledger_app.options.get("checkpoint_publish") or publish_checkpoint,
         signer=load_signer(settings.signing_key),
         origin=flag_log_origin(settings.topic("flag_events")),
     )
 
-    @ledger.app.agent(commands, name="flag_writer")
+    @ledger_app.app.agent(commands, name="flag_writer")
     async def flag_writer(stream: Any) -> Any:
         try:
             async for event in stream.events():
@@ -237,5 +232,5 @@ def install(ledger: LedgerApp) -> None:
         finally:
             await reader.stop()
 
-    ledger.agents["flag_writer"] = flag_writer
-    ledger.parts["flag_writer"] = writer
+    ledger_app.agents["flag_writer"] = flag_writer
+    ledger_app.parts["flag_writer"] = writer

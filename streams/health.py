@@ -35,7 +35,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ledger import wire
-from ledger.errors import EventDecodeError
+from ledger.comparison import RuleSet, load_rules
+from ledger.errors import EventDecodeError, RulesError
 from ledger.events import (
     CommandRejected,
     ComparisonRecorded,
@@ -53,11 +54,13 @@ from ledger.health import (
     assessment_id_for,
     window_start,
 )
+from ledger.kafka.topics import topic_name
 from ledger.pairing import Decided, Pending, counted
 from ledger.policy import HealthPolicy, HealthVerdict, assess, judged, load_policy
 from ledger.switchover import (
     HEALTH_ACTOR,
     ControllerCommand,
+    encode_controller_command,
     rollback_command_id,
     rollback_snapshot,
 )
@@ -320,8 +323,6 @@ def partition_health(ledger: LedgerApp) -> PartitionHealth:
     existing = ledger.parts.get("partition_health")
     if isinstance(existing, PartitionHealth):
         return existing
-    from ledger.comparison import RuleSet, load_rules
-    from ledger.errors import RulesError
 
     settings = ledger.settings
     options = ledger.options
@@ -348,22 +349,19 @@ def partition_health(ledger: LedgerApp) -> PartitionHealth:
     return health
 
 
-def install(ledger: LedgerApp) -> None:
+def install(ledger_app: LedgerApp) -> None:
     """Add the merger: a task that merges partials while this worker runs the singletons.
 
     The flag log reaches the judge through ``streams.switchover``'s tail, which reads it from
     the beginning at every start (a group offset would hide the current ramp).
     """
-    from ledger.switchover import encode_controller_command
-
-    app = ledger.app
-    settings = ledger.settings
-    options = ledger.options
-    partitions = partition_health(ledger)
+    app = ledger_app.app
+    settings = ledger_app.settings
+    options = ledger_app.options
+    partitions = partition_health(ledger_app)
     policy = options.get("health_policy") or load_policy(settings.health_policy)
-    health = ledger.topic("health")
-    flag_commands = ledger.topic("flag_commands")
-    from ledger.kafka.topics import topic_name
+    health = ledger_app.topic("health")
+    flag_commands = ledger_app.topic("flag_commands")
 
     partials_name = topic_name(settings, "health_partials")
     health_name = health.get_topic_name()
@@ -386,11 +384,11 @@ def install(ledger: LedgerApp) -> None:
         policy=policy,
         size=partitions.size,
     )
-    ledger.parts["health"] = judge
+    ledger_app.parts["health"] = judge
     import scipy.stats  # noqa: F401 - the judge's first use must not stall the event loop
     from prometheus_client import Counter, Gauge
 
-    registry = ledger.metrics.registry
+    registry = ledger_app.metrics.registry
     published = Counter(
         "ledger_health_windows", "Health windows published", ["pool", "verdict"], registry=registry
     )
@@ -404,6 +402,7 @@ def install(ledger: LedgerApp) -> None:
     )
 
     async def merge(consumer: Any) -> None:
+        # Deferred: aiokafka loads only where a client is built.
         from aiokafka import TopicPartition
 
         tps = [TopicPartition(partials_name, 0)] + [
@@ -417,7 +416,7 @@ def install(ledger: LedgerApp) -> None:
             at = found.get(tp)
             consumer.seek(tp, at.offset if at is not None else ends[tp])
         caught_up = False
-        while not app.should_stop and ledger.runs_singletons():
+        while not app.should_stop and ledger_app.runs_singletons():
             batches = await consumer.getmany(timeout_ms=int(interval * 1000), max_records=5000)
             for tp, records in batches.items():
                 for record in records:
@@ -437,10 +436,11 @@ def install(ledger: LedgerApp) -> None:
             late.set(partitions.late + judge.late)
 
     async def health_merger() -> None:
+        # Deferred: aiokafka loads only where a client is built.
         from aiokafka import AIOKafkaConsumer
 
         while not app.should_stop:
-            if not ledger.runs_singletons():
+            if not ledger_app.runs_singletons():
                 await asyncio.sleep(interval)
                 continue
             judge.reset()

@@ -67,10 +67,10 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def install(ledger: LedgerApp) -> None:
+def install(ledger_app: LedgerApp) -> None:
     """Add /metrics, /healthz and the lag timer to the app."""
-    app = ledger.app
-    metrics = ledger.metrics
+    app = ledger_app.app
+    metrics = ledger_app.metrics
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

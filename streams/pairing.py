@@ -42,7 +42,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ledger.comparison import compare_operations, load_rules, missing_comparison
 from ledger.events import ComparisonRecorded, OperationRecorded, encode_event
+from ledger.kafka.topics import topic_name
 from ledger.pairing import (
     Classifier,
     Decided,
@@ -56,6 +58,7 @@ from ledger.pairing import (
     receive,
 )
 from streams.dead_letters import Rejected, dead_letter, decode_or_reject
+from streams.health import partition_health
 from streams.message import Message
 from streams.metrics import Metrics
 
@@ -84,21 +87,18 @@ class RuleClassifier:
     """``ledger.pairing.Classifier`` backed by ``ledger.comparison`` and one rule set."""
 
     def __init__(self, rules_path: Path | None = None) -> None:
-        from ledger.comparison import load_rules
 
         self.rules = load_rules(rules_path)
 
     def compare(
         self, v1: OperationRecorded, v2: OperationRecorded, *, at: datetime
     ) -> ComparisonRecorded:
-        from ledger.comparison import compare_operations
 
         return compare_operations(v1, v2, self.rules, at=at)
 
     def missing(
         self, present: OperationRecorded, *, at: datetime, late: bool = False
     ) -> ComparisonRecorded:
-        from ledger.comparison import missing_comparison
 
         return missing_comparison(present, at=at, late=late, rules=self.rules)
 
@@ -502,21 +502,20 @@ class PairingAgent:
             await self.send_tick(partition, json.dumps({"wall": wall}).encode())
 
 
-def install(ledger: LedgerApp) -> None:
+def install(ledger_app: LedgerApp) -> None:
     """Add the pairing table, agent and timeout timer to the app."""
+    # Deferred: faust loads only in the worker; the faust app loads only when the worker or the sink
+    # runs.
     from faust.types import TP
 
-    from ledger.kafka.topics import topic_name
-    from streams.health import partition_health
-
-    app = ledger.app
-    settings = ledger.settings
-    options = ledger.options
+    app = ledger_app.app
+    settings = ledger_app.settings
+    options = ledger_app.options
     timeout = float(options.get("pairing_timeout") or settings.pairing_timeout)
     keep_for = timeout * int(options.get("keep_for_timeouts", DEFAULT_KEEP_FOR_TIMEOUTS))
-    operations = ledger.topic("operations")
-    ticks = ledger.topic("pairing_ticks")
-    dead_letters = ledger.topic("dead_letters")
+    operations = ledger_app.topic("operations")
+    ticks = ledger_app.topic("pairing_ticks")
+    dead_letters = ledger_app.topic("dead_letters")
     operations_name = operations.get_topic_name()
     ticks_name = ticks.get_topic_name()
     comparisons_name = topic_name(settings, "comparisons")
@@ -615,7 +614,7 @@ def install(ledger: LedgerApp) -> None:
     agent_state = PairingAgent(
         table=table,
         classifier=options.get("classifier") or RuleClassifier(options.get("rules_path")),
-        metrics=ledger.metrics,
+        metrics=ledger_app.metrics,
         ticks_topic=ticks_name,
         timeout=timeout,
         keep_for=keep_for,
@@ -624,7 +623,7 @@ def install(ledger: LedgerApp) -> None:
         send_tick=send_tick,
         caught_up=caught_up,
         write=write,
-        health=partition_health(ledger),
+        health=partition_health(ledger_app),
         send_partial=send_partial,
         assigned=assigned,
         after_batch=send_outbox,
@@ -648,6 +647,6 @@ def install(ledger: LedgerApp) -> None:
 
     app.timer(min(1.0, timeout / 4))(pairing_timeouts)
 
-    ledger.agents["pairing"] = pairing
-    ledger.parts["pairing"] = agent_state
-    ledger.parts["pairing_table"] = table
+    ledger_app.agents["pairing"] = pairing
+    ledger_app.parts["pairing"] = agent_state
+    ledger_app.parts["pairing_table"] = table

@@ -23,6 +23,7 @@ from typing import Any
 
 from ledger.kafka.clients import aiokafka_consumer
 from ledger.settings import Settings
+from ledger.store.keys import load_signer
 from ledger.store.writer import LedgerWriter, SourceRecord, WriteResult
 
 __all__ = ["LEDGER_TOPICS", "LedgerSink", "SinkOptions", "SinkStats", "run_sink"]
@@ -204,6 +205,7 @@ class LedgerSink:
 
         Only called with no batch in hand, so the ledger's offsets are the positions.
         """
+        # Deferred: aiokafka loads only where a client is built.
         from aiokafka.structs import TopicPartition
 
         # ``consumer.topics()`` fetches fresh metadata but keeps it to itself (the consumer's
@@ -333,6 +335,7 @@ class LedgerSink:
 
 
 def _is_kafka_error(exc: BaseException) -> bool:
+    # Deferred: aiokafka loads only where a client is built.
     from aiokafka.errors import KafkaError
 
     return isinstance(exc, KafkaError)
@@ -340,6 +343,7 @@ def _is_kafka_error(exc: BaseException) -> bool:
 
 def run_sink(settings: Settings, options: SinkOptions, *, quiet: bool = False) -> SinkStats:
     """Run the sink in this process until SIGTERM/SIGINT (or idle); progress on stderr."""
+    # Deferred: rich loads only when something is printed.
     from rich.console import Console
     from rich.live import Live
     from rich.text import Text
@@ -370,8 +374,6 @@ def run_sink(settings: Settings, options: SinkOptions, *, quiet: bool = False) -
         elif time.monotonic() - last_line >= 10.0:
             last_line = time.monotonic()
             log.info("%s", stats.line())
-
-    from ledger.store.keys import load_signer
 
     signer = load_signer(settings.signing_key)  # checkpoints of each commit signed (issue 13)
     with LedgerWriter(settings.duckdb, fsync=options.fsync, signer=signer) as writer:

@@ -167,19 +167,19 @@ class SwitchoverService:
             await self.publish_command(command)
 
 
-def install(ledger: LedgerApp) -> None:
+def install(ledger_app: LedgerApp) -> None:
     """Run the controller as a task of the app: tail the log, fold it, step every second.
 
     Every worker tails and folds; only the worker that runs the singletons (the one assigned
     ``ledger.flag-commands``, see ``LedgerApp.runs_singletons``) steps it, so one controller
     acts in the whole consumer group.
     """
-    app = ledger.app
-    settings = ledger.settings
-    health = ledger.topic("health")
-    flag_commands = ledger.topic("flag_commands")
+    app = ledger_app.app
+    settings = ledger_app.settings
+    health = ledger_app.topic("health")
+    flag_commands = ledger_app.topic("flag_commands")
     flag_events_name = settings.topic("flag_events")
-    interval = float(ledger.options.get("switchover_interval") or STEP_INTERVAL_S)
+    interval = float(ledger_app.options.get("switchover_interval") or STEP_INTERVAL_S)
 
     async def publish_record(key: bytes | None, value: bytes) -> Any:
         delivered = await health.send(key=key, value=value)
@@ -191,7 +191,7 @@ def install(ledger: LedgerApp) -> None:
         )
 
     def on_flag_event(raw: bytes | None) -> None:
-        monitor = ledger.parts.get("health")
+        monitor = ledger_app.parts.get("health")
         if monitor is not None:
             monitor.on_flag_event(raw)
 
@@ -201,7 +201,7 @@ def install(ledger: LedgerApp) -> None:
         publish_command=publish_command,
         on_flag_event=on_flag_event,
     )
-    ledger.parts["switchover"] = service
+    ledger_app.parts["switchover"] = service
 
     async def follow() -> None:
         tail = AsyncLogReader(settings, [settings.topic("health"), flag_events_name])
@@ -223,7 +223,7 @@ def install(ledger: LedgerApp) -> None:
                 # the one running the singletons steps the controller.
                 if (
                     service.caught_up
-                    and ledger.runs_singletons()
+                    and ledger_app.runs_singletons()
                     and time.monotonic() - last_step >= interval
                 ):
                     last_step = time.monotonic()

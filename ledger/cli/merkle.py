@@ -33,6 +33,7 @@ PublicKeyOption = Annotated[
 
 
 def _verifier(public_key: Path | None) -> object | None:
+    # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.store.keys import load_signer, load_verifier
 
     if public_key is not None:
@@ -52,6 +53,7 @@ def checkpoint(
     duckdb: DuckdbOption = None,
 ) -> None:
     """Write the newest checkpoints (flag log and every ledger partition) to keep elsewhere."""
+    # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.checkpoint import parse_note
     from ledger.store.integrity import take_checkpoints
 
@@ -77,6 +79,7 @@ def checkpoint_audit(
     ledger: Path, held_file: Path, public_key: Path | None, *, columns: bool = False
 ) -> tuple[str, bool]:
     """The ``audit --checkpoint`` verdict as text, and whether it passed."""
+    # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.store.integrity import audit_checkpoints, read_checkpoint_file
 
     held = read_checkpoint_file(held_file)
@@ -111,6 +114,7 @@ def proof(
     duckdb: DuckdbOption = None,
 ) -> None:
     """Write the inclusion proofs of a decision and of the flag event it used."""
+    # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.store.integrity import decision_proof, read_checkpoint_file
 
     path = build_settings(duckdb=duckdb).duckdb
@@ -131,6 +135,7 @@ def verify_proof(
     public_key: Annotated[Path, typer.Option("--public-key", help="The signers' public key.")],
 ) -> None:
     """Check a proof offline: no ledger, no broker; exits 1 when anything fails."""
+    # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.evidence import verify_proof as check
     from ledger.store.integrity import read_checkpoint_file
     from ledger.store.keys import load_verifier
@@ -159,6 +164,7 @@ def generate(
     out: Annotated[Path, typer.Option("--out", help="Folder for the key pair.")],
 ) -> None:
     """Write a new Ed25519 key pair (private key mode 0600)."""
+    # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.store.keys import write_key_pair
 
     try:

@@ -334,6 +334,7 @@ def _partition_scan(
 
 
 def _column_spec(type_: str) -> Any:
+    # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.store.writer import _json_spec
 
     return _json_spec(type_)

@@ -15,10 +15,12 @@ import asyncio
 import base64
 import json
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -179,9 +181,13 @@ class _Sink:
         self.writer = LedgerWriter(Path(self.folder.name) / "l", fsync=False)
         self.ids: set[str] = set()
 
+    def close(self) -> None:
+        self.writer.close()
+        self.folder.cleanup()
+
     def verdict(self, value: bytes, key: bytes | None, event_id: str | None) -> tuple[str, Any]:
         if event_id is not None and event_id in self.ids:
-            self.writer.close()
+            self.close()
             self._open()
         self.offset += 1
         record = SourceRecord(OPS, 0, self.offset, key, value)
@@ -204,6 +210,16 @@ def _sink() -> _Sink:
     if _SINK is None:
         _SINK = _Sink()
     return _SINK
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_the_sink() -> Iterator[None]:
+    """The shared ledger (one for the whole hypothesis run) is removed when the module ends."""
+    global _SINK
+    yield
+    if _SINK is not None:
+        _SINK.close()
+        _SINK = None
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -278,7 +294,7 @@ def test_61_typeless_pairs_give_61_comparisons_and_122_stored_operations() -> No
     comparisons: list[bytes] = []
     dead: list[bytes] = []
 
-    async def send_comparison(key: bytes, value: bytes) -> None:
+    async def send_comparison(key: bytes, value: bytes, *, partition: int) -> None:
         comparisons.append(value)
 
     async def send_dead(key: bytes | None, value: bytes) -> None:
