@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from flag_factories import decide_all
+from tests.unit.flag_factories import decide_all
 
 from ledger import rollout, wire
 from ledger.errors import CommandError, EventDecodeError
