@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from tests.unit.flag_factories import decide_all
 
 from ledger import rollout, wire
 from ledger.errors import CommandError, EventDecodeError
@@ -21,6 +20,7 @@ from ledger.events import (
 from ledger.replay import replay
 from ledger.rollout import DecisionContext, decide
 from ledger.wire import MAX_DEPTH
+from tests.unit.flag_factories import decide_all
 
 AT = "2026-03-01T10:00:00Z"
 
