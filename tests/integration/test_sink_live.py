@@ -66,7 +66,10 @@ class Stream:
         self.messages: list[Message] = []
         for event in events:
             topic = settings.topic(TOPIC_OF[event.type])  # type: ignore[attr-defined]
-            message = (topic, event.event_id.encode(), encode_event(event))
+            # Operations are keyed by correlation id, as the wire contract requires (their two
+            # halves meet in one partition); everything else by its own id.
+            key = getattr(event, "correlation_id", None) if topic.endswith("operations") else None
+            message = (topic, (key or event.event_id).encode(), encode_event(event))
             self.messages.append(message)
             if rng.random() < 0.05:  # a producer's retry: the same event again, later
                 self.messages.insert(rng.randrange(len(self.messages)), message)
