@@ -131,5 +131,9 @@ def _records(
     for i, event in enumerate(events, start=first):
         partition = i % partitions
         offset = i // partitions
-        out.append(SourceRecord(topic, partition, offset, None, encode_event(event)))
+        # Operations are keyed by correlation id, as the wire contract requires.
+        key = getattr(event, "correlation_id", None) if topic.endswith("operations") else None
+        out.append(
+            SourceRecord(topic, partition, offset, key and key.encode(), encode_event(event))
+        )
     return out

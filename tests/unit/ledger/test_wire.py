@@ -244,7 +244,7 @@ def test_an_empty_session_id_is_bucketed_as_itself_as_the_readme_says() -> None:
     assert made.bucket != rollout.bucket("f", "c-9")
     from pathlib import Path
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
     assert "key = session_id if session_id is not None else correlation_id" in readme
 
 

@@ -324,7 +324,7 @@ def test_an_added_operation_row_is_found(
         lines = files["OperationRecorded"]
         position, wire = lines[-1]
         added = wire.replace('"op-7-v1"', '"op-99-v1"').replace('"c-7"', '"c-99"')
-        lines.append(([position[0], 0, position[2] + 1, None, None], added))
+        lines.append(([position[0], 0, position[2] + 1, "c-99", None], added))
 
     code, out = audit(tampered(original, tmp_path, edit), original[2], original[3])
     assert code == 1, out
