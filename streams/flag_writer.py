@@ -180,7 +180,8 @@ class FlagLogReader:
     """The flag log from its beginning, as ``(offset, value)`` pairs (``ledger.kafka.log``)."""
 
     def __init__(self, settings: Settings) -> None:
-        self._log = AsyncLogReader(settings, [settings.topic("flag_events")])
+        # One partition (the topic table says so): one total order, read from offset 0.
+        self._log = AsyncLogReader(settings, [settings.topic("flag_events")], partitions=[0])
         self._started = False
 
     async def read_to_end(self) -> list[tuple[int, bytes | None]]:

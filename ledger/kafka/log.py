@@ -195,9 +195,14 @@ def read_topics(
 class AsyncLogReader:
     """``LogReader`` on an event loop (aiokafka): every partition of some topics, from offset 0."""
 
-    def __init__(self, settings: Settings, topics: Iterable[str]) -> None:
+    def __init__(
+        self, settings: Settings, topics: Iterable[str], *, partitions: Sequence[int] | None = None
+    ) -> None:
         self.settings = settings
         self.topics = list(topics)
+        #: Partitions known in advance (the one-partition flag log): assigned directly, so no
+        #: metadata refresh can re-assign them and move the position.
+        self.partitions = None if partitions is None else list(partitions)
         self._consumer: Any = None
         #: The end offsets seen when the reader started: ``caught_up`` compares with these.
         self.start_ends: dict[Partition, int] = {}
@@ -207,6 +212,9 @@ class AsyncLogReader:
 
         Subscribed without a group, aiokafka assigns every partition it learns of itself.
         """
+        if self.partitions is not None:
+            await self._start_assigned(self.partitions)
+            return
         self._consumer = aiokafka_consumer(
             self.settings, *self.topics, auto_offset_reset="earliest"
         )
@@ -220,6 +228,22 @@ class AsyncLogReader:
                         raise BrokerError(f"topics not found: {sorted(set(self.topics) - found)}")
                     await asyncio.sleep(0.2)  # the metadata of a topic created a moment ago
                 tps = list(self._consumer.assignment())
+                await self._consumer.seek_to_beginning(*tps)
+                ends = await self._consumer.end_offsets(tps)
+        except BaseException:
+            await self.stop()
+            raise
+        self.start_ends = {(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
+
+    async def _start_assigned(self, partitions: Sequence[int]) -> None:
+        from aiokafka import TopicPartition
+
+        self._consumer = aiokafka_consumer(self.settings, auto_offset_reset="earliest")
+        try:
+            with broker_errors(f"reach Kafka at {self.settings.bootstrap_servers}"):
+                await self._consumer.start()
+                tps = [TopicPartition(t, p) for t in self.topics for p in partitions]
+                self._consumer.assign(tps)
                 await self._consumer.seek_to_beginning(*tps)
                 ends = await self._consumer.end_offsets(tps)
         except BaseException:
