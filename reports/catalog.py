@@ -13,6 +13,7 @@ from typing import Any
 
 from ledger.gates import judge
 from reports import queries
+from reports.cleanup import cleanup
 from reports.compatibility import compatibility
 from reports.gates import collect, load_thresholds
 from reports.model import (
@@ -408,6 +409,7 @@ REPORTS: dict[str, Callable[[Any, ReportOptions], Report]] = {
     "go-no-go": go_no_go,
     "daily": daily,
     "compatibility": compatibility,
+    "cleanup": cleanup,
 }
 
 

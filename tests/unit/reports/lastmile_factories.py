@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from report_factories import T0, Ledger, operation, write
 
@@ -40,3 +41,78 @@ def compatibility_ledger(path: Path) -> tuple[Path, Ledger]:
         ledger.operations += [v1, v2]
         ledger.comparisons.append(compare_operations(v1, v2, rules, at=at + timedelta(seconds=1)))
     return write(path, ledger), ledger
+
+
+DAY = timedelta(days=1)
+
+#: (day, command fields): a ramp, a rollback, the ramp to 100 % on day 4, shadow off on day 5.
+CLEANUP_SCRIPT: tuple[tuple[float, dict[str, Any]], ...] = (
+    (0.0, {"command": "enable", "reason": "start"}),
+    (1.0, {"command": "set_percentage", "percentage_bp": 5000, "reason": "half"}),
+    (2.0, {"command": "rollback", "reason": "p99 doubled", "actor": "health-monitor"}),
+    (3.0, {"command": "enable", "reason": "fixed"}),
+    (4.0, {"command": "set_percentage", "percentage_bp": 10000, "reason": "all of it"}),
+    (5.0, {"command": "set_shadow_mode", "enabled": False, "reason": "V1 retired from shadow"}),
+)
+
+#: The same, and on day 6 one session pinned back to V1.
+PINNED_SCRIPT = (
+    *CLEANUP_SCRIPT,
+    (6.0, {"command": "set_session_override", "session_id": "s003", "pool": "v1",
+           "reason": "customer asked"}),
+)  # fmt: skip
+
+
+def migration_ledger(
+    path: Path,
+    script: tuple[tuple[float, dict[str, Any]], ...] = CLEANUP_SCRIPT,
+    *,
+    days: int = 20,
+    dead_letter_day: float | None = None,
+) -> tuple[Path, Ledger]:
+    """One operation every 6 hours for ``days`` days, routed by the real rollout code.
+
+    The primary is the pool the decision chose; the other pool runs as shadow while the
+    flag's shadow mode is on. Day d of the script is ``T0 + d days``.
+    """
+    from report_flags import flag_log
+
+    from ledger import flags, rollout
+    from ledger.events import DeadLettered
+
+    span = timedelta(days=1)  # flag_log places each step at t0 + span * fraction
+    ledger = Ledger()
+    ledger.flag_changes = flag_log(T0, span, script)
+    for i in range(days * 4):
+        at = T0 + timedelta(hours=6 * i, minutes=1)
+        cid = f"m{i:04d}"
+        session = f"s{i % 5:03d}"
+        state = flags.state_at(ledger.flag_changes, at=at) or flags.initial_state("v2_migration")
+        decided = rollout.decide(
+            state, rollout.DecisionContext(session, cid), at=at, event_id=f"d-{cid}"
+        )
+        ledger.decisions.append(decided)
+        primary = decided.pool
+        other = "v2" if primary == "v1" else "v1"
+        first = operation(cid, primary, at, session_id=session, result={"n": i})
+        ledger.operations.append(first.model_copy(update={"role": "primary"}))
+        if state.shadow_mode_enabled:
+            second = operation(cid, other, at, session_id=session, result={"n": i})
+            ledger.operations.append(second.model_copy(update={"role": "shadow"}))
+    write(path, ledger)
+    if dead_letter_day is not None:
+        from ledger.events import encode_event
+        from ledger.store import LedgerWriter, SourceRecord
+
+        letter = DeadLettered(
+            event_id="dl-1",
+            source_topic="pool.operations",
+            source_partition=0,
+            source_offset=7,
+            reason="undecodable",
+            original_b64="eA==",
+            at=T0 + timedelta(days=dead_letter_day),
+        )
+        with LedgerWriter(path, fsync=False) as writer:
+            writer.write_batch([SourceRecord("_ingest", 1, 0, None, encode_event(letter))])
+    return path, ledger

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lastmile_factories import compatibility_ledger
+from lastmile_factories import compatibility_ledger, migration_ledger
 from typer.testing import CliRunner
 
 from ledger.cli.app import app
@@ -52,3 +52,26 @@ def test_compatibility_refuses_an_unreadable_rules_file(tmp_path: Path) -> None:
     )
     assert code == 2
     assert "none.toml" in err
+
+
+def test_cleanup_exits_1_while_not_ready_and_0_once_ready(tmp_path: Path) -> None:
+    path, _ = migration_ledger(tmp_path / "ledger")
+    code, out, _ = run(
+        "report", "cleanup", "--now", "2025-03-09T10:00:00+00:00", "--duckdb", str(path)
+    )
+    assert code == 1
+    assert "v2_at_100_percent" in out
+    assert "FAIL" in out
+    code, out, _ = run(
+        "report", "cleanup", "--now", "2025-03-21T10:00:00+00:00", "--min-days", "14",
+        "-f", "json", "--duckdb", str(path),
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads(out)["passed"] is True
+
+
+def test_cleanup_refuses_a_time_without_offset(tmp_path: Path) -> None:
+    path, _ = migration_ledger(tmp_path / "ledger")
+    code, _, err = run("report", "cleanup", "--now", "2025-03-09T10:00:00", "--duckdb", str(path))
+    assert code == 2
+    assert "--now" in err
