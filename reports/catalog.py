@@ -28,6 +28,7 @@ from reports.model import (
     Section,
     Series,
 )
+from reports.postmigration import post_migration
 from reports.queries import fetch
 
 __all__ = [
@@ -410,6 +411,7 @@ REPORTS: dict[str, Callable[[Any, ReportOptions], Report]] = {
     "daily": daily,
     "compatibility": compatibility,
     "cleanup": cleanup,
+    "post-migration": post_migration,
 }
 
 

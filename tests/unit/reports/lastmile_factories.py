@@ -6,6 +6,7 @@ engine, and everything is stored through the real ``LedgerWriter``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,14 @@ def migration_ledger(
     script: tuple[tuple[float, dict[str, Any]], ...] = CLEANUP_SCRIPT,
     *,
     days: int = 20,
+    per_day: int = 4,
     dead_letter_day: float | None = None,
+    latency: Callable[[int, str], float] = lambda i, pool: 10.0,
+    fails: Callable[[int, str], bool] = lambda i, pool: False,
 ) -> tuple[Path, Ledger]:
-    """One operation every 6 hours for ``days`` days, routed by the real rollout code.
+    """``per_day`` operations a day (evenly spaced) for ``days`` days, routed by the real
+    rollout code; operation ``i`` of pool ``pool`` lasts ``latency(i, pool)`` ms (CPU half of
+    that) and fails when ``fails(i, pool)``.
 
     The primary is the pool the decision chose; the other pool runs as shadow while the
     flag's shadow mode is on. Day d of the script is ``T0 + d days``.
@@ -83,8 +89,8 @@ def migration_ledger(
     span = timedelta(days=1)  # flag_log places each step at t0 + span * fraction
     ledger = Ledger()
     ledger.flag_changes = flag_log(T0, span, script)
-    for i in range(days * 4):
-        at = T0 + timedelta(hours=6 * i, minutes=1)
+    for i in range(days * per_day):
+        at = T0 + timedelta(days=i / per_day, minutes=1)
         cid = f"m{i:04d}"
         session = f"s{i % 5:03d}"
         state = flags.state_at(ledger.flag_changes, at=at) or flags.initial_state("v2_migration")
@@ -94,11 +100,15 @@ def migration_ledger(
         ledger.decisions.append(decided)
         primary = decided.pool
         other = "v2" if primary == "v1" else "v1"
-        first = operation(cid, primary, at, session_id=session, result={"n": i})
-        ledger.operations.append(first.model_copy(update={"role": "primary"}))
-        if state.shadow_mode_enabled:
-            second = operation(cid, other, at, session_id=session, result={"n": i})
-            ledger.operations.append(second.model_copy(update={"role": "shadow"}))
+        for pool, role in ((primary, "primary"), (other, "shadow")):
+            if role == "shadow" and not state.shadow_mode_enabled:
+                continue
+            error = {"type": "timeout_error", "message": "slow"} if fails(i, pool) else None
+            made = operation(
+                cid, pool, at, session_id=session, result={"n": i},
+                duration_ms=latency(i, pool), error=error,
+            )  # fmt: skip
+            ledger.operations.append(made.model_copy(update={"role": role}))
     write(path, ledger)
     if dead_letter_day is not None:
         from ledger.events import encode_event

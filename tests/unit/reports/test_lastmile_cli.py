@@ -75,3 +75,14 @@ def test_cleanup_refuses_a_time_without_offset(tmp_path: Path) -> None:
     code, _, err = run("report", "cleanup", "--now", "2025-03-09T10:00:00", "--duckdb", str(path))
     assert code == 2
     assert "--now" in err
+
+
+def test_post_migration_json_names_the_periods(tmp_path: Path) -> None:
+    path, _ = migration_ledger(tmp_path / "ledger")
+    code, out, _ = run(
+        "report", "post-migration", "-f", "json", "--seed", "1", "--duckdb", str(path)
+    )
+    assert code == 0
+    document = json.loads(out)
+    assert [r["period"] for r in document["sections"]["periods"]] == ["baseline", "now"]
+    assert document["meta"]["seed"] == 1
