@@ -13,6 +13,7 @@ import typer
 
 from ledger.cli import (
     check,
+    config,
     demo,
     flags,
     kafka,
@@ -45,6 +46,7 @@ app.command("sink")(sink.sink)
 app.command("simulate")(simulate.simulate)
 app.command("demo")(demo.demo)
 app.command("check")(check.check)
+app.add_typer(config.app, name="config")
 # Serving routers in any language: OFREP over HTTP.
 app.command("serve")(serve.serve)
 
