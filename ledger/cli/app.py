@@ -60,7 +60,7 @@ flags.flags_app.command("rollback", help="Alias of `migration-ledger rollback`."
 )
 
 # Reading the ledger: queries, reports, replay, audit; moving and compacting it.
-for _command in (store.sql, store.export, store.ingest, store.compact):
+for _command in (store.sql, store.export, store.ingest, store.compact, store.archive):
     app.command(_command.__name__)(_command)
 for _reader in (reports.report, reports.replay, reports.audit, reports.reclassify):
     app.command(_reader.__name__)(_reader)

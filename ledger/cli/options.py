@@ -13,7 +13,14 @@ import typer
 
 from ledger.settings import Settings
 
-__all__ = ["BootstrapOption", "DuckdbOption", "TopicPrefixOption", "build_settings", "fail"]
+__all__ = [
+    "ArchiveOption",
+    "BootstrapOption",
+    "DuckdbOption",
+    "TopicPrefixOption",
+    "build_settings",
+    "fail",
+]
 
 BootstrapOption = Annotated[
     str | None,
@@ -32,6 +39,13 @@ TopicPrefixOption = Annotated[
 DuckdbOption = Annotated[
     Path | None,
     typer.Option("--duckdb", help="Location of the DuckDB ledger [env MIGRATION_LEDGER_DUCKDB]"),
+]
+
+ArchiveOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--archive", help="Also read this archive (`migration-ledger archive --out DIR`)."
+    ),
 ]
 
 

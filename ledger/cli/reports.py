@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ledger.cli.merkle import checkpoint_audit
-from ledger.cli.options import DuckdbOption, build_settings, fail
+from ledger.cli.options import ArchiveOption, DuckdbOption, build_settings, fail
 from ledger.comparison import load_rules
 from ledger.errors import LedgerError
 
@@ -39,13 +39,13 @@ class TextFormat(StrEnum):
     json = "json"
 
 
-def _open(duckdb: Path | None) -> tuple[Any, Path]:
+def _open(duckdb: Path | None, archive: Path | None = None) -> tuple[Any, Path]:
     # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.store import open_reader
 
     settings = build_settings(duckdb=duckdb)
     try:
-        return open_reader(settings.duckdb), settings.duckdb
+        return open_reader(settings.duckdb, archive=archive), settings.duckdb
     except LedgerError as exc:
         raise fail(str(exc), code=2) from None
 
@@ -162,6 +162,7 @@ def report(
     ] = None,
     seed: Annotated[int, typer.Option(help="post-migration: seed of the bootstrap.")] = 0,
     duckdb: DuckdbOption = None,
+    archive: ArchiveOption = None,
 ) -> None:
     """Build a report over the ledger. go-no-go and cleanup exit 1 when not passed."""
     # Deferred: DuckDB loads only when the ledger is read or written; the reports load DuckDB: only
@@ -192,7 +193,7 @@ def report(
             seed=seed,
         ),
     )
-    con, path = _open(duckdb)
+    con, path = _open(duckdb, archive)
     try:
         built = build_report(con, name, options)
     except (LedgerError, ValueError) as exc:
@@ -297,6 +298,7 @@ def audit(
             "(finds in-place Parquet edits the trees cannot see; parses every wire: slow)."
         ),
     ] = False,
+    archive: ArchiveOption = None,
 ) -> None:
     """Recompute every recorded decision (SQL) and a sample (Python); verify the flag chain.
 
@@ -311,7 +313,7 @@ def audit(
     from reports.audit import audit as run_audit
     from reports.audit import render_audit
 
-    con, path = _open(duckdb)
+    con, path = _open(duckdb, archive)
     try:
         result = run_audit(con, sample=sample, seed=seed)
     except LedgerError as exc:
