@@ -189,7 +189,7 @@ WITH base AS (
 )
 SELECT 'd-' || i AS event_id, 1 AS schema_version, 'RolloutDecided' AS type, '{flag}' AS flag,
        session_id, correlation_id, NULL AS environment, pool, reason, bucket, threshold_bp,
-       flag_version, 1 AS hash_version, "at",
+       flag_version, 1 AS hash_version, "at", CAST(NULL AS VARCHAR) AS flag_event_hash,
        'ledger.decisions' AS _topic, 0 AS _partition, i AS _offset, session_id AS _key,
        to_json({{'event_id': 'd-' || i, 'schema_version': 1, 'type': 'RolloutDecided',
                  'flag': '{flag}', 'session_id': session_id, 'correlation_id': correlation_id,
@@ -299,7 +299,9 @@ def measure(path: Path, rounds: int = 3, replays: int = 20) -> list[Figure]:
     both("open_reader", "s", 1, timed(rounds, lambda: open_reader(path).close()))
     con = open_reader(path)
     # As the CLI builds them for table, json and csv (no charts) ...
-    options = ReportOptions(flag=FLAG, audit_sample=200, charts=False)
+    # cleanup judges as of a time (the CLI's --now): the end of the synthetic window.
+    now = {"now": datetime(2025, 4, 1, tzinfo=UTC)}
+    options = ReportOptions(flag=FLAG, audit_sample=200, charts=False, extra=now)
     for name in REPORTS:
         both(f"report {name}", "s", 1, timed(rounds, lambda n=name: build_report(con, n, options)))
     # ... and for html: the charts too, and the page.

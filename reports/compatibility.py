@@ -3,7 +3,9 @@
 SQL reads the pairs (both halves of one correlation id) and the recorded comparisons; the
 analysis itself is the pure core's. Options in ``ReportOptions.extra``: ``rules`` (a
 ``RuleSet``; default the packaged rules), ``breaking_share`` (default 0.05) and
-``pair_limit`` (the first N pairs by V1 start time; default all).
+``pair_limit`` (a seeded reservoir sample of N pairs; default all; the CLI's ``--pairs``
+defaults to 100 000: the analysis costs about 45 µs of CPU per pair in Python). The
+mismatch rates always read every comparison.
 """
 
 from __future__ import annotations
@@ -16,18 +18,23 @@ from ledger.compatibility import Answer, Compatibility, DifferenceSeen, analyse
 from reports.model import Report, ReportOptions, Section
 from reports.queries import fetch
 
-__all__ = ["PAIRS", "compatibility", "sections"]
+__all__ = ["PAIRS", "compatibility", "pairs_sql", "sections"]
 
 PAIRS = """
 SELECT a.correlation_id, a.operation,
        CAST(a.result AS VARCHAR), CAST(a.error AS VARCHAR),
-       CAST(b.result AS VARCHAR), CAST(b.error AS VARCHAR)
+       CAST(b.result AS VARCHAR), CAST(b.error AS VARCHAR), a.started_at
 FROM scoped_operations a
 JOIN scoped_operations b ON b.correlation_id = a.correlation_id AND b.pool = 'v2'
 WHERE a.pool = 'v1'
-ORDER BY a.started_at, a.correlation_id
-LIMIT $limit
 """
+
+
+def pairs_sql(limit: int | None) -> str:
+    """Every pair, or a seeded reservoir sample of ``limit`` pairs, in V1 start order."""
+    sample = "" if limit is None else f" USING SAMPLE reservoir({int(limit)} ROWS) REPEATABLE (0)"
+    return f"SELECT * FROM (SELECT * FROM ({PAIRS}){sample}) ORDER BY started_at, correlation_id"
+
 
 COMPARED = """
 SELECT correlation_id, operation, category, CAST(differences AS VARCHAR)
@@ -42,7 +49,7 @@ def _load(text: str | None) -> Any:
 
 def _answers(rows: list[tuple[Any, ...]]) -> list[tuple[Answer, Answer]]:
     out = []
-    for cid, op, r1, e1, r2, e2 in rows:
+    for cid, op, r1, e1, r2, e2, _ in rows:
         out.append(
             (
                 Answer(cid, op, "v1", _load(r1), _load(e1)),
@@ -156,7 +163,7 @@ def compatibility(con: Any, options: ReportOptions) -> Report:
     rules = options.extra.get("rules") or load_rules()
     share = float(options.extra.get("breaking_share", 0.05))
     limit = options.extra.get("pair_limit")
-    _, pair_rows = fetch(con, PAIRS, limit=limit if limit is not None else 2**62)
+    _, pair_rows = fetch(con, pairs_sql(limit))
     _, compared = fetch(con, COMPARED)
     result = analyse(_answers(pair_rows), _seen(compared), rules, breaking_share=share)
     return Report(
@@ -167,6 +174,7 @@ def compatibility(con: Any, options: ReportOptions) -> Report:
             "rules": rules.version,
             "breaking_share": share,
             "pairs": len(pair_rows),
+            "pairs_sampled": limit is not None and len(pair_rows) >= limit,
             "breaking_changes": len(result.breaking),
         },
     )

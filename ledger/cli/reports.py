@@ -154,6 +154,9 @@ def report(
     draft_rules: Annotated[
         Path | None, typer.Option(help="compatibility: write the draft rules (TOML) here.")
     ] = None,
+    pairs: Annotated[
+        int, typer.Option(min=1, help="compatibility: analyse a seeded sample of this many pairs.")
+    ] = 100_000,
     min_days: Annotated[
         float, typer.Option(min=0.0, help="cleanup: days V2 must have been at 100 %.")
     ] = 7.0,
@@ -188,6 +191,7 @@ def report(
             name,
             rules=rules,
             breaking_share=breaking_share,
+            pairs=pairs,
             min_days=min_days,
             now=now,
             seed=seed,
@@ -215,6 +219,7 @@ def _extra(
     *,
     rules: Path | None,
     breaking_share: float,
+    pairs: int,
     min_days: float,
     now: str | None,
     seed: int,
@@ -225,7 +230,7 @@ def _extra(
             rule_set = load_rules(rules)
         except (LedgerError, OSError) as exc:
             raise fail(str(exc), code=2) from None
-        return {"rules": rule_set, "breaking_share": breaking_share}
+        return {"rules": rule_set, "breaking_share": breaking_share, "pair_limit": pairs}
     if name == "cleanup":
         # The one clock read of the cleanup report: the report itself takes the time given.
         when = _when(now, "--now") or datetime.now(UTC)

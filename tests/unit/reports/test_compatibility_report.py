@@ -88,3 +88,19 @@ def test_a_higher_breaking_share_leaves_the_minor_retype_out(tmp_path: Path) -> 
     finally:
         con.close()
     assert {r["path"] for r in built.section("breaking").records()} == {"user_name", "legacy"}
+
+
+def test_a_pair_sample_is_seeded_and_keeps_its_size(tmp_path: Path) -> None:
+    from ledger.store import open_reader
+
+    path, _ = compatibility_ledger(tmp_path / "ledger")
+    con = open_reader(path)
+    try:
+        options = ReportOptions(charts=False, extra={"pair_limit": 5})
+        first = build_report(con, "compatibility", options)
+        again = build_report(con, "compatibility", options)
+    finally:
+        con.close()
+    assert first.meta["pairs"] == 5
+    assert first.meta["pairs_sampled"] is True
+    assert first.section("paths").rows == again.section("paths").rows
