@@ -89,6 +89,8 @@ class PathMismatch:
     comparisons: int
     rate: float
     example_correlation_id: str
+    #: Share of the comparisons where V2 lacks the path or holds another type there.
+    shape_rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -350,6 +352,23 @@ def analyse(
                     )
 
     mismatches = _mismatches(differences)
+    # Pair by pair: a path V2 lacks (or retypes) on enough compared pairs is breaking too,
+    # even when some V2 answers have it (the shape table above lists only paths a pool never
+    # has).
+    listed = {(b.operation, b.path) for b in breaking}
+    for m in mismatches:
+        if m.shape_rate >= breaking_share and (m.operation, m.path) not in listed:
+            what = "type" if "type" in m.kinds and "missing" not in m.kinds else "removed"
+            breaking.append(
+                Breaking(
+                    m.operation,
+                    m.path,
+                    what,
+                    m.shape_rate,
+                    f"missing or retyped in V2 on {m.shape_rate:.1%} of compared pairs",
+                    "",
+                )
+            )
     error_rows = [
         ErrorSeen(op, pool, native, count, *canonical_of[(pool, native)])
         for (op, pool, native), count in sorted(errors.items())
@@ -423,6 +442,7 @@ def _unwrap(tally: _Tally) -> tuple[str, str] | None:
 def _mismatches(differences: Iterable[DifferenceSeen]) -> tuple[PathMismatch, ...]:
     compared: Counter[str] = Counter()
     hits: dict[tuple[str, str], set[str]] = defaultdict(set)
+    shape_hits: dict[tuple[str, str], set[str]] = defaultdict(set)
     kinds: dict[tuple[str, str], set[str]] = defaultdict(set)
     example: dict[tuple[str, str], str] = {}
     for seen in differences:
@@ -432,6 +452,8 @@ def _mismatches(differences: Iterable[DifferenceSeen]) -> tuple[PathMismatch, ..
         for path, kind in seen.differences:
             key = (seen.operation, fold(path))
             hits[key].add(seen.correlation_id)
+            if kind in ("missing", "type"):
+                shape_hits[key].add(seen.correlation_id)
             kinds[key].add(kind)
             example.setdefault(key, seen.correlation_id)
     rows = [
@@ -443,6 +465,7 @@ def _mismatches(differences: Iterable[DifferenceSeen]) -> tuple[PathMismatch, ..
             compared[op],
             round(len(ids) / compared[op], 4),
             example[(op, path)],
+            round(len(shape_hits[(op, path)]) / compared[op], 4),
         )
         for (op, path), ids in hits.items()
     ]

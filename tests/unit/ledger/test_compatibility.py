@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.comparison import load_rules, parse_rules
-from ledger.compatibility import Answer, analyse, fold, shape
+from ledger.comparison import compare_operations, load_rules, parse_rules
+from ledger.compatibility import Answer, DifferenceSeen, analyse, fold, shape
+from tests.unit.reports.report_factories import T0, operation
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
@@ -70,3 +71,24 @@ def test_the_drafted_rename_removes_the_difference_it_was_drafted_for() -> None:
     result = analyse(pairs, [], load_rules())
     assert result.renames == {"v1": {"user_name": "username"}}
     assert analyse(pairs, [], parse_rules(result.draft, "draft.toml")).paths == ()
+
+
+def test_a_path_v2_drops_on_some_pairs_is_breaking_pair_by_pair() -> None:
+    rules = load_rules()
+    pairs, seen = [], []
+    for i in range(10):
+        v2_result = {"name": "x"} if i >= 4 else {}
+        v1 = operation(f"c{i}", "v1", T0, result={"name": "x"})
+        v2 = operation(f"c{i}", "v2", T0, result=v2_result)
+        pairs.append(
+            (Answer(f"c{i}", "op", "v1", v1.result), Answer(f"c{i}", "op", "v2", v2_result))
+        )
+        compared = compare_operations(v1, v2, rules, at=T0)
+        seen.append(
+            DifferenceSeen(f"c{i}", "op", compared.category,
+                           tuple((d.path, d.kind) for d in compared.differences))
+        )  # fmt: skip
+    result = analyse(pairs, seen, rules, breaking_share=0.3)
+    assert result.paths == ()  # some V2 answers have it: not a path only V1 has
+    assert [(b.path, b.change, b.share) for b in result.breaking] == [("name", "removed", 0.4)]
+    assert analyse(pairs, seen, rules, breaking_share=0.5).breaking == ()
