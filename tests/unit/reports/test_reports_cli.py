@@ -104,6 +104,9 @@ def test_go_no_go_exits_one_on_no_go_and_zero_when_the_thresholds_allow(
         "[go_no_go]\nmin_comparisons = 10\nmax_mismatch_rate = 0.5\nmax_missing_rate = 0.5\n"
         "max_v2_error_ratio = 10.0\nmax_p99_ratio = 10.0\nmax_dead_letter_rate = 0.5\n"
         "max_rollbacks = 5\n"
+        # 0 turns the sample-ratio check off: the factory's primaries are V1 whatever the
+        # decision said, which the operations check rightly calls a broken router.
+        "sample_ratio_alpha = 0\n"
     )
     code, out, _ = run(
         "report",
@@ -264,3 +267,14 @@ def test_a_corrupt_segment_is_an_error_message_not_a_traceback(
         assert result.exit_code == 2, (args, result.output)
         assert "Error:" in result.stderr
         assert "Traceback" not in result.output
+
+
+def test_go_no_go_holds_the_split_to_the_sample_ratio_check(ledger_path: Path) -> None:
+    code, out, _ = run("report", "go-no-go", "-f", "json", "--duckdb", str(ledger_path))
+    assert code == 1
+    lines = {r["check"]: r for r in json.loads(out)["sections"]["checklist"]}
+    # the factory's decisions follow the hash (distinct sessions, p = 0.04); its primaries
+    # are all V1 whatever the decision said: a router that sends requests elsewhere
+    assert lines["sample ratio (decisions)"]["status"] == "PASS"
+    assert lines["sample ratio (operations)"]["status"] == "FAIL"
+    assert "operations: V2 0 of 151" in lines["sample ratio (operations)"]["figure"]
