@@ -520,3 +520,17 @@ def test_every_soak_gate_is_a_verdict_event_the_advance_cites() -> None:
     assert {"samples", "mismatch_rate", "sequential_error_rate", "sequential_latency"} <= gates
     assert all(v.passed for v in verdicts)
     assert all(v.stage == 0 for v in verdicts)
+
+
+def test_a_plan_file_turns_the_sequential_gates_on(tmp_path: Path) -> None:
+    path = tmp_path / "careful.toml"
+    path.write_text(
+        "[[stages]]\npercentage = 5\nsoak_s = 60\n[[stages]]\npercentage = 100\nsoak_s = 0\n"
+        "[sequential]\nalpha = 0.02\n"
+    )
+    plan = load_plan(path)
+    assert plan.sequential == SequentialPolicy(alpha=0.02)
+    assert plan.sequential.threshold == 100.0
+    assert DEFAULT_PLAN.sequential is None
+    # recorded in the started event and read back the same
+    assert SwitchoverPlan.model_validate(plan.model_dump(mode="json")) == plan
