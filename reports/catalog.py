@@ -399,6 +399,21 @@ def go_no_go(con: Any, options: ReportOptions) -> Report:
     )
 
 
+def verdicts(con: Any, options: ReportOptions) -> Report:
+    """Why the switchover did what it did: each step beside the gate verdicts it cites."""
+    columns, rows = queries.fetch(
+        con, queries.VERDICTS, flag=options.flag, since=options.since, until=options.until
+    )
+    section = Section(
+        "verdicts",
+        "Switchover steps and the verdicts they cite",
+        columns,
+        tuple(tuple(row) for row in rows),
+        note="p_value of a mixture_sprt verdict is the always-valid 1 / e_value",
+    )
+    return Report("verdicts", "Gate verdicts", (section,), meta={"flag": options.flag})
+
+
 #: Report name -> builder.
 REPORTS: dict[str, Callable[[Any, ReportOptions], Report]] = {
     "summary": summary,
@@ -406,6 +421,7 @@ REPORTS: dict[str, Callable[[Any, ReportOptions], Report]] = {
     "rollout": rollout,
     "go-no-go": go_no_go,
     "daily": daily,
+    "verdicts": verdicts,
 }
 
 

@@ -273,6 +273,26 @@ WHERE o.role = 'primary' AND d.reason = 'SPLIT' AND d.threshold_bp IS NOT NULL
 GROUP BY ALL ORDER BY ALL
 """
 
+# --- verdicts ---------------------------------------------------------------------------------
+
+# Every switchover step of the flag with the gate verdicts it cites (its cause, or the ids in
+# gates.verdict_ids): why a stage advanced, held or rolled back.
+VERDICTS = """
+WITH steps AS (
+    SELECT s.event_id, s."at", s.action, s.stage, s.reason, s.cause_id,
+           coalesce(CAST(json_extract(s.gates, '$.verdict_ids') AS VARCHAR[]), []) AS cited
+    FROM switchovers s
+    WHERE s.flag = $flag
+      AND ($since IS NULL OR s."at" >= $since) AND ($until IS NULL OR s."at" < $until)
+)
+SELECT st."at", st.action, st.stage, st.reason, v.gate, v.passed, v.test, v.estimate,
+       v.p_value, v.e_value, v.threshold, v.v1_n, v.v1_events, v.v2_n, v.v2_events,
+       len(v.windows) AS windows, v.event_id AS verdict_id
+FROM steps st
+JOIN gate_verdicts v ON v.event_id = st.cause_id OR list_contains(st.cited, v.event_id)
+ORDER BY st."at", st.event_id, v.gate
+"""
+
 GATE_ROLLBACKS = """
 SELECT count(*) FROM flag_events
 WHERE type = 'FlagChanged' AND flag = $flag AND command = 'rollback'

@@ -82,7 +82,7 @@ def test_report_window_options_are_checked(ledger_path: Path) -> None:
 def test_an_unknown_report_is_refused_with_the_known_names(ledger_path: Path) -> None:
     code, _, err = run("report", "weekly", "--duckdb", str(ledger_path))
     assert code == 2
-    assert "summary, performance, rollout, go-no-go, daily" in err
+    assert "summary, performance, rollout, go-no-go, daily, verdicts" in err
     assert "Traceback" not in err
 
 
