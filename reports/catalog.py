@@ -381,7 +381,30 @@ def go_no_go(con: Any, options: ReportOptions) -> Report:
     limits = load_thresholds(options.thresholds)
     if options.audit_sample != ReportOptions().audit_sample:
         limits = replace(limits, audit_sample=options.audit_sample)
-    checks = judge(collect(con, options, limits), limits)
+    figures = collect(con, options, limits)
+    checks = judge(figures, limits)
+    split_rows = tuple(
+        (
+            ratio.unit,
+            test.group.flag_version,
+            test.group.expected_bp / 10_000,
+            test.observed_share,
+            test.group.v1,
+            test.group.v2,
+            test.statistic,
+            test.p_value,
+        )
+        for ratio in figures.sample_ratios
+        for test in ratio.versions
+    )
+    split = Section(
+        "sample_ratio",
+        "Sample ratio per flag version (distinct sessions of SPLIT decisions)",
+        ("unit", "flag_version", "expected_v2_share", "observed_v2_share", "v1", "v2",
+         "chi_square", "p_value"),
+        split_rows,
+        note="overall: the smallest p-value times the versions; windows: see the checklist",
+    )  # fmt: skip
     section = Section(
         "checklist",
         "Switchover checklist",
@@ -392,7 +415,7 @@ def go_no_go(con: Any, options: ReportOptions) -> Report:
     return Report(
         "go-no-go",
         "Go / no-go",
-        (section,),
+        (section, split),
         charts=charts(con, options) if options.charts else (),
         passed=all(c.passed for c in checks),
         meta={"flag": options.flag},

@@ -278,3 +278,6 @@ def test_go_no_go_holds_the_split_to_the_sample_ratio_check(ledger_path: Path) -
     assert lines["sample ratio (decisions)"]["status"] == "PASS"
     assert lines["sample ratio (operations)"]["status"] == "FAIL"
     assert "operations: V2 0 of 151" in lines["sample ratio (operations)"]["figure"]
+    versions = json.loads(out)["sections"]["sample_ratio"]
+    at_half = [r for r in versions if r["unit"] == "decisions" and r["expected_v2_share"] == 0.5]
+    assert [(r["v1"], r["v2"]) for r in at_half] == [(20, 17)]
