@@ -255,6 +255,9 @@ class ControllerState(Frozen):
     stage_command_sent_at: datetime | None = None
     #: The soak restarted here (held, resumed); else it starts when the stage command applied.
     soak_anchor: datetime | None = None
+    #: When this ramp began (started, or resumed after a halt or a rollback): the sequential
+    #: tests run over every window since, across stages, so alpha bounds the whole ramp.
+    ramp_started_at: datetime | None = None
     #: Flag version the last record was decided against: earlier changes are acknowledged.
     acknowledged_version: int = 0
     flag_state: FlagView = FlagView()
@@ -338,6 +341,7 @@ def _apply_record(state: ControllerState, record: SwitchoverRecorded) -> Control
             "stage_command_id": record.command_id,
             "stage_command_sent_at": record.at,
             "soak_anchor": None if record.command_id else record.at,
+            "ramp_started_at": record.at,
         }
     elif action in ("advanced", "promoted"):
         update |= {
@@ -352,6 +356,8 @@ def _apply_record(state: ControllerState, record: SwitchoverRecorded) -> Control
         update["paused"] = True
     elif action == "resumed":
         update |= {"paused": False, "soak_anchor": record.at}
+        if state.status in ("halted", "rolled_back"):
+            update["ramp_started_at"] = record.at
         if state.status in ("halted", "rolled_back", "ramping"):
             update |= {
                 "status": "ramping",
@@ -662,7 +668,8 @@ def _sequential(
     since: datetime,
     now: datetime,
 ) -> tuple[SequentialVerdict, ...]:
-    """The sequential verdicts over the stage's closed ``"*"`` windows (since its soak began)."""
+    """The sequential verdicts over the closed ``"*"`` windows since ``since`` (the ramp's
+    start: one e-process across stages, valid as the split changes, so alpha bounds the ramp)."""
     inside = [
         a
         for a in assessments
@@ -776,7 +783,9 @@ def _soak_evidence(
 ) -> tuple[dict[str, JsonValue], list[str], list[GateVerdict]]:
     """The soak's gates, failed gates and one ``GateVerdict`` per gate judged (ids derived
     from the flag, stage, gate and soak, so a re-decided step names the same evidence)."""
-    gates, failed, checks, verdicts = _soak_judgement(plan, assessments, since, now)
+    gates, failed, checks, verdicts = _soak_judgement(
+        plan, assessments, since, now, state.ramp_started_at
+    )
     windows = sorted(
         {
             a.window_start
@@ -805,15 +814,23 @@ def _soak_evidence(
 
 
 def _soak_gates(
-    plan: SwitchoverPlan, assessments: Sequence[HealthAssessed], since: datetime, now: datetime
+    plan: SwitchoverPlan,
+    assessments: Sequence[HealthAssessed],
+    since: datetime,
+    now: datetime,
+    ramp_since: datetime | None = None,
 ) -> tuple[dict[str, JsonValue], list[str]]:
     """The figures over the soak's closed windows and the gates they fail (empty: go)."""
-    gates, failed, _, _ = _soak_judgement(plan, assessments, since, now)
+    gates, failed, _, _ = _soak_judgement(plan, assessments, since, now, ramp_since)
     return gates, failed
 
 
 def _soak_judgement(
-    plan: SwitchoverPlan, assessments: Sequence[HealthAssessed], since: datetime, now: datetime
+    plan: SwitchoverPlan,
+    assessments: Sequence[HealthAssessed],
+    since: datetime,
+    now: datetime,
+    ramp_since: datetime | None = None,
 ) -> tuple[dict[str, JsonValue], list[str], list[Check], tuple[SequentialVerdict, ...]]:
     inside = [
         a
@@ -855,7 +872,7 @@ def _soak_judgement(
     failed = [check.gate for check in checks if not check.passed]
     verdicts: tuple[SequentialVerdict, ...] = ()
     if plan.sequential is not None:
-        verdicts = _sequential(plan.sequential, assessments, since, now)
+        verdicts = _sequential(plan.sequential, assessments, ramp_since or since, now)
         gates["sequential"] = [v.to_dict() for v in verdicts]
         failed += [v.gate for v in verdicts if v.harm]
     return gates, failed, checks, verdicts
@@ -889,7 +906,8 @@ def step(
     if cause is not None:
         return _roll_back(state, cause, now)
     if plan.sequential is not None and pending is None:
-        harmed = [v for v in _sequential(plan.sequential, assessments, since, now) if v.harm]
+        ramp_since = state.ramp_started_at or since
+        harmed = [v for v in _sequential(plan.sequential, assessments, ramp_since, now) if v.harm]
         if harmed:
             return _roll_back_proven(state, harmed, now)
     if pending is not None:
@@ -1178,7 +1196,7 @@ def describe(
         elapsed = (now - soak_start).total_seconds()
         info["soak_elapsed_s"] = elapsed
         info["soak_remaining_s"] = max(stage.soak_s - elapsed, 0.0)
-        gates, failed = _soak_gates(state.plan, assessments, soak_start, now)
+        gates, failed = _soak_gates(state.plan, assessments, soak_start, now, state.ramp_started_at)
         info["gates"] = gates
         info["failing_gates"] = failed
     return info

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -534,3 +534,22 @@ def test_a_plan_file_turns_the_sequential_gates_on(tmp_path: Path) -> None:
     assert DEFAULT_PLAN.sequential is None
     # recorded in the started event and read back the same
     assert SwitchoverPlan.model_validate(plan.model_dump(mode="json")) == plan
+
+
+def test_the_sequential_test_runs_over_the_whole_ramp_not_one_stage() -> None:
+    run = _started(PLAN.model_copy(update={"sequential": SequentialPolicy()}))
+    first = _tick_until_advance(run)
+    second = _tick_until_advance(run)
+
+    def windows(result: StepResult) -> tuple[datetime, ...]:
+        [verdict] = [
+            s
+            for s in result.snapshots
+            if isinstance(s, GateVerdict) and s.gate == "sequential_error_rate"
+        ]
+        return verdict.windows
+
+    assert run.state.ramp_started_at == run.records[0].at
+    # one e-process since the start: the second stage's verdict still holds the first's windows
+    assert set(windows(first)) < set(windows(second))
+    assert min(windows(second)) == min(windows(first))
