@@ -111,7 +111,9 @@ def render(
 
 
 def report(
-    name: Annotated[str, typer.Argument(help="summary, performance, rollout, go-no-go or daily.")],
+    name: Annotated[
+        str, typer.Argument(help="summary, performance, rollout, go-no-go, daily or verdicts.")
+    ],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table, json, csv or html")] = (
         Format.table
     ),
