@@ -114,8 +114,8 @@ def report(
     name: Annotated[
         str,
         typer.Argument(
-            help="summary, performance, rollout, go-no-go, daily, compatibility, cleanup "
-            "or post-migration."
+            help="summary, performance, rollout, go-no-go, daily, verdicts, compatibility, "
+            "cleanup or post-migration."
         ),
     ],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table, json, csv or html")] = (
