@@ -73,3 +73,11 @@ def fail(message: object, code: int = 1) -> typer.Exit:
     """
     typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=code)
+
+
+#: How long a router (simulate, serve, demo) waits to read the flag log before deciding.
+FLAG_LOG_WAIT_S = 15.0
+FLAG_LOG_NOT_READ = (
+    "warning: the flag log was not read within "
+    f"{FLAG_LOG_WAIT_S:g} s; deciding on the defaults (V1) until it is"
+)

@@ -97,13 +97,6 @@ def _until(settings: Settings, pool: str, n: int, worker: Worker, timeout: float
         time.sleep(1)
 
 
-def _sql(settings: Settings, query: str) -> list[dict[str, object]]:
-    done = cli(settings, "sql", query, "-f", "json")
-    assert done.returncode == 0, done.stderr
-    rows: list[dict[str, object]] = json.loads(done.stdout)
-    return rows
-
-
 def test_a_simulated_migration_reaches_100_percent_and_the_last_mile_reports_judge_it(
     settings: Settings, running: Worker
 ) -> None:
@@ -126,27 +119,15 @@ def test_a_simulated_migration_reaches_100_percent_and_the_last_mile_reports_jud
     late_v1 = _primary_operations(settings, "v1") - SIMULATED
     now = _primary_operations(settings, "v2")
 
-    # Found by this test: a new router decides its first requests before its flag client has
-    # read the flag log (flag version 0: V2 disabled), so V1 served a few requests after
-    # V2 reached 100 %. The cleanup report says so, and nothing else fails.
+    # Found by this test: a new router decided its first requests before its flag client had
+    # read the flag log (flag version 0: V2 off), so V1 served a few requests after V2 reached
+    # 100 %. Routers now wait until the client has read the log (FlagClient.wait_until_current).
+    assert late_v1 == 0
     cleanup = cli(settings, "report", "cleanup", "--min-days", "0", "-f", "json")
     document = json.loads(cleanup.stdout)
     lines = {r["check"]: (r["status"], r["figure"]) for r in document["sections"]["checklist"]}
-    stale = _sql(
-        settings,
-        "SELECT count(*) AS n, max(flag_version) AS version FROM decisions d "
-        "WHERE pool = 'v1' AND d.at >= "
-        "(SELECT max(f.at) FROM flag_changes f WHERE command = 'set_percentage')",
-    )[0]
-    print(f"V1 primaries after 100 %: {late_v1}; their decisions: {stale}")
-    if late_v1 == 0:
-        assert cleanup.returncode == 0, lines
-        assert {status for status, _ in lines.values()} == {"PASS"}
-    else:
-        assert cleanup.returncode == 1
-        failed = {name: figure for name, (status, figure) in lines.items() if status == "FAIL"}
-        assert failed == {"no_decision_served_by_v1": f"{stale['n']} decisions"}
-        assert stale["version"] == 0
+    assert cleanup.returncode == 0, lines
+    assert {status for status, _ in lines.values()} == {"PASS"}
     assert lines["v2_at_100_percent"][0] == "PASS"
     assert lines["shadow_off"][0] == "PASS"
 
