@@ -15,7 +15,7 @@ import typer
 
 from ledger.cli.options import fail
 from ledger.errors import BrokerError
-from ledger.kafka.broker import LocalBroker
+from ledger.kafka.broker import BrokerState, LocalBroker
 from ledger.settings import Settings
 
 app = typer.Typer(
@@ -40,8 +40,21 @@ ControllerPortOption = Annotated[
 ]
 
 
-def _broker(port: int, controller_port: int | None = None) -> LocalBroker:
-    return LocalBroker(Settings().cache_dir, port=port, controller_port=controller_port)
+def _broker(port: int, controller_port: int | None = None, *, secure: bool = False) -> LocalBroker:
+    return LocalBroker(
+        Settings().cache_dir, port=port, controller_port=controller_port, secure=secure
+    )
+
+
+def _security_lines(state: BrokerState) -> str:
+    """Which listener and principals exist (never a password: those are in the env files)."""
+    if not state.principals:
+        return f"\n  listener: {state.listener} (no authentication)"
+    return (
+        f"\n  listener: {state.listener} (SCRAM-SHA-512, StandardAuthorizer)"
+        f"\n  principals: {', '.join(state.principals)}"
+        f"\n  credentials: {state.credentials_dir}/<principal>.env (mode 0600)"
+    )
 
 
 def _spinner(message: str) -> AbstractContextManager[object]:
@@ -63,11 +76,19 @@ def up(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, help="Seconds to wait for the broker to answer.")
     ] = 90.0,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="SASL_SSL listener (private CA, SCRAM-SHA-512 users admin, worker, sink, "
+            "router, operator), ACLs enforced; env files per principal in the state folder.",
+        ),
+    ] = False,
 ) -> None:
     """Fetch the jars if needed, start the broker in the background and wait until it answers."""
     started_at = time.monotonic()
     try:
-        broker = _broker(port, controller_port)
+        broker = _broker(port, controller_port, secure=secure)
         state, started = broker.up(timeout=timeout, step=_spinner)
     except BrokerError as error:
         raise fail(error) from None
@@ -77,8 +98,13 @@ def up(
     typer.echo(
         f"Kafka {state.kafka_version} is up at {state.bootstrap} (pid {state.pid}, controller "
         f"port {state.controller_port}) after {time.monotonic() - started_at:.1f} s.\n"
-        f"  data: {state.data_dir}\n  logs: {state.log_dir}"
+        f"  data: {state.data_dir}\n  logs: {state.log_dir}{_security_lines(state)}"
     )
+    if state.principals:
+        typer.echo(
+            "  next: `migration-ledger acls apply` with the admin env file, e.g.\n"
+            f"    set -a; . {state.credentials_dir}/admin.env; set +a; migration-ledger acls apply"
+        )
 
 
 @app.command()
@@ -112,4 +138,5 @@ def status(port: PortOption = 9092) -> None:
     typer.echo(
         f"up: Kafka {state.kafka_version} at {state.bootstrap} (pid {state.pid}, controller "
         f"port {state.controller_port})\n  data: {state.data_dir}\n  logs: {state.log_dir}"
+        f"{_security_lines(state)}"
     )
