@@ -29,9 +29,9 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager

@@ -173,7 +173,7 @@ def env_file_text(
     """The ``MIGRATION_LEDGER_*`` variables one principal connects with (source it, or
     ``set -a; . file``)."""
     lines = [
-        f"# {principal} on the secure local broker; written by `migration-ledger kafka up --secure`.",
+        f"# {principal} on the secure local broker (`migration-ledger kafka up --secure`).",
         f"MIGRATION_LEDGER_BOOTSTRAP_SERVERS={bootstrap}",
         "MIGRATION_LEDGER_SECURITY_PROTOCOL=SASL_SSL",
         f"MIGRATION_LEDGER_SASL_MECHANISM={SCRAM_MECHANISM}",
