@@ -87,18 +87,19 @@ def preflight(settings: Settings, *, timeout: float = 5.0) -> None:
         raw = socket.create_connection(where, timeout=timeout)
     except OSError:
         return  # not reachable (yet): the client's own retries and timeout decide
+    sock: Any = raw
     try:
-        with raw:
-            if settings.security_protocol in ("SSL", "SASL_SSL"):
-                sock: Any = _tls(raw, settings, host, address)
-            else:
-                sock = raw
-            if settings.security_protocol.startswith("SASL_"):
-                _sasl(sock, settings, address)
-            else:
-                _plaintext(sock, settings, address)
+        if settings.security_protocol in ("SSL", "SASL_SSL"):
+            sock = _tls(raw, settings, host, address)
+        if settings.security_protocol.startswith("SASL_"):
+            _sasl(sock, settings, address)
+        else:
+            _plaintext(sock, settings, address)
     except (TimeoutError, ConnectionError, struct.error):
         return  # a slow or vanishing broker is the client's business, not a refusal
+    finally:
+        sock.close()
+        raw.close()
 
 
 def _tls(raw: socket.socket, settings: Settings, host: str, address: str) -> ssl.SSLSocket:
