@@ -15,7 +15,7 @@ from ledger.kafka.clients import broker_errors
 from ledger.kafka.topics import TOPIC_SPECS, topic_name
 from ledger.settings import Settings
 
-__all__ = ["AclApplied", "apply_acls", "planned_acls", "read_acls"]
+__all__ = ["AclApplied", "apply_acls", "planned_acls", "read_acls", "set_scram_password"]
 
 
 def planned_acls(settings: Settings) -> tuple[Acl, ...]:
@@ -137,3 +137,21 @@ def apply_acls(admin: Any, plan: tuple[Acl, ...], *, prune: bool = False) -> Acl
         with broker_errors("delete ACLs"):
             admin.delete_acls(filters)
     return AclApplied(created=missing, deleted=extra, unchanged=len(plan) - len(missing))
+
+
+def set_scram_password(admin: Any, user: str, password: str, mechanism: str) -> None:
+    """Create or replace ``user``'s SCRAM credential (AlterUserScramCredentials, as admin).
+
+    Connections already authenticated keep working; new logins need the new password.
+    """
+    # Deferred: kafka-python takes ~0.7 s to import: only code that talks to Kafka pays it.
+    from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
+
+    kind = ScramMechanism[mechanism.replace("-", "_")]
+    with broker_errors(f"set the {mechanism} password of {user}"):
+        answer = admin.alter_user_scram_credentials(
+            [UserScramCredentialUpsertion(user, kind, password)]
+        )
+    error = answer.get(user)
+    if error:
+        raise BrokerError(f"the broker refused the new password of {user}: {error}")
