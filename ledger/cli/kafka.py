@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 import time
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ledger.cli.options import fail
 from ledger.errors import BrokerError
-from ledger.kafka.broker import BrokerState, LocalBroker
+from ledger.kafka.broker import BrokerState, LocalBroker, new_cluster_id
+from ledger.kafka.secure import PRINCIPALS, format_arguments, prepare_secure, secure_properties
 from ledger.settings import Settings
 
 app = typer.Typer(
@@ -105,6 +108,45 @@ def up(
             "  next: `migration-ledger acls apply` with the admin env file, e.g.\n"
             f"    set -a; . {state.credentials_dir}/admin.env; set +a; migration-ledger acls apply"
         )
+
+
+@app.command()
+def certs(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where tls/, credentials/ and server.properties go.")
+    ],
+    host: Annotated[
+        str, typer.Option("--host", help="The broker's advertised name (in its certificate).")
+    ] = "kafka",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 9094,
+    controller_port: Annotated[int, typer.Option("--controller-port", min=1, max=65535)] = 9095,
+) -> None:
+    """Write a secure broker's files for a broker run elsewhere (compose's secure profile):
+    CA, certificate, env files, server.properties and the storage-format arguments."""
+    files = prepare_secure(directory, host=host, bootstrap=f"{host}:{port}", now=datetime.now(UTC))
+    properties = directory / "server.properties"
+    text = secure_properties(
+        files,
+        host=host,
+        port=port,
+        controller_port=controller_port,
+        data_dir=Path("/var/lib/kafka/data"),
+        listen_host="0.0.0.0",  # inside its container; compose publishes it on loopback only
+    )
+    for path, content in (
+        (properties, text),
+        (files.credentials_dir / "format.args", " ".join(format_arguments(files)) + "\n"),
+    ):
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(content)
+    cluster = directory / "cluster.id"
+    if not cluster.exists():
+        cluster.write_text(new_cluster_id() + "\n")
+    typer.echo(
+        f"Secure broker files for {host}:{port} in {directory} (principals: "
+        f"{', '.join(PRINCIPALS)}; env files in {files.credentials_dir}, mode 0600)."
+    )
 
 
 @app.command()

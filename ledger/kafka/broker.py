@@ -40,7 +40,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ledger.errors import BrokerError
-from ledger.kafka.secure import PRINCIPALS, SCRAM_MECHANISM, prepare_secure, secure_properties
+from ledger.kafka.secure import (
+    PRINCIPALS,
+    format_arguments,
+    prepare_secure,
+    secure_properties,
+)
 
 __all__ = [
     "KAFKA_VERSION",
@@ -637,9 +642,7 @@ class LocalBroker:
             properties.touch(mode=0o600)
             properties.chmod(0o600)
             properties.write_text(text)
-            for name in PRINCIPALS:
-                password = files.passwords[name]
-                scram += ["--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]"]
+            scram = format_arguments(files)
         else:
             properties.write_text(
                 SERVER_PROPERTIES_TEMPLATE.format(

@@ -35,6 +35,7 @@ __all__ = [
     "SCRAM_MECHANISM",
     "SecureFiles",
     "env_file_text",
+    "format_arguments",
     "make_ca",
     "make_leaf",
     "prepare_secure",
@@ -191,11 +192,20 @@ def _jaas(module: str, user: str, password: str, extra: str = "") -> str:
 
 
 def secure_properties(
-    files: SecureFiles, *, host: str, port: int, controller_port: int, data_dir: Path
+    files: SecureFiles,
+    *,
+    host: str,
+    port: int,
+    controller_port: int,
+    data_dir: Path,
+    listen_host: str | None = None,
 ) -> str:
     """``server.properties`` of the secure broker: SASL_SSL for clients and between brokers,
     SASL_SSL/PLAIN for the controller, StandardAuthorizer with admin and the controller as
-    super users; everything else as the plaintext broker."""
+    super users; everything else as the plaintext broker. ``host`` is the advertised name (in
+    the certificate); ``listen_host`` what the listeners bind (default: ``host``; a
+    container binds ``0.0.0.0``)."""
+    bind = host if listen_host is None else listen_host
     p = files.passwords
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
     plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -211,7 +221,7 @@ def secure_properties(
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{host}:{controller_port}
-listeners=SASL_SSL://{host}:{port},CONTROLLER://{host}:{controller_port}
+listeners=SASL_SSL://{bind}:{port},CONTROLLER://{bind}:{controller_port}
 advertised.listeners=SASL_SSL://{host}:{port}
 inter.broker.listener.name=SASL_SSL
 controller.listener.names=CONTROLLER
@@ -246,6 +256,15 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=168
 """
+
+
+def format_arguments(files: SecureFiles) -> list[str]:
+    """``kafka-storage format`` arguments creating every principal's SCRAM user."""
+    arguments: list[str] = []
+    for name in PRINCIPALS:
+        password = files.passwords[name]
+        arguments += ["--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]"]
+    return arguments
 
 
 def prepare_secure(state_dir: Path, *, host: str, bootstrap: str, now: dt.datetime) -> SecureFiles:
