@@ -128,6 +128,10 @@ def plan_acls(topics: Mapping[str, str], *, app_id: str) -> tuple[Acl, ...]:
             *internal,
         ),
     )
+    # At start the worker checks every topic exists with its partitions and retention
+    # (``ensure_topics``): it must see them all and their configuration, read-only.
+    acls += _topics("worker", Operation.DESCRIBE, topics.values())
+    acls += _topics("worker", Operation.DESCRIBE_CONFIGS, topics.values())
     acls.append(Acl("worker", ResourceType.GROUP, PatternType.LITERAL, app_id, Operation.READ))
     for operation in (Operation.READ, Operation.WRITE, Operation.CREATE):
         acls.append(
