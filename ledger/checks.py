@@ -19,12 +19,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from ledger.acls import AclDrift
 from ledger.events import CommandRejected, FlagChanged
 from ledger.flags import initial_state
 from ledger.replay import chain_report
 
 __all__ = [
     "MIN_KAFKA",
+    "AclObservation",
     "BrokerObservation",
     "CheckReport",
     "Finding",
@@ -37,6 +39,7 @@ __all__ = [
     "WorkerObservation",
     "describe_flag",
     "describe_values",
+    "judge_acls",
     "judge_broker",
     "judge_flag_log",
     "judge_store",
@@ -124,6 +127,52 @@ class Thresholds:
 def skipped(check: str, because: str) -> Finding:
     """A check that could not run because an earlier one failed (that one says why)."""
     return Finding(check, Status.SKIP, f"not run: {because}")
+
+
+# --- ACLs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AclObservation:
+    """The broker's ACLs against ``ledger.acls``' plan, read as ``user``."""
+
+    user: str
+    drifts: tuple[AclDrift, ...] = ()
+    #: DENY entries on the broker (they only take rights away; counted, not compared).
+    denies: int = 0
+    #: Why the ACLs could not be read (the user may not describe them), if so.
+    error: str | None = None
+
+
+def judge_acls(seen: AclObservation) -> Finding:
+    """FAIL when a principal has more or less than its plan; WARN when they cannot be read."""
+    if seen.error is not None:
+        return Finding(
+            "acls",
+            Status.WARN,
+            f"cannot read the ACLs as {seen.user}: {seen.error}",
+            "run `check` with the admin principal's settings (credentials/admin.env)",
+        )
+    wrong = [d for d in seen.drifts if not d.ok]
+    if not wrong:
+        extra = f"; {seen.denies} DENY entries besides" if seen.denies else ""
+        planned = sum(1 for d in seen.drifts)
+        return Finding("acls", Status.PASS, f"{planned} principals match their plan{extra}")
+    parts = []
+    for d in wrong:
+        said = []
+        if d.extra:
+            said.append(f"{len(d.extra)} more than planned (e.g. {d.extra[0]})")
+        if d.missing:
+            said.append(f"{len(d.missing)} missing (e.g. {d.missing[0]})")
+        parts.append(f"User:{d.principal}: {', '.join(said)}")
+    return Finding(
+        "acls",
+        Status.FAIL,
+        "; ".join(parts),
+        "`migration-ledger acls plan` shows the plan; `acls apply --prune` (as admin) "
+        "makes the broker match it",
+    )
 
 
 # --- broker ------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from ledger.health import (
     assessment_id_for,
     window_start,
 )
+from ledger.kafka.clients import aiokafka_consumer
 from ledger.kafka.topics import topic_name
 from ledger.pairing import Decided, Pending, counted
 from ledger.policy import HealthPolicy, HealthVerdict, assess, judged, load_policy
@@ -436,20 +437,13 @@ def install(ledger_app: LedgerApp) -> None:
             late.set(partitions.late + judge.late)
 
     async def health_merger() -> None:
-        # Deferred: aiokafka loads only where a client is built.
-        from aiokafka import AIOKafkaConsumer
-
         while not app.should_stop:
             if not ledger_app.runs_singletons():
                 await asyncio.sleep(interval)
                 continue
             judge.reset()
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=settings.bootstrap_servers,
-                group_id=None,
-                enable_auto_commit=False,
-                fetch_max_wait_ms=int(interval * 500),
-            )
+            # Built where every client is, so it connects with the settings' TLS and SASL.
+            consumer = aiokafka_consumer(settings, fetch_max_wait_ms=int(interval * 500))
             try:
                 await consumer.start()
                 log.info("health merger runs on this worker")

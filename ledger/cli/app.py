@@ -12,6 +12,7 @@ from __future__ import annotations
 import typer
 
 from ledger.cli import (
+    acls,
     check,
     config,
     demo,
@@ -40,6 +41,7 @@ app = typer.Typer(
 
 # Running the system: the broker, the topics, the worker, the sink, simulated traffic.
 app.add_typer(kafka.app, name="kafka")
+app.add_typer(acls.app, name="acls")
 app.add_typer(worker.topics_app, name="topics")
 app.command("worker")(worker.worker)
 app.command("sink")(sink.sink)

@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 import time
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ledger.cli.options import fail
 from ledger.errors import BrokerError
-from ledger.kafka.broker import LocalBroker
+from ledger.kafka.broker import BrokerState, LocalBroker, new_cluster_id
+from ledger.kafka.secure import PRINCIPALS, format_arguments, prepare_secure, secure_properties
 from ledger.settings import Settings
 
 app = typer.Typer(
@@ -40,8 +43,21 @@ ControllerPortOption = Annotated[
 ]
 
 
-def _broker(port: int, controller_port: int | None = None) -> LocalBroker:
-    return LocalBroker(Settings().cache_dir, port=port, controller_port=controller_port)
+def _broker(port: int, controller_port: int | None = None, *, secure: bool = False) -> LocalBroker:
+    return LocalBroker(
+        Settings().cache_dir, port=port, controller_port=controller_port, secure=secure
+    )
+
+
+def _security_lines(state: BrokerState) -> str:
+    """Which listener and principals exist (never a password: those are in the env files)."""
+    if not state.principals:
+        return f"\n  listener: {state.listener} (no authentication)"
+    return (
+        f"\n  listener: {state.listener} (SCRAM-SHA-512, StandardAuthorizer)"
+        f"\n  principals: {', '.join(state.principals)}"
+        f"\n  credentials: {state.credentials_dir}/<principal>.env (mode 0600)"
+    )
 
 
 def _spinner(message: str) -> AbstractContextManager[object]:
@@ -63,11 +79,19 @@ def up(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, help="Seconds to wait for the broker to answer.")
     ] = 90.0,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="SASL_SSL listener (private CA, SCRAM-SHA-512 users admin, worker, sink, "
+            "router, operator), ACLs enforced; env files per principal in the state folder.",
+        ),
+    ] = False,
 ) -> None:
     """Fetch the jars if needed, start the broker in the background and wait until it answers."""
     started_at = time.monotonic()
     try:
-        broker = _broker(port, controller_port)
+        broker = _broker(port, controller_port, secure=secure)
         state, started = broker.up(timeout=timeout, step=_spinner)
     except BrokerError as error:
         raise fail(error) from None
@@ -77,7 +101,51 @@ def up(
     typer.echo(
         f"Kafka {state.kafka_version} is up at {state.bootstrap} (pid {state.pid}, controller "
         f"port {state.controller_port}) after {time.monotonic() - started_at:.1f} s.\n"
-        f"  data: {state.data_dir}\n  logs: {state.log_dir}"
+        f"  data: {state.data_dir}\n  logs: {state.log_dir}{_security_lines(state)}"
+    )
+    if state.principals:
+        typer.echo(
+            "  next: `migration-ledger acls apply` with the admin env file, e.g.\n"
+            f"    set -a; . {state.credentials_dir}/admin.env; set +a; migration-ledger acls apply"
+        )
+
+
+@app.command()
+def certs(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where tls/, credentials/ and server.properties go.")
+    ],
+    host: Annotated[
+        str, typer.Option("--host", help="The broker's advertised name (in its certificate).")
+    ] = "kafka",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 9094,
+    controller_port: Annotated[int, typer.Option("--controller-port", min=1, max=65535)] = 9095,
+) -> None:
+    """Write a secure broker's files for a broker run elsewhere (compose's secure profile):
+    CA, certificate, env files, server.properties and the storage-format arguments."""
+    files = prepare_secure(directory, host=host, bootstrap=f"{host}:{port}", now=datetime.now(UTC))
+    properties = directory / "server.properties"
+    text = secure_properties(
+        files,
+        host=host,
+        port=port,
+        controller_port=controller_port,
+        data_dir=Path("/var/lib/kafka/data"),
+        listen_host="0.0.0.0",  # inside its container; compose publishes it on loopback only
+    )
+    for path, content in (
+        (properties, text),
+        (files.credentials_dir / "format.args", " ".join(format_arguments(files)) + "\n"),
+    ):
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(content)
+    cluster = directory / "cluster.id"
+    if not cluster.exists():
+        cluster.write_text(new_cluster_id() + "\n")
+    typer.echo(
+        f"Secure broker files for {host}:{port} in {directory} (principals: "
+        f"{', '.join(PRINCIPALS)}; env files in {files.credentials_dir}, mode 0600)."
     )
 
 
@@ -112,4 +180,5 @@ def status(port: PortOption = 9092) -> None:
     typer.echo(
         f"up: Kafka {state.kafka_version} at {state.bootstrap} (pid {state.pid}, controller "
         f"port {state.controller_port})\n  data: {state.data_dir}\n  logs: {state.log_dir}"
+        f"{_security_lines(state)}"
     )

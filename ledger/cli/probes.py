@@ -20,7 +20,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ledger import wire
+from ledger.acls import drift
 from ledger.checks import (
+    AclObservation,
     BrokerObservation,
     CheckReport,
     Finding,
@@ -31,6 +33,7 @@ from ledger.checks import (
     TopicDifference,
     TopicsObservation,
     WorkerObservation,
+    judge_acls,
     judge_broker,
     judge_flag_log,
     judge_store,
@@ -40,6 +43,7 @@ from ledger.checks import (
 )
 from ledger.errors import BrokerError, EventDecodeError, LedgerError
 from ledger.events import CommandRejected, FlagChanged
+from ledger.kafka.acls import planned_acls, read_acls
 from ledger.kafka.admin import topic_differences
 from ledger.kafka.broker import LocalBroker, probe_metadata
 from ledger.kafka.clients import admin_client
@@ -95,6 +99,10 @@ def run_checks(
                         lambda: judge_flag_log(observe_flag_log(settings, timeout_s=timeout_s)),
                     )
                 )
+            if settings.sasl_username is None:
+                findings.append(skipped("acls", f"{settings.security_protocol}: no principals"))
+            else:
+                findings.append(_guarded("acls", lambda: judge_acls(observe_acls(settings, admin))))
         if worker_url is None:
             findings.append(skipped("worker", "no --worker-url given"))
         else:
@@ -139,14 +147,17 @@ def observe_broker(settings: Settings, *, timeout_s: float) -> tuple[BrokerObser
     """The broker's answer, and an admin client for the next checks (None when it is down)."""
     bootstrap = settings.bootstrap_servers
     errors: list[str] = []
-    for address in (a.strip() for a in bootstrap.split(",") if a.strip()):
+    # The raw probe speaks plaintext Kafka; a TLS or SASL listener is proven by the client.
+    addresses = [] if settings.security_protocol != "PLAINTEXT" else bootstrap.split(",")
+    for address in (a.strip() for a in addresses if a.strip()):
         try:
             probe_metadata(address, timeout=timeout_s)
             break
         except (OSError, ValueError, IndexError, struct.error) as exc:  # refused, slow, garbled
             errors.append(f"{address}: {exc or type(exc).__name__}")
     else:
-        return BrokerObservation(bootstrap, error="; ".join(errors) or "no address given"), None
+        if addresses:
+            return BrokerObservation(bootstrap, error="; ".join(errors) or "no address given"), None
 
     from kafka.errors import KafkaError
 
@@ -177,6 +188,16 @@ def observe_broker(settings: Settings, *, timeout_s: float) -> tuple[BrokerObser
         fenced=sum(1 for b in brokers if b.get("is_fenced")),
     )
     return seen, admin
+
+
+def observe_acls(settings: Settings, admin: Any) -> AclObservation:
+    """The broker's ACLs against the plan; a user who may not read them gets a WARN."""
+    user = f"User:{settings.sasl_username}"
+    try:
+        actual, denies = read_acls(admin)
+    except BrokerError as exc:
+        return AclObservation(user, error=str(exc))
+    return AclObservation(user, drifts=drift(planned_acls(settings), actual), denies=denies)
 
 
 def _local_release(bootstrap: str, settings: Settings) -> str | None:

@@ -29,15 +29,23 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ledger.errors import BrokerError
+from ledger.kafka.secure import (
+    PRINCIPALS,
+    format_arguments,
+    prepare_secure,
+    secure_properties,
+)
 
 __all__ = [
     "KAFKA_VERSION",
@@ -51,6 +59,7 @@ __all__ = [
     "free_ports",
     "new_cluster_id",
     "probe_metadata",
+    "probe_tls",
 ]
 
 #: The broker's version. Kafka 4.x needs Java 17; 4.4.0 is the newest Maven serves here.
@@ -395,6 +404,22 @@ def probe_metadata(bootstrap: str, timeout: float = 3.0) -> int:
         raise ConnectionError(f"broker offers Metadata versions {low}..{high} only")
 
 
+def probe_tls(bootstrap: str, cafile: Path, timeout: float = 3.0) -> None:
+    """Prove a TLS listener answers: handshake (verifying the CA) then ApiVersions v0, which a
+    SASL listener answers before authentication. Raises ``OSError`` until it does."""
+    host, _, port_text = bootstrap.rpartition(":")
+    context = ssl.create_default_context(cafile=str(cafile))
+    with (
+        socket.create_connection((host, int(port_text)), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=host) as sock,
+    ):
+        header = struct.pack(">hhih", _API_VERSIONS, 0, 1, len(_CLIENT_ID)) + _CLIENT_ID
+        answer = _exchange(sock, header)
+        (_correlation, error) = struct.unpack_from(">ih", answer, 0)
+        if error != 0:
+            raise ConnectionError(f"ApiVersions answered error {error}")
+
+
 # --- one broker --------------------------------------------------------------------------
 
 
@@ -410,6 +435,12 @@ class BrokerState:
     log_dir: str
     kafka_version: str
     cluster_id: str
+    #: The client listener's protocol; SASL_SSL for ``up --secure``.
+    listener: str = "PLAINTEXT"
+    #: SCRAM users created at format time (none on a plaintext broker).
+    principals: tuple[str, ...] = ()
+    #: Where each principal's env file is (secure brokers only).
+    credentials_dir: str | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -479,7 +510,9 @@ class LocalBroker:
         controller_port: int | None = None,
         state_root: Path | None = None,
         kafka_version: str = KAFKA_VERSION,
+        secure: bool = False,
     ) -> None:
+        self.secure = secure
         self.cache_dir = cache_dir.expanduser().resolve()
         self.port = port
         self.controller_port = port + 1 if controller_port is None else controller_port
@@ -509,7 +542,9 @@ class LocalBroker:
     def status(self) -> BrokerState | None:
         """The recorded broker if its process still runs, else ``None`` (stale records go)."""
         try:
-            recorded = BrokerState(**json.loads(self._state_file.read_text()))
+            fields = json.loads(self._state_file.read_text())
+            fields["principals"] = tuple(fields.get("principals", ()))
+            recorded = BrokerState(**fields)
         except FileNotFoundError:
             return None
         except (ValueError, TypeError):
@@ -581,14 +616,42 @@ class LocalBroker:
         data_dir.mkdir(parents=True, exist_ok=True)
         log_dir.mkdir(parents=True, exist_ok=True)
         properties = self.state_dir / "server.properties"
-        properties.write_text(
-            SERVER_PROPERTIES_TEMPLATE.format(
+        mode = "secure" if self.secure else "plaintext"
+        mode_file = self.state_dir / "mode"
+        if mode_file.exists() and mode_file.read_text().strip() != mode:
+            raise BrokerError(
+                f"The broker state in {self.state_dir} was made {mode_file.read_text().strip()}, "
+                f"not {mode}; its storage cannot change mode. Remove {self.state_dir} (its data "
+                "goes) or use another --port."
+            )
+        scram: list[str] = []
+        credentials_dir: str | None = None
+        if self.secure:
+            files = prepare_secure(
+                self.state_dir, host=HOST, bootstrap=self.bootstrap, now=datetime.now(UTC)
+            )
+            credentials_dir = str(files.credentials_dir)
+            text = secure_properties(
+                files,
                 host=HOST,
                 port=self.port,
                 controller_port=self.controller_port,
                 data_dir=data_dir,
             )
-        )
+            # The passwords are in it (the JAAS lines): owner-only, like the env files.
+            properties.touch(mode=0o600)
+            properties.chmod(0o600)
+            properties.write_text(text)
+            scram = format_arguments(files)
+        else:
+            properties.write_text(
+                SERVER_PROPERTIES_TEMPLATE.format(
+                    host=HOST,
+                    port=self.port,
+                    controller_port=self.controller_port,
+                    data_dir=data_dir,
+                )
+            )
         (self.state_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
         cluster_file = self.state_dir / "cluster.id"
         if not cluster_file.exists():
@@ -607,14 +670,20 @@ class LocalBroker:
             "-c",
             str(properties),
             "--ignore-formatted",
+            *scram,
         ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
+            said = _tail(done.stdout + done.stderr, 15)
+            if self.secure:
+                for password in files.passwords.values():
+                    said = said.replace(password, "**********")
             raise BrokerError(
                 f"Formatting the broker storage in {data_dir} failed (exit {done.returncode}). "
                 f"If the folder is from another cluster, remove {self.state_dir} and run "
-                f"again. The tool said:\n{_tail(done.stdout + done.stderr, 15)}"
+                f"again. The tool said:\n{said}"
             )
+        mode_file.write_text(mode + "\n")
         return BrokerState(
             pid=0,
             port=self.port,
@@ -624,6 +693,9 @@ class LocalBroker:
             log_dir=str(log_dir),
             kafka_version=self.kafka_version,
             cluster_id=cluster_id,
+            listener="SASL_SSL" if self.secure else "PLAINTEXT",
+            principals=PRINCIPALS if self.secure else (),
+            credentials_dir=credentials_dir,
         )
 
     def _jvm_flags(self, log_dir: Path) -> list[str]:
@@ -666,10 +738,13 @@ class LocalBroker:
                     f" Last lines of {self.server_log()}:\n{self._log_tail()}"
                 )
             try:
+                if self.secure:
+                    probe_tls(self.bootstrap, self.state_dir / "tls" / "ca.pem", timeout=2.0)
+                    return
                 if probe_metadata(self.bootstrap, timeout=2.0) >= 1:
                     return
                 last_error = "metadata lists no live broker yet"
-            except (OSError, struct.error, IndexError) as exc:
+            except (OSError, struct.error, IndexError) as exc:  # ssl.SSLError is an OSError
                 last_error = f"{type(exc).__name__}: {exc}"
             time.sleep(0.25)
         raise BrokerError(

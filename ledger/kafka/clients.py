@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from ledger.errors import BrokerError, PublishError
+from ledger.kafka.preflight import preflight
 from ledger.settings import Settings
 
 __all__ = [
@@ -93,7 +94,7 @@ def broker_errors(doing: str) -> Iterator[None]:
     try:
         yield
     except (KafkaError, AioKafkaError) as exc:
-        raise BrokerError(f"cannot {doing}: {exc}") from exc
+        raise BrokerError(f"cannot {doing}: {_explained(exc)}") from exc
 
 
 @contextmanager
@@ -107,10 +108,28 @@ def publish_errors(doing: str) -> Iterator[None]:
     try:
         yield
     except (KafkaError, AioKafkaError) as exc:
-        raise PublishError(f"cannot {doing}: {exc}") from exc
+        raise PublishError(f"cannot {doing}: {_explained(exc)}") from exc
+
+
+def _explained(exc: BaseException) -> str:
+    """The library's message, plus which setting to look at when the broker refused."""
+    name = type(exc).__name__
+    if "AuthorizationFailed" in name or name == "AuthorizationError":
+        return (
+            f"refused by the broker's ACLs: {exc}. The principal in "
+            "MIGRATION_LEDGER_SASL_USERNAME lacks this right; `migration-ledger acls plan` "
+            "shows what each principal may do"
+        )
+    if "SaslAuthentication" in name:
+        return (
+            f"SASL refused: {exc}; check MIGRATION_LEDGER_SASL_USERNAME and "
+            "MIGRATION_LEDGER_SASL_PASSWORD"
+        )
+    return str(exc)
 
 
 def _built(settings: Settings, build: Callable[[], T]) -> T:
+    preflight(settings)  # a refusal is named now, not after 30 s of silent retries
     with broker_errors(f"reach Kafka at {settings.bootstrap_servers}"):
         return build()
 
@@ -146,6 +165,8 @@ def aiokafka_consumer(settings: Settings, *topics: str, **options: Any) -> Any:
     from aiokafka import AIOKafkaConsumer
 
     config = {"group_id": None, "enable_auto_commit": False, **options}
+    if settings.security_protocol != "PLAINTEXT":
+        preflight(settings)  # (blocks one handshake; a plaintext consumer skips it)
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.bootstrap_servers,
