@@ -165,9 +165,7 @@ def performance(con: Any, options: ReportOptions) -> Report:
     for row in per_pool.rows:
         sketch = quantiles.get((row[0], row[1]))
         q = [None if sketch is None else sketch.quantile(f) for f in (0.50, 0.95, 0.99)]
-        filled.append(
-            (*row[:5], *(None if v is None else round(v, 2) for v in q), *row[8:])
-        )
+        filled.append((*row[:5], *(None if v is None else round(v, 2) for v in q), *row[8:]))
     per_pool = replace(
         per_pool,
         rows=tuple(filled),

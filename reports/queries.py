@@ -477,6 +477,7 @@ def fetch(con: Any, sql: str, **params: Any) -> tuple[tuple[str, ...], list[tupl
     columns = tuple(str(d[0]) for d in cursor.description)
     return columns, cursor.fetchall()
 
+
 # Buckets finer than the rollups' minute (or not whole minutes): from the window's rows.
 FINE = {
     "DECISIONS_OVER_TIME": _macros(

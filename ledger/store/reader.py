@@ -132,11 +132,11 @@ def refresh_reader(con: duckdb.DuckDBPyConnection, path: Path | str) -> Snapshot
                 f'CREATE OR REPLACE VIEW "{name}" AS '
                 f"{_table_sql(con, layout, table, snapshot.files[name])}"
             )
-        for table in rollups.ROLLUP_TABLES:
+        for rolled in rollups.ROLLUP_TABLES:
             # The rows of segments that carry no rollups (reports aggregate them raw).
             con.execute(
-                f'CREATE OR REPLACE VIEW "{table}_unrolled" AS '
-                f"{_table_sql(con, layout, TABLES[table], snapshot.unrolled[table])}"
+                f'CREATE OR REPLACE VIEW "{rolled}_unrolled" AS '
+                f"{_table_sql(con, layout, TABLES[rolled], snapshot.unrolled[rolled])}"
             )
         for name in rollups.ROLLUPS:
             files = snapshot.rollup_files[name]
