@@ -189,13 +189,13 @@ WITH base AS (
 )
 SELECT 'd-' || i AS event_id, 1 AS schema_version, 'RolloutDecided' AS type, '{flag}' AS flag,
        session_id, correlation_id, NULL AS environment, pool, reason, bucket, threshold_bp,
-       flag_version, 1 AS hash_version, "at", NULL AS flag_event_hash,
+       flag_version, {hash_version} AS hash_version, "at", NULL AS flag_event_hash,
        'ledger.decisions' AS _topic, 0 AS _partition, i AS _offset, session_id AS _key,
        to_json({{'event_id': 'd-' || i, 'schema_version': 1, 'type': 'RolloutDecided',
                  'flag': '{flag}', 'session_id': session_id, 'correlation_id': correlation_id,
                  'environment': NULL, 'pool': pool, 'reason': reason, 'bucket': bucket,
                  'threshold_bp': threshold_bp, 'flag_version': flag_version,
-                 'hash_version': 1,
+                 'hash_version': {hash_version},
                  'at': strftime("at", '%Y-%m-%dT%H:%M:%S.%f+00:00')}}) AS wire
 FROM routed
 """
@@ -233,13 +233,19 @@ def build(root: Path, events: int, seed: float = 0.42) -> dict[str, int]:
         "INSERT INTO bench_overrides VALUES (?, ?, ?)",
         [(c.version, k, p) for c in changes for k, p in c.session_overrides.items()],
     )
+    from ledger import rollout
     from reports.audit import _bucket_sql
 
     bucket = _bucket_sql(f"'{FLAG}'", "session_id")
     plans = (
         ("operations", "pool.operations", OPERATIONS, 2 * pairs),
         ("comparisons", "ledger.comparisons", COMPARISONS, pairs),
-        ("decisions", "ledger.decisions", DECISIONS.format(bucket=bucket, flag=FLAG), pairs),
+        (
+            "decisions",
+            "ledger.decisions",
+            DECISIONS.format(bucket=bucket, flag=FLAG, hash_version=rollout.HASH_VERSION),
+            pairs,
+        ),
     )
     rows: dict[str, int] = {"flag_events": len(changes)}
     for table, topic, sql, total in plans:

@@ -121,7 +121,8 @@ def _aggregates(
     low = None if since is None else _ceil_minute(since)
     high = None if until is None else _floor_minute(until)
     empty_middle = low is not None and high is not None and low >= high
-    for name, table in SOURCE_OF.items():
+    for name in rollups.AGGREGATES:
+        table = SOURCE_OF[name]
         column = rollups.time_column(table)
         if not use_rollups:
             con.execute(

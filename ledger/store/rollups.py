@@ -14,6 +14,9 @@ file                    one row per
 ``rollup.comparisons``  minute, category, operation, fingerprint: count, late count,
                         first/last time, the earliest example (by time, then event id)
 ``rollup.decisions``    minute, flag, pool, reason: count, first/last time
+``rollup.latest``       session: its newest decision in the segment (every decision column),
+                        sorted by session id in small row groups, so ``replay --session S``
+                        (latest) reads one row group per segment instead of every session id
 ======================  =====================================================================
 
 Why in the segment folder: the segment's rename commits rows and rollups together, so a
@@ -43,8 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from ledger.health import RELATIVE_ACCURACY
+from ledger.store.schema import TABLES
 
 __all__ = [
+    "AGGREGATES",
     "MINUTE_US",
     "ROLLUPS",
     "ROLLUP_TABLES",
@@ -64,7 +69,10 @@ SOURCE_OF: dict[str, str] = {
     "operations": "operations",
     "comparisons": "comparisons",
     "decisions": "decisions",
+    "latest": "decisions",
 }
+#: Rollups that are per-minute aggregates (``latest`` is a lookup table, not aggregated).
+AGGREGATES = ("latency", "operations", "comparisons", "decisions")
 ROLLUPS = tuple(SOURCE_OF)
 #: Tables that have rollups -> their rollups (the last is the marker).
 ROLLUP_TABLES: dict[str, tuple[str, ...]] = {}
@@ -152,6 +160,14 @@ def rollup_sql(name: str, source: str) -> str:
             FROM {source}
             GROUP BY ALL
         """
+    if name == "latest":
+        columns = ", ".join(f'"{c.name}"' for c in TABLES["decisions"].event_columns)
+        return f"""
+            SELECT {columns} FROM {source}
+            QUALIFY row_number() OVER (
+                PARTITION BY session_id ORDER BY "at" DESC, event_id DESC) = 1
+            ORDER BY session_id
+        """
     raise KeyError(f"no rollup {name!r}")
 
 
@@ -166,6 +182,10 @@ def rollup_file(segment_dir: Path, name: str) -> Path:
 def is_rolled(present: set[str], table: str) -> bool:
     """Whether a segment's file names hold every rollup of ``table`` (see module doc)."""
     return all(f"rollup.{name}.parquet" in present for name in ROLLUP_TABLES[table])
+
+
+#: Small row groups for the lookup table: a session's row is found in one of ~8,000 rows.
+_ROW_GROUP = {"latest": 8192}
 
 
 def write_rollups(
@@ -192,7 +212,7 @@ def write_rollups(
         path_sql = str(tmp).replace("'", "''")
         row = con.execute(
             f"COPY ({rollup_sql(name, sources[table])}) TO '{path_sql}' "
-            "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)"
+            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {_ROW_GROUP.get(name, 122880)})"
         ).fetchall()
         if fsync:
             fd = os.open(tmp, os.O_RDONLY)

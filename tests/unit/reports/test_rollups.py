@@ -213,3 +213,20 @@ def test_windows_inside_one_minute_and_on_minute_edges(connections: dict[str, An
     ):
         for name in REPORTS:
             assert_same_report(con, name, ReportOptions(since=since, until=until, audit_sample=5))
+
+
+def test_latest_decision_of_a_session_on_every_ledger(
+    connections: dict[str, Any], dense: Ledger
+) -> None:
+    """``replay --session S`` (latest) through ``rollup_latest`` and the unrolled segments."""
+    from reports.explain import find_decision
+
+    newest: dict[str, Any] = {}
+    for decision in dense.decisions:
+        best = newest.get(decision.session_id)
+        if best is None or (decision.at, decision.event_id) > (best.at, best.event_id):
+            newest[decision.session_id] = decision
+    assert len(newest) > 10
+    for name, con in connections.items():
+        for session, decision in sorted(newest.items()):
+            assert find_decision(con, session_id=session) == decision, (name, session)
