@@ -22,6 +22,7 @@ from reports import queries
 from reports.audit import audit
 from reports.model import ReportOptions
 from reports.queries import fetch
+from reports.verdicts import incremental_audit
 
 __all__ = ["collect", "load_thresholds"]
 
@@ -60,7 +61,13 @@ def collect(con: Any, options: ReportOptions, limits: Thresholds) -> Figures:
         con, queries.GATE_ROLLBACKS, flag=options.flag, since=options.since, until=options.until
     )
     # The decisions of the window (all of them without --since/--until); the chain in full.
-    result = audit(con, sample=limits.audit_sample, seed=0, source="scoped_decisions")
+    if options.rollups:
+        # Kept verdicts for whole minutes, the edges and new segments re-decided.
+        result = incremental_audit(
+            con, since=options.since, until=options.until, sample=limits.audit_sample, seed=0
+        )
+    else:
+        result = audit(con, sample=limits.audit_sample, seed=0, source="scoped_decisions")
     return Figures(
         comparisons=int(comparisons),
         mismatches=int(mismatches),

@@ -234,6 +234,14 @@ def audit(
             "(finds in-place Parquet edits the trees cannot see; parses every wire: slow)."
         ),
     ] = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Re-decide every decision now (default: kept per-segment verdicts, "
+            "re-deciding only new or changed segments).",
+        ),
+    ] = False,
 ) -> None:
     """Recompute every recorded decision (SQL) and a sample (Python); verify the flag chain.
 
@@ -247,10 +255,16 @@ def audit(
 
     from reports.audit import audit as run_audit
     from reports.audit import render_audit
+    from reports.queries import scope
+    from reports.verdicts import incremental_audit
 
     con, path = _open(duckdb)
     try:
-        result = run_audit(con, sample=sample, seed=seed)
+        if full:
+            result = run_audit(con, sample=sample, seed=seed)
+        else:
+            scope(con)
+            result = incremental_audit(con, sample=sample, seed=seed)
     except LedgerError as exc:
         raise fail(str(exc), code=2) from None
     except duck.Error as exc:
