@@ -109,25 +109,38 @@ def _between(column: str, low: datetime | None, high: datetime | None) -> str:
     return " AND ".join(clauses) or "true"
 
 
+def _minutes(low: int | None, high: int | None) -> str:
+    clauses = [f"minute >= {low}"] * (low is not None) + [f"minute < {high}"] * (high is not None)
+    return " AND ".join(clauses) or "true"
+
+
 def _aggregates(
     con: Any, since: datetime | None, until: datetime | None, use_rollups: bool
 ) -> None:
-    """Define ``agg_<rollup>``: the window's rows aggregated per minute (rollup columns).
+    """Define ``agg_<rollup>`` and ``agg_m_<rollup>``: the window's rows aggregated per hour
+    or minute (``agg_m_``: per minute only, for buckets finer than an hour), rollup columns.
 
-    From rollups: the rollup rows of the window's whole minutes ``[low, high)``, the rows of
-    segments without rollups in those minutes, and the rows of the ragged edges
-    ``[since, low)`` and ``[high, until)``, the last two aggregated by the rollups' own SQL.
+    From rollups: the hourly rollup rows of the window's whole hours, the minute rows of its
+    other whole minutes ``[low, high)``, the rows of segments without rollups in those
+    minutes, and the rows of the ragged edges ``[since, low)`` and ``[high, until)``, the last
+    two aggregated by the rollups' own SQL.
     """
     low = None if since is None else _ceil_minute(since)
     high = None if until is None else _floor_minute(until)
     empty_middle = low is not None and high is not None and low >= high
+    low_m = None if low is None else int(low.timestamp()) // 60
+    high_m = None if high is None else int(high.timestamp()) // 60
+    hour = rollups.HOUR_MINUTES
+    low_h = None if low_m is None else -(-low_m // hour) * hour
+    high_h = None if high_m is None else high_m // hour * hour
+    no_hours = low_h is not None and high_h is not None and low_h >= high_h
     for name in rollups.AGGREGATES:
         table = SOURCE_OF[name]
         column = rollups.time_column(table)
         if not use_rollups:
-            con.execute(
-                f"CREATE OR REPLACE TEMP VIEW agg_{name} AS {rollup_sql(name, f'scoped_{table}')}"
-            )
+            raw = rollup_sql(name, f"scoped_{table}")
+            for prefix in ("agg_", "agg_m_"):
+                con.execute(f"CREATE OR REPLACE TEMP VIEW {prefix}{name} AS {raw}")
             continue
         if empty_middle:
             edges = [_between(column, since, until)]
@@ -137,25 +150,32 @@ def _aggregates(
                 edges.append(_between(column, since, low))
             if until is not None and high != until:
                 edges.append(_between(column, high, until))
-        parts = []
+        common = []
         if not empty_middle:
-            minutes = []
-            if low is not None:
-                minutes.append(f"minute >= {int(low.timestamp()) // 60}")
-            if high is not None:
-                minutes.append(f"minute < {int(high.timestamp()) // 60}")
-            where = " AND ".join(minutes) or "true"
-            parts.append(f"SELECT * FROM rollup_{name} WHERE {where}")
             middle = _between(column, low, high)
             unrolled = f"(SELECT * FROM {table}_unrolled WHERE {middle})"
-            parts.append(f"SELECT * FROM ({rollup_sql(name, unrolled)})")
+            common.append(f"SELECT * FROM ({rollup_sql(name, unrolled)})")
         if edges:
             where = " OR ".join(f"({edge})" for edge in edges)
             ragged = f"(SELECT * FROM {table} WHERE {where})"
-            parts.append(f"SELECT * FROM ({rollup_sql(name, ragged)})")
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW agg_{name} AS " + "\nUNION ALL BY NAME\n".join(parts)
-        )
+            common.append(f"SELECT * FROM ({rollup_sql(name, ragged)})")
+        minutes_only = list(common)
+        coarse = list(common)
+        if not empty_middle:
+            minutes_only.append(f"SELECT * FROM rollup_{name} WHERE {_minutes(low_m, high_m)}")
+            if no_hours:
+                coarse.append(f"SELECT * FROM rollup_{name} WHERE {_minutes(low_m, high_m)}")
+            else:
+                coarse.append(f"SELECT * FROM rollup_{name}_hour WHERE {_minutes(low_h, high_h)}")
+                if low_m != low_h:
+                    coarse.append(f"SELECT * FROM rollup_{name} WHERE {_minutes(low_m, low_h)}")
+                if high_h != high_m:
+                    coarse.append(f"SELECT * FROM rollup_{name} WHERE {_minutes(high_h, high_m)}")
+        for prefix, parts in (("agg_", coarse), ("agg_m_", minutes_only)):
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {prefix}{name} AS "
+                + "\nUNION ALL BY NAME\n".join(parts)
+            )
 
 
 def scope(
@@ -509,5 +529,11 @@ ORDER BY ALL
 
 
 def bucketed(name: str, step: int) -> str:
-    """The query ``name`` for buckets of ``step`` microseconds (rollups for whole minutes)."""
-    return FINE[name] if step % MINUTE_US else str(globals()[name])
+    """The query ``name`` for buckets of ``step`` microseconds: hourly rollups for whole
+    hours, minute rollups for whole minutes, raw rows otherwise."""
+    if step % MINUTE_US:
+        return FINE[name]
+    sql = str(globals()[name])
+    if step % (MINUTE_US * rollups.HOUR_MINUTES):
+        sql = sql.replace("FROM agg_", "FROM agg_m_")
+    return sql

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 import uuid
 from datetime import datetime
@@ -45,6 +46,10 @@ from reports.audit import (
 )
 
 __all__ = ["incremental_audit", "ledger_root"]
+
+#: Up to this many decisions in the window, the sample is the full audit's own (one hash
+#: over the window's ids); beyond, block sampling spares the pass.
+_EXACT_SAMPLE_UP_TO = 200_000
 
 _STATE_FINGERPRINTS = """
 SELECT s.flag, s.version, md5(concat_ws('|', s.enabled, s.rollout_bp, s.event_hash,
@@ -208,24 +213,27 @@ def incremental_audit(
 def _sample(
     con: Any, source: str, sample: int, seed: int | None
 ) -> list[tuple[dict[str, Any], bool]]:
-    """About ``sample`` decisions of ``source`` with their SQL verdicts (block sampling)."""
+    """About ``sample`` decisions of ``source`` with their SQL verdicts."""
     if sample <= 0:
         return []
-    # Block sampling (whole vectors of rows, not a reservoir over every row); the decisions'
-    # own columns only, never ``wire``.
     total = int(con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0])
     if total == 0:
         return []
-    percent = min(100.0, 100.0 * 4 * sample / total)
-    repeatable = "" if seed is None else f" REPEATABLE ({int(seed)})"
+    salt = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
+    modulus = max(total // sample, 1)
     columns = ", ".join(f'"{c}"' for c in DECISION_COLUMNS)
+    picked = f"hash(event_id || ':{salt}') % {modulus} = 0"
+    if total <= _EXACT_SAMPLE_UP_TO:
+        # A small window: the very decisions the full audit's pass picks (same hash).
+        chosen = f"SELECT {columns} FROM {source} WHERE {picked}"
+    else:
+        # Block sampling (whole vectors of rows, seeded), not a pass over every row; the
+        # decisions' own columns only, never ``wire``.
+        percent = min(100.0, 100.0 * 4 * sample / total)
+        chosen = f"SELECT {columns} FROM {source} USING SAMPLE {percent!r} PERCENT (system, {salt})"
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE audit_sample AS SELECT {columns} FROM {source} "
-        f"USING SAMPLE {percent!r} PERCENT (system{repeatable and ', ' + str(int(seed or 0))})"
-    )
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE audit_sample AS SELECT * FROM audit_sample "
-        f"ORDER BY hash(event_id || ':{int(seed or 0)}') LIMIT {int(sample)}"
+        f"CREATE OR REPLACE TEMP TABLE audit_sample AS SELECT * FROM ({chosen}) "
+        f"ORDER BY event_id LIMIT {int(sample)}"
     )
     rows = con.execute(
         f"SELECT {columns}, disagrees FROM ({recompute_sql(source='audit_sample')}) "

@@ -14,6 +14,8 @@ file                    one row per
 ``rollup.comparisons``  minute, category, operation, fingerprint: count, late count,
                         first/last time, the earliest example (by time, then event id)
 ``rollup.decisions``    minute, flag, pool, reason: count, first/last time
+``rollup.<name>_hour``  the same four per UTC hour (``minute`` is then the hour's first
+                        minute): a long window reads hours, and minutes only at its ends
 ``rollup.latest``       session: its newest decision in the segment (every decision column),
                         sorted by session id in small row groups, so ``replay --session S``
                         (latest) reads one row group per segment instead of every session id
@@ -50,6 +52,7 @@ from ledger.store.schema import TABLES
 
 __all__ = [
     "AGGREGATES",
+    "HOUR_MINUTES",
     "MINUTE_US",
     "ROLLUPS",
     "ROLLUP_TABLES",
@@ -66,8 +69,12 @@ MINUTE_US = 60_000_000
 #: written in this order and the LAST one of a table marks the table as rolled.
 SOURCE_OF: dict[str, str] = {
     "latency": "operations",
+    "latency_hour": "operations",
+    "operations_hour": "operations",
     "operations": "operations",
+    "comparisons_hour": "comparisons",
     "comparisons": "comparisons",
+    "decisions_hour": "decisions",
     "decisions": "decisions",
     "latest": "decisions",
 }
@@ -107,12 +114,34 @@ def latency_key_sql(column: str) -> str:
     )
 
 
-def _minute(column: str) -> str:
-    return f"(epoch_us({column}) // {MINUTE_US})"
+HOUR_MINUTES = 60
 
 
 def rollup_sql(name: str, source: str) -> str:
-    """SQL aggregating the rows of ``source`` (a table, view or subquery) into rollup ``name``."""
+    """SQL aggregating the rows of ``source`` (a table, view or subquery) into rollup ``name``.
+
+    ``<name>_hour`` is ``<name>`` per hour: its ``minute`` is the hour's first minute. Rows
+    come out in minute order, so a reader's minute filter skips row groups.
+    """
+    if name.endswith("_hour"):
+        step = HOUR_MINUTES
+        name = name.removesuffix("_hour")
+    else:
+        step = 1
+
+    def _minute(column: str) -> str:
+        return f"(epoch_us({column}) // {MINUTE_US * step} * {step})"
+
+    return _ordered(name, _body(name, source, _minute))
+
+
+def _ordered(name: str, body: str) -> str:
+    if name == "latest":
+        return body
+    return f"SELECT * FROM ({body}) ORDER BY minute"
+
+
+def _body(name: str, source: str, _minute: Any) -> str:
     if name == "operations":
         t = _minute("started_at")
         return f"""

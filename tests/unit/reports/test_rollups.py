@@ -23,9 +23,9 @@ from report_factories import T0, Ledger, build, records
 from ledger.store import LedgerWriter, export_ledger, ingest_files, open_reader
 from reports.catalog import REPORTS, ReportOptions, build_report
 
-#: A dense ledger: 600 pairs over 50 minutes (a dozen pairs a minute), so every minute edge
-#: of a window has rows on both sides.
-SPAN_S = 3000
+#: A dense ledger: 900 pairs over 3 hours (five a minute), so nearly every minute edge of a
+#: window has rows on both sides, and windows hold whole hours and parts of hours.
+SPAN_S = 3 * 3600
 #: Means are float sums divided by counts: summed in another order they may round apart.
 ROUNDED_MEANS = {"mean_ms", "cpu_ms_mean"}
 
@@ -61,7 +61,7 @@ def _drop_rollups(path: Path, seed: int) -> int:
 
 @pytest.fixture(scope="module")
 def dense() -> Ledger:
-    return build(seed=11, pairs=600, days=SPAN_S / 86_400)
+    return build(seed=11, pairs=900, days=SPAN_S / 86_400)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def assert_same_report(con: Any, name: str, options: ReportOptions) -> None:
 windows = st.tuples(
     st.one_of(st.none(), st.integers(-120, SPAN_S + 120)),
     st.one_of(st.none(), st.integers(1, SPAN_S + 240)),
-    st.sampled_from([None, "1 hour", "15 minutes", "1 minute", "30 seconds", "1 day"]),
+    st.sampled_from([None, "1 hour", "2 hours", "15 minutes", "1 minute", "30 seconds", "1 day"]),
 )
 
 
@@ -208,6 +208,9 @@ def test_windows_inside_one_minute_and_on_minute_edges(connections: dict[str, An
         (T0 + timedelta(minutes=30, seconds=5), T0 + timedelta(minutes=30, seconds=50)),
         (T0 + timedelta(minutes=30), T0 + timedelta(minutes=41)),
         (T0 + timedelta(minutes=12, seconds=17), T0 + timedelta(minutes=44, seconds=3)),
+        (T0 + timedelta(minutes=12, seconds=17), T0 + timedelta(hours=2, minutes=44)),
+        (T0 + timedelta(minutes=59, seconds=30), T0 + timedelta(hours=2, seconds=30)),
+        (T0 + timedelta(hours=1), T0 + timedelta(hours=2)),
         (T0 + timedelta(minutes=30, seconds=1), T0 + timedelta(minutes=31)),
         (T0 + timedelta(minutes=30, seconds=59), T0 + timedelta(minutes=31, seconds=1)),
     ):
