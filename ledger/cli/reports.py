@@ -134,6 +134,14 @@ def report(
     flag: Annotated[
         str | None, typer.Option(help="Flag name \\[env MIGRATION_LEDGER_FLAG]")
     ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Read raw rows, not the per-minute rollups (same figures, full scans; "
+            "go-no-go then re-decides every decision).",
+        ),
+    ] = False,
     duckdb: DuckdbOption = None,
 ) -> None:
     """Build a report over the ledger. go-no-go exits 1 on NO-GO."""
@@ -156,6 +164,7 @@ def report(
         top=top,
         thresholds=thresholds,
         charts=fmt is Format.html,
+        rollups=not raw,
     )
     con, path = _open(duckdb)
     try:
