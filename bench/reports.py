@@ -322,6 +322,13 @@ def measure(path: Path, rounds: int = 3, replays: int = 20) -> list[Figure]:
     con = open_reader(path)
     # As the CLI builds them for table, json and csv (no charts) ...
     options = ReportOptions(flag=FLAG, audit_sample=200, charts=False)
+    # The first go-no-go of a ledger re-decides every segment once and keeps the verdicts.
+    both(
+        "report go-no-go, first run (verdicts kept)",
+        "s",
+        1,
+        timed(1, lambda: build_report(con, "go-no-go", options)),
+    )
     for name in REPORTS:
         both(f"report {name}", "s", 1, timed(rounds, lambda n=name: build_report(con, n, options)))
     for name in ("summary", "go-no-go"):
@@ -389,6 +396,7 @@ JSON_KEYS = {
     "rollout_s": "report rollout (wall)",
     "daily_s": "report daily (wall)",
     "go_no_go_s": "report go-no-go (wall)",
+    "go_no_go_first_s": "report go-no-go, first run (verdicts kept) (wall)",
     "summary_html_s": "report summary --format html (wall)",
     "daily_html_s": "report daily --format html (wall)",
     "summary_1h_s": "report summary --since/--until 1 h (wall)",

@@ -77,9 +77,9 @@ def _quoted(path: Path | str) -> str:
 
 
 def _verdict(
-    con: Any, segment: str, decisions: Path, cache: Path, states: dict[str, str]
-) -> tuple[str | None, list[tuple[Any, ...]]]:
-    """(the verdict file to read, or None) and, when computed in memory, its rows."""
+    con: Any, segment: str, decisions: Path, cache: Path, states: dict[str, str], index: int
+) -> str:
+    """A relation of the segment's verdict rows: its kept file, or a temp table (read-only)."""
     meta_path = cache / f"{segment}.json"
     data_path = cache / f"{segment}.parquet"
     try:
@@ -87,37 +87,36 @@ def _verdict(
         if meta["stat"] == _stat(decisions) and all(
             states.get(key) == value for key, value in meta["states"].items()
         ):
-            return str(data_path), []
+            return f"read_parquet({_quoted(data_path)})"
     except (OSError, ValueError, KeyError, TypeError):
         pass
     body = recompute_sql(source=f"read_parquet({_quoted(decisions)})")
-    rows = con.execute(
-        f"""SELECT epoch_us("at") // 60000000 AS minute, flag, flag_version, count(*) AS n,
+    table = f"verdict_{index}"
+    # Stays in DuckDB (a Python round trip of ~10,000 rows a segment would cost seconds).
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {table} AS
+            SELECT epoch_us("at") // 60000000 AS minute, flag, flag_version, count(*) AS n,
                    count(*) FILTER (WHERE disagrees) AS bad
             FROM ({body}) GROUP BY ALL"""
-    ).fetchall()
+    )
     used = {
         f"{flag}\x00{version}": states.get(f"{flag}\x00{version}")
-        for _, flag, version, _, _ in rows
+        for flag, version in con.execute(
+            f"SELECT DISTINCT flag, flag_version FROM {table}"
+        ).fetchall()
     }
     try:
         cache.mkdir(exist_ok=True)
         tmp = cache / f".{segment}.{uuid.uuid4().hex}"
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE verdict_rows (minute BIGINT, flag VARCHAR, "
-            "flag_version BIGINT, n BIGINT, bad BIGINT)"
-        )
-        if rows:
-            con.executemany("INSERT INTO verdict_rows VALUES (?, ?, ?, ?, ?)", rows)
-        con.execute(f"COPY verdict_rows TO {_quoted(str(tmp) + '.parquet')} (FORMAT parquet)")
+        con.execute(f"COPY {table} TO {_quoted(str(tmp) + '.parquet')} (FORMAT parquet)")
         os.replace(str(tmp) + ".parquet", data_path)
         Path(str(tmp) + ".json").write_text(
             json.dumps({"stat": _stat(decisions), "states": used}) + "\n"
         )
         os.replace(str(tmp) + ".json", meta_path)
-        return str(data_path), []
     except OSError:
-        return None, rows  # a read-only ledger: the verdict lives as long as this run
+        pass  # a read-only ledger: the verdict lives as long as this run
+    return table
 
 
 def incremental_audit(
@@ -144,19 +143,16 @@ def incremental_audit(
         for flag, version, digest in con.execute(_STATE_FINGERPRINTS).fetchall()
     }
     root = ledger_root(con)
-    files: list[str] = []
-    memory: list[tuple[Any, ...]] = []
+    relations: list[str] = []
     if root is not None:
         cache = root / "verdicts"
         segments = con.execute("SELECT path FROM segments ORDER BY path").fetchall()
         for (folder,) in segments:
             decisions = Path(folder) / "decisions.parquet"
-            if not decisions.exists():
-                continue
-            path, rows = _verdict(con, Path(folder).name, decisions, cache, states)
-            if path is not None:
-                files.append(path)
-            memory += rows
+            if decisions.exists():
+                relations.append(
+                    _verdict(con, Path(folder).name, decisions, cache, states, len(relations))
+                )
     # Whole minutes from the verdicts, the edges from rows (the rollups' split).
     low = None if since is None else -(-int(since.timestamp() * 1_000_000) // 60_000_000)
     high = None if until is None else int(until.timestamp() * 1_000_000) // 60_000_000
@@ -168,16 +164,11 @@ def incremental_audit(
         )
         or "true"
     )
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE verdict_memory (minute BIGINT, flag VARCHAR, "
-        "flag_version BIGINT, n BIGINT, bad BIGINT)"
+    kept = (
+        " UNION ALL ".join(f"SELECT minute, flag, flag_version, n, bad FROM {r}" for r in relations)
+        or "SELECT NULL::BIGINT AS minute, NULL::VARCHAR AS flag, NULL::BIGINT AS flag_version,"
+        " 0::BIGINT AS n, 0::BIGINT AS bad WHERE false"
     )
-    if memory:
-        con.executemany("INSERT INTO verdict_memory VALUES (?, ?, ?, ?, ?)", memory)
-    parts = ["SELECT * FROM verdict_memory"]
-    if files:
-        parts.append(f"SELECT * FROM read_parquet([{', '.join(map(_quoted, files))}])")
-    kept = " UNION ALL ".join(parts)
     edge = []
     if low is not None:
         edge.append(f'epoch_us(d."at") < {low * 60_000_000}')
