@@ -58,7 +58,8 @@ def assert_agree(kept: AuditResult, full: AuditResult) -> None:
 def test_clean_ledger_agrees_and_keeps_verdicts(clean: Path) -> None:
     kept, full = both(clean)
     assert_agree(kept, full)
-    assert kept.ok and full.ok
+    assert kept.ok
+    assert full.ok
     assert kept.decisions > 0
     assert list((clean / "verdicts").glob("*.parquet"))
     kept_again, _ = both(clean)  # read back from the kept verdicts
