@@ -20,9 +20,9 @@ from ledger.errors import ConfigurationError
 from ledger.gates import Figures, Thresholds, parse_thresholds
 from reports import queries
 from reports.audit import audit
+from reports.kept_verdicts import incremental_audit
 from reports.model import ReportOptions
 from reports.queries import fetch
-from reports.verdicts import incremental_audit
 
 __all__ = ["collect", "load_thresholds"]
 

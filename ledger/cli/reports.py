@@ -264,8 +264,8 @@ def audit(
 
     from reports.audit import audit as run_audit
     from reports.audit import render_audit
+    from reports.kept_verdicts import incremental_audit
     from reports.queries import scope
-    from reports.verdicts import incremental_audit
 
     con, path = _open(duckdb)
     try:

@@ -14,8 +14,8 @@ from report_factories import T0, Ledger, build, records, rewrite
 
 from ledger.store import LedgerWriter, open_reader
 from reports.audit import AuditResult, audit
+from reports.kept_verdicts import incremental_audit
 from reports.queries import scope
-from reports.verdicts import incremental_audit
 
 SPAN_S = 3000
 
