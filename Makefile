@@ -20,10 +20,12 @@ demo: install
 	$(BIN)/migration-ledger demo
 
 ## Lint, type-check and run every test against a real broker the suite starts and stops
-## (one broker for the whole run). Under CI (CI set, as .ci/run does) hypothesis is
-## derandomized. --durations=15 names the slowest tests, so a slow one is seen when it lands.
+## (one broker for the whole run, shared by the parallel workers). Under CI (CI set, as
+## .ci/run does) hypothesis is derandomized. --durations=15 names the slowest tests, so a slow
+## one is seen when it lands. TEST_WORKERS=1 runs them in one process.
+TEST_WORKERS ?= 2
 test: install lint typecheck
-	$(BIN)/pytest --durations=15
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 lint: install
 	$(BIN)/ruff check .

@@ -14,6 +14,11 @@
    the publication of each pair's second half to its comparison reaching a reader: p50/p99.
 6. Two worker processes (one consumer group) on a second, equal backlog.
 
+A phase that cannot finish fails loudly instead of hanging: a worker that exits, a minute
+without a new comparison, or a phase past its limit ends it with the count reached and where
+the worker logs are. A failed two-worker phase still prints the JSON line
+(``workers2_ops_per_s: null``), then the bench exits non-zero.
+
 Figures only; nothing here asserts timing. ``--json`` ends with one JSON line of them.
 """
 
@@ -133,6 +138,8 @@ class ComparisonClock:
             fetch_max_wait_ms=20,
         )
         self.arrived: dict[bytes, float] = {}
+        #: Every comparison record read (a repeat of a correlation id counts here only).
+        self.records = 0
         self.live_rate = 0.0
 
     async def run(self) -> None:
@@ -142,19 +149,48 @@ class ComparisonClock:
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=10_000)
                 now = time.perf_counter()
                 for records in batch.values():
+                    self.records += len(records)
                     for record in records:
                         self.arrived.setdefault(record.key, now)
         finally:
             await self.consumer.stop()
 
-    async def wait_for(self, count: int, timeout: float, worker: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_for(
+        self,
+        count: int,
+        workers: list[subprocess.Popen[bytes]],
+        *,
+        stall: float,
+        limit: float,
+        logs: Path,
+    ) -> None:
+        """Until ``count`` correlation ids have a comparison; fails loudly (``BenchFailed``)
+        when a worker exits, when no new comparison arrives for ``stall`` seconds, or past
+        ``limit`` seconds in all: a run that cannot finish says why instead of hanging."""
+        started = last_change = time.monotonic()
+        seen = len(self.arrived)
         while len(self.arrived) < count:
-            if worker.poll() is not None:
-                raise SystemExit(f"worker exited with {worker.returncode}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"only {len(self.arrived)}/{count} comparisons in {timeout} s")
+            now = time.monotonic()
+            if len(self.arrived) != seen:
+                seen, last_change = len(self.arrived), now
+            exited = [(n, w.returncode) for n, w in enumerate(workers) if w.poll() is not None]
+            why = None
+            if exited:
+                why = f"worker(s) exited (number, code): {exited}"
+            elif now - last_change > stall:
+                why = f"no new comparison for {stall:.0f} s"
+            elif now - started > limit:
+                why = f"not done in {limit:.0f} s"
+            if why is not None:
+                raise BenchFailed(
+                    f"{why}: {len(self.arrived)}/{count} correlation ids compared "
+                    f"({self.records} comparison records read); worker logs in {logs}"
+                )
             await asyncio.sleep(0.05)
+
+
+class BenchFailed(SystemExit):
+    """A phase that cannot finish: the reason, the count reached, where the logs are."""
 
 
 async def live_delays(
@@ -184,6 +220,10 @@ async def live_delays(
     while any(cid not in clock.arrived for cid in second_sent) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     return [clock.arrived[cid] - sent for cid, sent in second_sent.items() if cid in clock.arrived]
+
+
+#: A phase fails when no new comparison arrives for this long (a rebalance settles in seconds).
+STALL_S = 60.0
 
 
 def worker_command(agents: str | None) -> list[str]:
@@ -288,10 +328,12 @@ async def backlog_rate(
     clock = ComparisonClock(settings.bootstrap_servers, settings.topic("comparisons"))
     reader = asyncio.create_task(clock.run())
     processes = [start(worker_command(agents), env, workdir, f"worker{n}") for n in range(workers)]
-    await clock.wait_for(1, 180, processes[0])
+    # Start-up (topics, group join, recovery) may take a while on a loaded machine; after
+    # the first comparison, a minute without a new one means the run is stuck.
+    await clock.wait_for(1, processes, stall=240, limit=240, logs=workdir)
     first = min(clock.arrived.values())
     cpu_first = sum(cpu_seconds(p.pid) for p in processes)
-    await clock.wait_for(pairs, 900, processes[0])
+    await clock.wait_for(pairs, processes, stall=STALL_S, limit=max(600, pairs / 5), logs=workdir)
     last = max(clock.arrived.values())
     cpu_used = sum(cpu_seconds(p.pid) for p in processes) - cpu_first
     return (pairs - 1) / (last - first), (pairs - 1) / cpu_used, clock, reader, processes
@@ -336,6 +378,7 @@ async def main() -> None:
     print(f"topics {prefix}*, {args.pairs} pairs ({2 * args.pairs} operations)")
     print(f"agents: {args.agents or 'the whole worker'}")
     prefixes = [prefix]
+    failures: list[str] = []
     processes: list[Any] = []
     reader: asyncio.Task[None] | None = None
     try:
@@ -379,14 +422,23 @@ async def main() -> None:
             await publish_backlog(
                 args.bootstrap_servers, settings2.topic("operations"), args.pairs, "b"
             )
-            rate2, _, _, reader, processes = await backlog_rate(
-                settings2, env2, workdir2, args.pairs, 2, args.agents
-            )
-            figures["workers2_ops_per_s"] = round(2 * rate2)
-            figures["workers2_over_worker"] = round(rate2 / rate, 3)
-            print(
-                f"two workers (backlog):   {2 * rate2:,.0f} operations/s ({rate2 / rate:.2f} x one)"
-            )
+            try:
+                rate2, _, clock2, reader, processes = await backlog_rate(
+                    settings2, env2, workdir2, args.pairs, 2, args.agents
+                )
+            except BenchFailed as failed:
+                figures["workers2_ops_per_s"] = None
+                failures.append(f"two workers: {failed}")
+                print(f"two workers (backlog):   FAILED: {failed}")
+            else:
+                figures["workers2_ops_per_s"] = round(2 * rate2)
+                figures["workers2_over_worker"] = round(rate2 / rate, 3)
+                figures["workers2_repeats"] = clock2.records - len(clock2.arrived)
+                print(
+                    f"two workers (backlog):   {2 * rate2:,.0f} operations/s "
+                    f"({rate2 / rate:.2f} x one; {figures['workers2_repeats']} comparison "
+                    "records repeated a correlation id)"
+                )
     finally:
         stop(*processes)
         if reader is not None:
@@ -398,6 +450,8 @@ async def main() -> None:
     print(f"load average before {figures['load_before']}, after {figures['load_after']}")
     if args.json:
         print(json.dumps(figures))
+    if failures:
+        raise SystemExit("; ".join(failures))
 
 
 def delete_topics(bootstrap: str, prefix: str) -> None:

@@ -189,7 +189,7 @@ WITH base AS (
 )
 SELECT 'd-' || i AS event_id, 1 AS schema_version, 'RolloutDecided' AS type, '{flag}' AS flag,
        session_id, correlation_id, NULL AS environment, pool, reason, bucket, threshold_bp,
-       flag_version, {hash_version} AS hash_version, "at", NULL AS flag_event_hash,
+       flag_version, {hash_version} AS hash_version, "at", CAST(NULL AS VARCHAR) AS flag_event_hash,
        'ledger.decisions' AS _topic, 0 AS _partition, i AS _offset, session_id AS _key,
        to_json({{'event_id': 'd-' || i, 'schema_version': 1, 'type': 'RolloutDecided',
                  'flag': '{flag}', 'session_id': session_id, 'correlation_id': correlation_id,
@@ -321,7 +321,9 @@ def measure(path: Path, rounds: int = 3, replays: int = 20) -> list[Figure]:
     )
     con = open_reader(path)
     # As the CLI builds them for table, json and csv (no charts) ...
-    options = ReportOptions(flag=FLAG, audit_sample=200, charts=False)
+    # cleanup judges as of a time (the CLI's --now): the end of the synthetic window.
+    now = {"now": datetime(2025, 4, 1, tzinfo=UTC)}
+    options = ReportOptions(flag=FLAG, audit_sample=200, charts=False, extra=now)
     # The first go-no-go of a ledger re-decides every segment once and keeps the verdicts.
     both(
         "report go-no-go, first run (verdicts kept)",

@@ -416,6 +416,39 @@ class SwitchoverRecorded(Event):
     at: Timestamp
 
 
+class GateVerdict(Event):
+    """One gate's verdict with the statistics that made it: the evidence a switchover step or
+    a rollback cites (its ``cause_id``, or ``gates.verdict_ids``). Topic ``health``, key: flag.
+
+    ``test`` names the method (``threshold``: a figure held to a limit; ``mixture_sprt``: the
+    sequential test of ``ledger.sequential``); the statistics it has are set, the rest null.
+    """
+
+    type: Literal["GateVerdict"] = "GateVerdict"
+    flag: NonEmpty
+    gate: NonEmpty
+    passed: bool
+    test: NonEmpty
+    #: The effect measured (a rate, a ratio, an odds ratio: ``details.estimate_kind`` says).
+    estimate: Double | None = None
+    interval_low: Double | None = None
+    interval_high: Double | None = None
+    p_value: Double | None = None
+    e_value: Double | None = None
+    #: The limit the figure or the e-value was held to.
+    threshold: Double | None = None
+    v1_n: Count | None = None
+    v1_events: Count | None = None
+    v2_n: Count | None = None
+    v2_events: Count | None = None
+    #: Start of every window the verdict used.
+    windows: tuple[Timestamp, ...] = ()
+    stage: Annotated[int, Field(ge=-1, le=INT64_MAX)] | None = None
+    #: The figure and threshold as the checklist prints them, and anything else of the test.
+    details: dict[str, JsonValue] = Field(default_factory=dict)
+    at: Timestamp
+
+
 class BreakerStateChanged(Event):
     """The V2 circuit breaker moved between closed, open and half_open."""
 
@@ -506,6 +539,7 @@ AnyEvent = Annotated[
     | HealthAssessed
     | RollbackTriggered
     | SwitchoverRecorded
+    | GateVerdict
     | BreakerStateChanged
     | CheckpointPublished
     | DeadLettered,
@@ -523,6 +557,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         HealthAssessed,
         RollbackTriggered,
         SwitchoverRecorded,
+        GateVerdict,
         BreakerStateChanged,
         CheckpointPublished,
         DeadLettered,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ledger.errors import ConfigurationError
+from ledger.sample_ratio import SampleRatio
 
 __all__ = ["Check", "Figures", "Thresholds", "judge", "parse_thresholds"]
 
@@ -43,6 +44,8 @@ class Thresholds:
     max_dead_letter_rate: float | None = 0.001
     #: Rollbacks of the flag in the window.
     max_rollbacks: int | None = 0
+    #: Sample-ratio check (``ledger.sample_ratio``): the split is broken below this p-value.
+    sample_ratio_alpha: float | None = 0.001
     #: Whether the statistical judge must not say "fail".
     require_judge: bool = False
     #: Decisions re-decided in Python besides the SQL audit (the report's, not a gate).
@@ -71,6 +74,8 @@ class Figures:
     audit_detail: str = ""
     judge_verdict: str | None = None
     judge_detail: str = ""
+    #: Sample-ratio checks (decisions, operations); empty: not measured.
+    sample_ratios: tuple[SampleRatio, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,20 @@ def judge(figures: Figures, limits: Thresholds) -> list[Check]:
                 f"<= {t.max_rollbacks}",
             )
         )
+    if t.sample_ratio_alpha is not None:
+        for srm in f.sample_ratios:
+            if srm.p_value is None:
+                continue  # nothing of a split was counted: nothing to compare with it
+            checks.append(
+                Check(
+                    f"sample_ratio_{srm.unit}",
+                    f"sample ratio ({srm.unit})",
+                    not srm.mismatch_at(t.sample_ratio_alpha),
+                    srm.summary(),
+                    f"p >= {t.sample_ratio_alpha:g} overall and "
+                    f">= {srm.window_alpha_at(t.sample_ratio_alpha):.2g} per window",
+                )
+            )
     if f.chain_ok is not None:
         checks.append(Check("chain", "flag log chain", f.chain_ok, f.chain_detail, "verified"))
     if f.audit_ok is not None:

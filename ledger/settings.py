@@ -1,16 +1,37 @@
-"""Configuration from ``MIGRATION_LEDGER_*`` environment variables.
+"""Configuration from ``MIGRATION_LEDGER_*`` environment variables and an environment profile.
 
 Built once at the edge (CLI, worker, sink) and passed down as values; tests build it with
 keyword arguments. Topic names are fixed; ``topic_prefix`` is put in front of each.
+
+Precedence, highest first (pydantic-settings sources, ``settings_customise_sources``):
+
+1. keyword arguments (the command line's flags),
+2. ``MIGRATION_LEDGER_*`` environment variables,
+3. the profile ``[env.NAME]`` of the profiles file, when an environment is chosen
+   (``env=`` / ``--env`` / ``MIGRATION_LEDGER_ENV``; the file: ``profiles=`` /
+   ``MIGRATION_LEDGER_PROFILES``, default ``environments.toml``),
+4. the defaults below.
+
+Secrets (``sasl_password``, ``serve_token``, ``signing_key``) come only from 1 and 2.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from ledger.errors import ConfigurationError
+from ledger.profiles import check_profile, load_profiles, settings_values
 
 __all__ = ["TOPICS", "SaslMechanism", "SecurityProtocol", "Settings"]
 
@@ -30,8 +51,47 @@ TOPICS: dict[str, str] = {
 }
 
 
+class ProfileSource(PydanticBaseSettingsSource):
+    """The chosen environment's profile: below the environment variables, above the defaults.
+
+    An environment named but absent from the file, or a profile with problems, is an error
+    (a deployment must not start on half a configuration).
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], init: InitSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._init = init.init_kwargs
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ gives every value at once.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        env = self._init.get("env") or os.environ.get("MIGRATION_LEDGER_ENV")
+        if not env:
+            return {}
+        path = Path(
+            self._init.get("profiles")
+            or os.environ.get("MIGRATION_LEDGER_PROFILES")
+            or "environments.toml"
+        )
+        tables = load_profiles(path)
+        if env not in tables:
+            known = ", ".join(sorted(tables)) or "none"
+            raise ConfigurationError(f"{path}: no profile [env.{env}] (profiles: {known})")
+        checked = check_profile(env, tables[env])
+        if checked.profile is None or not checked.ok:
+            raise ConfigurationError(f"{path}: " + "; ".join(checked.problems))
+        return settings_values(checked.profile)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MIGRATION_LEDGER_", frozen=True)
+
+    #: The deployment environment whose profile applies (None: no profile).
+    env: str | None = None
+    #: The profiles file (``[env.dev]``, ``[env.staging]``, ``[env.prod]``).
+    profiles: Path = Path("environments.toml")
 
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = ""
@@ -62,6 +122,19 @@ class Settings(BaseSettings):
     #: A client certificate and its key, for mutual TLS.
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(init_settings, InitSettingsSource)
+        profile = ProfileSource(settings_cls, init_settings)
+        return init_settings, env_settings, profile, dotenv_settings, file_secret_settings
 
     @model_validator(mode="after")
     def _security_is_complete(self) -> Self:

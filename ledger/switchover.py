@@ -38,15 +38,17 @@ from ledger.errors import ConfigurationError, SwitchoverError
 from ledger.events import (
     CommandRejected,
     FlagChanged,
+    GateVerdict,
     HealthAssessed,
     RollbackTriggered,
     SwitchoverRecorded,
 )
 from ledger.frozen import Frozen
-from ledger.gates import Figures, Thresholds
+from ledger.gates import Check, Figures, Thresholds
 from ledger.gates import judge as judge_gates
 from ledger.health import ALL_OPERATIONS
 from ledger.policy import JudgePolicy, judge_windows
+from ledger.sequential import SequentialPolicy, SequentialVerdict, sequential_verdicts
 
 __all__ = [
     "CONTROLLER_ACTOR",
@@ -72,6 +74,8 @@ __all__ = [
     "resume",
     "rollback_command_id",
     "rollback_snapshot",
+    "sequential_cause_id",
+    "sequential_verdict_event",
     "start",
     "step",
     "to_flag_command",
@@ -110,6 +114,9 @@ class SwitchoverPlan(Frozen):
     #: Hold when the canary judge, over the whole soak, says ``fail``.
     require_judge: bool = True
     judge: JudgePolicy = JudgePolicy()
+    #: Always-valid harm tests (``ledger.sequential``) over the stage's windows, looked at after
+    #: every window: roll back the moment harm is proven. None (the default): not used.
+    sequential: SequentialPolicy | None = None
 
     def soak_thresholds(self) -> Thresholds:
         """The gates a soak is held to: enough V2 samples, few mismatches, the judge."""
@@ -248,6 +255,9 @@ class ControllerState(Frozen):
     stage_command_sent_at: datetime | None = None
     #: The soak restarted here (held, resumed); else it starts when the stage command applied.
     soak_anchor: datetime | None = None
+    #: When this ramp began (started, or resumed after a halt or a rollback): the sequential
+    #: tests run over every window since, across stages, so alpha bounds the whole ramp.
+    ramp_started_at: datetime | None = None
     #: Flag version the last record was decided against: earlier changes are acknowledged.
     acknowledged_version: int = 0
     flag_state: FlagView = FlagView()
@@ -331,6 +341,7 @@ def _apply_record(state: ControllerState, record: SwitchoverRecorded) -> Control
             "stage_command_id": record.command_id,
             "stage_command_sent_at": record.at,
             "soak_anchor": None if record.command_id else record.at,
+            "ramp_started_at": record.at,
         }
     elif action in ("advanced", "promoted"):
         update |= {
@@ -345,6 +356,8 @@ def _apply_record(state: ControllerState, record: SwitchoverRecorded) -> Control
         update["paused"] = True
     elif action == "resumed":
         update |= {"paused": False, "soak_anchor": record.at}
+        if state.status in ("halted", "rolled_back"):
+            update["ramp_started_at"] = record.at
         if state.status in ("halted", "rolled_back", "ramping"):
             update |= {
                 "status": "ramping",
@@ -481,11 +494,12 @@ def encode_controller_command(command: ControllerCommand) -> bytes:
 
 
 class StepResult(NamedTuple):
-    """What to publish, in this order: records, then snapshots, then commands."""
+    """What to publish, in this order: records, then snapshots (the evidence: rollback
+    snapshots and gate verdicts), then commands."""
 
     records: list[SwitchoverRecorded]
     commands: list[ControllerCommand]
-    snapshots: list[RollbackTriggered]
+    snapshots: list[RollbackTriggered | GateVerdict]
 
 
 def _nothing() -> StepResult:
@@ -648,10 +662,176 @@ def _roll_back(state: ControllerState, cause: HealthAssessed, now: datetime) -> 
     return StepResult([record], [command], [snapshot])
 
 
+def _sequential(
+    policy: SequentialPolicy,
+    assessments: Sequence[HealthAssessed],
+    since: datetime,
+    now: datetime,
+) -> tuple[SequentialVerdict, ...]:
+    """The sequential verdicts over the closed ``"*"`` windows since ``since`` (the ramp's
+    start: one e-process across stages, valid as the split changes, so alpha bounds the ramp)."""
+    inside = [
+        a
+        for a in assessments
+        if a.operation == ALL_OPERATIONS and a.window_start >= since and a.window_end <= now
+    ]
+    return sequential_verdicts(inside, policy)
+
+
+def sequential_cause_id(flag: str, verdict: SequentialVerdict) -> str:
+    """The id of the evidence of a proven harm: derived from the flag, the metric and the
+    windows used, so a controller re-deciding after a restart names the same cause."""
+    windows = ",".join(w.isoformat() for w in verdict.windows)
+    return f"verdict-{_digest(flag, verdict.gate, windows, verdict.proven_at)}"
+
+
+def _roll_back_proven(
+    state: ControllerState, harmed: Sequence[SequentialVerdict], now: datetime
+) -> StepResult:
+    """Harm proven by a sequential test: roll back, the verdict recorded as the cause."""
+    first = min(harmed, key=lambda v: (v.proven_at or now, v.metric))
+    cause_id = sequential_cause_id(state.flag, first)
+    evidence = [
+        sequential_verdict_event(
+            state.flag, v, sequential_cause_id(state.flag, v), state.stage, now
+        )
+        for v in harmed
+    ]
+    command_id = rollback_command_id(state.flag, cause_id)
+    reason = (
+        f"sequential test proved harm on {first.metric}: e-value {first.e_value:.3g} "
+        f">= {first.threshold:g} (alpha {first.alpha:g})"
+    )
+    gates: dict[str, JsonValue] = {
+        "verdict_ids": [v.event_id for v in evidence],
+        "sequential": [v.to_dict() for v in harmed],
+    }
+    record = _record(
+        state,
+        "rolled_back",
+        stage=state.stage,
+        percentage_bp=0,
+        actor=CONTROLLER_ACTOR,
+        reason=reason,
+        at=now,
+        command_id=command_id,
+        cause_id=cause_id,
+        gates=gates,
+    )
+    command = ControllerCommand(
+        command="rollback",
+        command_id=command_id,
+        flag=state.flag,
+        actor=CONTROLLER_ACTOR,
+        reason=reason,
+        cause_id=cause_id,
+    )
+    return StepResult([record], [command], list(evidence))
+
+
+def sequential_verdict_event(
+    flag: str, verdict: SequentialVerdict, event_id: str, stage: int | None, at: datetime
+) -> GateVerdict:
+    """A sequential verdict as evidence; its always-valid p-value is min(1, 1 / e-value)."""
+    details: dict[str, JsonValue] = {
+        k: v for k, v in verdict.to_dict().items() if k in ("estimate_kind", "proven_at", "alpha")
+    }
+    details["description"] = verdict.to_dict()["test"]
+    return GateVerdict(
+        event_id=event_id,
+        flag=flag,
+        gate=verdict.gate,
+        passed=not verdict.harm,
+        test="mixture_sprt",
+        estimate=verdict.odds_ratio,
+        p_value=min(1.0, 1.0 / verdict.e_value) if verdict.e_value > 0 else 1.0,
+        e_value=verdict.e_value,
+        threshold=verdict.threshold,
+        v1_n=verdict.v1_n,
+        v1_events=verdict.v1_events,
+        v2_n=verdict.v2_n,
+        v2_events=verdict.v2_events,
+        windows=verdict.windows,
+        stage=stage,
+        details=details,
+        at=at,
+    )
+
+
+def _check_verdict(
+    flag: str, check: Check, event_id: str, stage: int, windows: Sequence[datetime], at: datetime
+) -> GateVerdict:
+    return GateVerdict(
+        event_id=event_id,
+        flag=flag,
+        gate=check.gate,
+        passed=check.passed,
+        test="mann_whitney_judge" if check.gate == "judge" else "threshold",
+        windows=tuple(windows),
+        stage=stage,
+        details={"name": check.name, "figure": check.figure, "threshold": check.threshold},
+        at=at,
+    )
+
+
+def _soak_evidence(
+    state: ControllerState,
+    plan: SwitchoverPlan,
+    assessments: Sequence[HealthAssessed],
+    since: datetime,
+    now: datetime,
+) -> tuple[dict[str, JsonValue], list[str], list[GateVerdict]]:
+    """The soak's gates, failed gates and one ``GateVerdict`` per gate judged (ids derived
+    from the flag, stage, gate and soak, so a re-decided step names the same evidence)."""
+    gates, failed, checks, verdicts = _soak_judgement(
+        plan, assessments, since, now, state.ramp_started_at
+    )
+    windows = sorted(
+        {
+            a.window_start
+            for a in assessments
+            if a.pool == "v2"
+            and a.operation == ALL_OPERATIONS
+            and a.window_start >= since
+            and a.window_end <= now
+        }
+    )
+
+    def verdict_id(gate: str) -> str:
+        return "verdict-" + _digest(
+            state.flag, state.stage, gate, since.isoformat(), now.isoformat()
+        )
+
+    evidence = [
+        _check_verdict(state.flag, c, verdict_id(c.gate), state.stage, windows, now) for c in checks
+    ]
+    evidence += [
+        sequential_verdict_event(state.flag, v, verdict_id(v.gate), state.stage, now)
+        for v in verdicts
+    ]
+    gates["verdict_ids"] = [v.event_id for v in evidence]
+    return gates, failed, evidence
+
+
 def _soak_gates(
-    plan: SwitchoverPlan, assessments: Sequence[HealthAssessed], since: datetime, now: datetime
+    plan: SwitchoverPlan,
+    assessments: Sequence[HealthAssessed],
+    since: datetime,
+    now: datetime,
+    ramp_since: datetime | None = None,
 ) -> tuple[dict[str, JsonValue], list[str]]:
     """The figures over the soak's closed windows and the gates they fail (empty: go)."""
+    gates, failed, _, _ = _soak_judgement(plan, assessments, since, now, ramp_since)
+    return gates, failed
+
+
+def _soak_judgement(
+    plan: SwitchoverPlan,
+    assessments: Sequence[HealthAssessed],
+    since: datetime,
+    now: datetime,
+    ramp_since: datetime | None = None,
+) -> tuple[dict[str, JsonValue], list[str], list[Check], tuple[SequentialVerdict, ...]]:
     inside = [
         a
         for a in assessments
@@ -690,7 +870,12 @@ def _soak_gates(
     )
     checks = judge_gates(figures, plan.soak_thresholds())
     failed = [check.gate for check in checks if not check.passed]
-    return gates, failed
+    verdicts: tuple[SequentialVerdict, ...] = ()
+    if plan.sequential is not None:
+        verdicts = _sequential(plan.sequential, assessments, ramp_since or since, now)
+        gates["sequential"] = [v.to_dict() for v in verdicts]
+        failed += [v.gate for v in verdicts if v.harm]
+    return gates, failed, checks, verdicts
 
 
 def step(
@@ -720,6 +905,11 @@ def step(
     cause = _first_trigger(assessments, since)
     if cause is not None:
         return _roll_back(state, cause, now)
+    if plan.sequential is not None and pending is None:
+        ramp_since = state.ramp_started_at or since
+        harmed = [v for v in _sequential(plan.sequential, assessments, ramp_since, now) if v.harm]
+        if harmed:
+            return _roll_back_proven(state, harmed, now)
     if pending is not None:
         sent = state.stage_command_sent_at or now
         if now - sent >= timedelta(seconds=plan.command_timeout_s):
@@ -743,7 +933,7 @@ def step(
         return StepResult([record], [], [])
     if now - soak_start < stage.soak:
         return _nothing()
-    gates, failed = _soak_gates(plan, assessments, soak_start, now)
+    gates, failed, evidence = _soak_evidence(state, plan, assessments, soak_start, now)
     if failed == ["samples"]:
         return _nothing()  # keep soaking until enough traffic has been seen
     if failed:
@@ -758,10 +948,11 @@ def step(
             at=now,
             gates=gates,
         )
-        return StepResult([record], [], [])
-    return _advance(
+        return StepResult([record], [], list(evidence))
+    advanced = _advance(
         state, "advanced", CONTROLLER_ACTOR, "gates passed for the whole soak", now, gates
     )
+    return advanced._replace(snapshots=list(evidence))
 
 
 def _flag_at_stage(state: ControllerState) -> bool:
@@ -975,10 +1166,10 @@ def promote(
     if state.stage >= len(plan.stages) - 1:
         raise SwitchoverError("already at the last stage")
     since = state.soak_started_at or state.last_record_at or now
-    gates, failed = _soak_gates(plan, assessments, since, now)
+    gates, failed, evidence = _soak_evidence(state, plan, assessments, since, now)
     gates["manual"] = True
     gates["failed"] = list(failed)
-    return _advance(state, "promoted", actor, reason, now, gates)
+    return _advance(state, "promoted", actor, reason, now, gates)._replace(snapshots=list(evidence))
 
 
 def describe(
@@ -1005,7 +1196,7 @@ def describe(
         elapsed = (now - soak_start).total_seconds()
         info["soak_elapsed_s"] = elapsed
         info["soak_remaining_s"] = max(stage.soak_s - elapsed, 0.0)
-        gates, failed = _soak_gates(state.plan, assessments, soak_start, now)
+        gates, failed = _soak_gates(state.plan, assessments, soak_start, now, state.ramp_started_at)
         info["gates"] = gates
         info["failing_gates"] = failed
     return info

@@ -48,6 +48,7 @@ from ledger.events import (
     DeadLettered,
     Event,
     FlagChanged,
+    GateVerdict,
     HealthAssessed,
     OperationRecorded,
     RollbackTriggered,
@@ -135,7 +136,13 @@ CONTRACTS: Final[dict[str, TopicContract]] = {
         TopicContract("decisions", (RolloutDecided,)),
         TopicContract(
             "health",
-            (HealthAssessed, RollbackTriggered, SwitchoverRecorded, BreakerStateChanged),
+            (
+                HealthAssessed,
+                RollbackTriggered,
+                SwitchoverRecorded,
+                GateVerdict,
+                BreakerStateChanged,
+            ),
         ),
         TopicContract("dead_letters", (DeadLettered,)),
         TopicContract("checkpoints", (CheckpointPublished,)),

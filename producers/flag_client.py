@@ -117,6 +117,9 @@ class FlagClient:
         self._state: flags.FlagState = flags.initial_state(self.flag)
         self._changed = threading.Condition()
         self._last_current = time.monotonic()  # when we last knew we were at the log's end
+        #: Set once the client has known it was current: until then its state is the
+        #: defaults (V2 off), whatever the log says, and a router should not decide on it.
+        self._current_once = threading.Event()
         self._messages = 0
         self._decode_errors = 0
         self._chain_errors = 0
@@ -172,6 +175,24 @@ class FlagClient:
                     return False
                 self._changed.wait(remaining)
             return True
+
+    @property
+    def ever_current(self) -> bool:
+        """Whether the client has read the whole flag log at least once since it started.
+
+        A client that does not tail Kafka (fed by ``ingest``, as a replay or a test does) is
+        as current as what it was given.
+        """
+        return self._thread is None or self._current_once.is_set()
+
+    def wait_until_current(self, timeout: float) -> bool:
+        """Block until the client has read the whole flag log once (or ``timeout``).
+
+        A router that decides before then decides on the defaults: V1 for every request even
+        when V2 is at 100 % (seen in the last-mile integration run: a new router's first
+        requests went to V1 at flag version 0).
+        """
+        return self._current_once.wait(timeout)
 
     def staleness(self) -> float:
         """Seconds since the client last confirmed it had read the whole flag log."""
@@ -317,6 +338,7 @@ class FlagClient:
                     ends = reader.end_offsets()  # raises when the broker is away
                     if all(reader.position()[tp] >= end for tp, end in ends.items()):
                         self._last_current = now
+                        self._current_once.set()
 
     def _wait_for_partitions(self, reader: LogReader) -> bool:
         """Whether the flag log exists; before it does, the defaults are current."""
@@ -324,6 +346,7 @@ class FlagClient:
             if reader.partitions():
                 return True
             self._last_current = time.monotonic()  # no log yet: the defaults are the state
+            self._current_once.set()
             self._stop.wait(1.0)
         return False
 

@@ -94,7 +94,7 @@ class OfrepService:
         )
 
     def _stale(self) -> bool:
-        return self.client.staleness() > self.stale_after
+        return not self.client.ever_current or self.client.staleness() > self.stale_after
 
     def _record(self, route: Route) -> None:
         self.evaluations += 1

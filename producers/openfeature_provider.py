@@ -173,7 +173,8 @@ class MigrationFlagProvider(AbstractProvider):
         )
 
     def _reason(self, reason: str) -> str:
-        return Reason.STALE if self.client.staleness() > self.stale_after else reason
+        stale = not self.client.ever_current or self.client.staleness() > self.stale_after
+        return Reason.STALE if stale else reason
 
 
 def _context(context: EvaluationContext | None) -> tuple[str | None, str | None, str | None]:

@@ -17,6 +17,8 @@ from ddsketch import LogarithmicMapping
 from ledger.gates import judge
 from ledger.health import RELATIVE_ACCURACY
 from reports import queries
+from reports.cleanup import cleanup
+from reports.compatibility import compatibility
 from reports.gates import collect, load_thresholds
 from reports.model import (
     Bar,
@@ -30,6 +32,7 @@ from reports.model import (
     Section,
     Series,
 )
+from reports.postmigration import post_migration
 from reports.queries import fetch
 
 __all__ = [
@@ -422,7 +425,30 @@ def go_no_go(con: Any, options: ReportOptions) -> Report:
     limits = load_thresholds(options.thresholds)
     if options.audit_sample != ReportOptions().audit_sample:
         limits = replace(limits, audit_sample=options.audit_sample)
-    checks = judge(collect(con, options, limits), limits)
+    figures = collect(con, options, limits)
+    checks = judge(figures, limits)
+    split_rows = tuple(
+        (
+            ratio.unit,
+            test.group.flag_version,
+            test.group.expected_bp / 10_000,
+            test.observed_share,
+            test.group.v1,
+            test.group.v2,
+            test.statistic,
+            test.p_value,
+        )
+        for ratio in figures.sample_ratios
+        for test in ratio.versions
+    )
+    split = Section(
+        "sample_ratio",
+        "Sample ratio per flag version (distinct sessions of SPLIT decisions)",
+        ("unit", "flag_version", "expected_v2_share", "observed_v2_share", "v1", "v2",
+         "chi_square", "p_value"),
+        split_rows,
+        note="overall: the smallest p-value times the versions; windows: see the checklist",
+    )  # fmt: skip
     section = Section(
         "checklist",
         "Switchover checklist",
@@ -433,11 +459,26 @@ def go_no_go(con: Any, options: ReportOptions) -> Report:
     return Report(
         "go-no-go",
         "Go / no-go",
-        (section,),
+        (section, split),
         charts=charts(con, options) if options.charts else (),
         passed=all(c.passed for c in checks),
         meta={"flag": options.flag},
     )
+
+
+def verdicts(con: Any, options: ReportOptions) -> Report:
+    """Why the switchover did what it did: each step beside the gate verdicts it cites."""
+    columns, rows = queries.fetch(
+        con, queries.VERDICTS, flag=options.flag, since=options.since, until=options.until
+    )
+    section = Section(
+        "verdicts",
+        "Switchover steps and the verdicts they cite",
+        columns,
+        tuple(tuple(row) for row in rows),
+        note="p_value of a mixture_sprt verdict is the always-valid 1 / e_value",
+    )
+    return Report("verdicts", "Gate verdicts", (section,), meta={"flag": options.flag})
 
 
 #: Report name -> builder.
@@ -447,6 +488,10 @@ REPORTS: dict[str, Callable[[Any, ReportOptions], Report]] = {
     "rollout": rollout,
     "go-no-go": go_no_go,
     "daily": daily,
+    "verdicts": verdicts,
+    "compatibility": compatibility,
+    "cleanup": cleanup,
+    "post-migration": post_migration,
 }
 
 

@@ -18,13 +18,15 @@ from typing import Any
 
 from ledger.errors import ConfigurationError
 from ledger.gates import Figures, Thresholds, parse_thresholds
+from ledger.health import DEFAULT_WINDOW
+from ledger.sample_ratio import SampleRatio, SplitCount, check
 from reports import queries
 from reports.audit import audit
 from reports.kept_verdicts import incremental_audit
 from reports.model import ReportOptions
 from reports.queries import fetch
 
-__all__ = ["collect", "load_thresholds"]
+__all__ = ["collect", "load_thresholds", "sample_ratio"]
 
 
 def load_thresholds(path: Path | None) -> Thresholds:
@@ -60,6 +62,13 @@ def collect(con: Any, options: ReportOptions, limits: Thresholds) -> Figures:
     _, rollback_rows = fetch(
         con, queries.GATE_ROLLBACKS, flag=options.flag, since=options.since, until=options.until
     )
+    ratios = tuple(
+        sample_ratio(con, options.flag, unit, query, limits)
+        for unit, query in (
+            ("decisions", queries.GATE_SAMPLE_RATIO_DECISIONS),
+            ("operations", queries.GATE_SAMPLE_RATIO_OPERATIONS),
+        )
+    )
     # The decisions of the window (all of them without --since/--until); the chain in full.
     if options.rollups:
         # Kept verdicts for whole minutes, the edges and new segments re-decided.
@@ -85,4 +94,25 @@ def collect(con: Any, options: ReportOptions, limits: Thresholds) -> Figures:
         chain_detail=result.chain_summary(),
         audit_ok=result.decisions_ok,
         audit_detail=result.decisions_summary(),
+        sample_ratios=ratios,
+    )
+
+
+def sample_ratio(con: Any, flag: str, unit: str, query: str, limits: Thresholds) -> SampleRatio:
+    """The sample-ratio check of one unit over the report window: per flag version over the
+    whole window, and per window of the health windows' size."""
+
+    def counts(window: float) -> list[SplitCount]:
+        _, rows = fetch(con, query, flag=flag, window=window)
+        return [
+            SplitCount(str(f), int(version), int(bp), int(v1), int(v2), start)
+            for f, version, bp, start, v1, v2 in rows
+        ]
+
+    alpha = limits.sample_ratio_alpha
+    return check(
+        counts(0),
+        counts(DEFAULT_WINDOW.total_seconds()),
+        unit=unit,
+        **({} if alpha is None else {"alpha": alpha}),
     )

@@ -175,9 +175,16 @@ def incremental_audit(
     if high is not None:
         edge.append(f'epoch_us(d."at") >= {high * 60_000_000}')
     edges = "WHERE " + (" OR ".join(edge) or "false")
+    # Archived decisions (``--archive``) have no kept verdicts: re-decided, whole minutes only
+    # (the edges above already read them through ``source``).
+    archived_middle = "WHERE " + (" AND ".join(f"NOT ({e})" for e in edge) if edge else "true")
     rows = con.execute(
         f"""SELECT flag, flag_version, sum(n), sum(bad) FROM (
                 SELECT flag, flag_version, n, bad FROM ({kept}) WHERE {where}
+                UNION ALL
+                SELECT flag, flag_version, count(*), count(*) FILTER (WHERE disagrees)
+                FROM ({recompute_sql(source="decisions_archived", where=archived_middle)})
+                GROUP BY ALL
                 UNION ALL
                 SELECT flag, flag_version, count(*), count(*) FILTER (WHERE disagrees)
                 FROM ({recompute_sql(source=source, where=edges)})

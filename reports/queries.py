@@ -388,6 +388,55 @@ GROUP BY pool
 
 GATE_DEAD_LETTERS = "SELECT count(*) FROM scoped_dead_letters"
 
+# The sample-ratio check (ledger.sample_ratio): distinct units (the session, else the request)
+# of SPLIT decisions per flag version and threshold, by pool; then of the primary executions
+# of those requests, by the pool that answered. $window = 0: the whole period, else the size of
+# the epoch-aligned windows in seconds.
+_SPLIT_WINDOW = (
+    "CASE WHEN $window = 0 THEN NULL "
+    'ELSE to_timestamp(floor(epoch(d."at") / $window) * $window) END'
+)
+_SPLIT_UNIT = "coalesce(d.session_id, d.correlation_id)"
+
+GATE_SAMPLE_RATIO_DECISIONS = f"""
+SELECT d.flag, d.flag_version, d.threshold_bp, {_SPLIT_WINDOW} AS window_start,
+       count(DISTINCT {_SPLIT_UNIT}) FILTER (WHERE d.pool = 'v1') AS v1,
+       count(DISTINCT {_SPLIT_UNIT}) FILTER (WHERE d.pool = 'v2') AS v2
+FROM scoped_decisions d
+WHERE d.reason = 'SPLIT' AND d.threshold_bp IS NOT NULL AND d.flag = $flag
+GROUP BY ALL ORDER BY ALL
+"""
+
+GATE_SAMPLE_RATIO_OPERATIONS = f"""
+SELECT d.flag, d.flag_version, d.threshold_bp, {_SPLIT_WINDOW} AS window_start,
+       count(DISTINCT {_SPLIT_UNIT}) FILTER (WHERE o.pool = 'v1') AS v1,
+       count(DISTINCT {_SPLIT_UNIT}) FILTER (WHERE o.pool = 'v2') AS v2
+FROM scoped_operations o JOIN scoped_decisions d USING (correlation_id)
+WHERE o.role = 'primary' AND d.reason = 'SPLIT' AND d.threshold_bp IS NOT NULL
+  AND d.flag = $flag
+GROUP BY ALL ORDER BY ALL
+"""
+
+# --- verdicts ---------------------------------------------------------------------------------
+
+# Every switchover step of the flag with the gate verdicts it cites (its cause, or the ids in
+# gates.verdict_ids): why a stage advanced, held or rolled back.
+VERDICTS = """
+WITH steps AS (
+    SELECT s.event_id, s."at", s.action, s.stage, s.reason, s.cause_id,
+           coalesce(CAST(json_extract(s.gates, '$.verdict_ids') AS VARCHAR[]), []) AS cited
+    FROM switchovers s
+    WHERE s.flag = $flag
+      AND ($since IS NULL OR s."at" >= $since) AND ($until IS NULL OR s."at" < $until)
+)
+SELECT st."at", st.action, st.stage, st.reason, v.gate, v.passed, v.test, v.estimate,
+       v.p_value, v.e_value, v.threshold, v.v1_n, v.v1_events, v.v2_n, v.v2_events,
+       len(v.windows) AS windows, v.event_id AS verdict_id
+FROM steps st
+JOIN gate_verdicts v ON v.event_id = st.cause_id OR list_contains(st.cited, v.event_id)
+ORDER BY st."at", st.event_id, v.gate
+"""
+
 GATE_ROLLBACKS = """
 SELECT count(*) FROM flag_events
 WHERE type = 'FlagChanged' AND flag = $flag AND command = 'rollback'

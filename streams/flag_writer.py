@@ -40,17 +40,35 @@ from ledger.merkle import CompactTree, leaf_hash
 from ledger.settings import Settings
 from ledger.store.keys import load_signer
 from streams.dead_letters import dead_letter
-from streams.message import Message
 from streams.metrics import Metrics
 
 if TYPE_CHECKING:
     from streams.app import LedgerApp
 
-__all__ = ["FlagLogReader", "FlagWriter", "install"]
+__all__ = ["FlagLogReader", "FlagWriter", "build_writer", "install"]
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 1.0
+#: How long the writer waits for a command before it checks it still runs the singletons.
+POLL_S = 0.5
+#: Pause before the writer starts over after a failure.
+RESTART_S = 5.0
+
+
+class CommandMessage(Protocol):
+    """A record of ``ledger.flag-commands``: where it sat, and its bytes."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 class LogSource(Protocol):
@@ -93,9 +111,16 @@ class FlagWriter:
         self._tree_at: datetime | None = None
 
     async def catch_up(self) -> None:
-        """Fold every log record not folded yet."""
+        """Fold every log record not folded yet.
+
+        Each offset is folded at most once, whatever the reader hands back: a reader whose
+        position was reset to the beginning must not apply a change twice (a doubled version
+        would stop the writer as a broken chain).
+        """
         for offset, raw in await self.source.read_to_end():
-            self.read_through = max(self.read_through, offset)
+            if offset <= self.read_through:
+                continue
+            self.read_through = offset
             try:
                 event = wire.decode(raw, "flag_events")
             except EventDecodeError as exc:
@@ -109,13 +134,14 @@ class FlagWriter:
             self.tree.append(leaf_hash(raw or b""))
             self._tree_offset, self._tree_at = offset, event.at
 
-    async def handle(self, message: Message) -> FlagChanged | CommandRejected | None:
+    async def handle(self, message: CommandMessage) -> FlagChanged | CommandRejected | None:
         """Decide one command message; returns what was appended (None: nothing)."""
         try:
             command = wire.decode_command(message.value)
         except (CommandError, EventDecodeError, ValueError) as exc:
             await self._dead_letter(message, f"not a valid flag command: {exc}")
             return None
+        log.info("flag command %s (offset %s) taken", command.command_id, message.offset)
         while True:
             await self.catch_up()
             state = self.states.get(command.flag) or flags.initial_state(command.flag)
@@ -124,6 +150,7 @@ class FlagWriter:
                 state, command, at=datetime.fromtimestamp(self.wall(), tz=UTC)
             )
             if answer is None:
+                log.info("flag command %s was answered before", command.command_id)
                 self.metrics.flag_commands.labels("already_decided").inc()
                 return None
             try:
@@ -138,6 +165,7 @@ class FlagWriter:
             await self._checkpoint()
             result = "accepted" if isinstance(answer, FlagChanged) else "rejected"
             self.metrics.flag_commands.labels(result).inc()
+            log.info("flag command %s %s at log offset %d", command.command_id, result, offset)
             return answer
 
     async def _checkpoint(self) -> None:
@@ -161,7 +189,7 @@ class FlagWriter:
             await asyncio.sleep(0.05)
         raise RuntimeError(f"flag log record {offset} was acknowledged but cannot be read back")
 
-    async def _dead_letter(self, message: Message, reason: str) -> None:
+    async def _dead_letter(self, message: CommandMessage, reason: str) -> None:
         letter = dead_letter(
             message.value,
             reason=reason,
@@ -195,14 +223,12 @@ class FlagLogReader:
         self._started = False
 
 
-def install(ledger_app: LedgerApp) -> None:
-    """Add the flag log writer agent to the app."""
+def build_writer(ledger_app: LedgerApp, source: LogSource) -> FlagWriter:
+    """A writer that appends through the app's producer (tests may swap the log's ends)."""
     settings = ledger_app.settings
-    commands = ledger_app.topic("flag_commands")
     events = ledger_app.topic("flag_events")
     dead_letters = ledger_app.topic("dead_letters")
     checkpoints = ledger_app.topic("checkpoints")
-    reader = FlagLogReader(settings)
 
     async def append(flag: str, value: bytes) -> int:
         delivered = await events.send(key=flag.encode(), value=value)
@@ -215,8 +241,8 @@ def install(ledger_app: LedgerApp) -> None:
     async def publish_checkpoint(key: bytes, value: bytes) -> Any:
         return await checkpoints.send(key=key, value=value)
 
-    writer = FlagWriter(
-        source=ledger_app.options.get("flag_log_source") or reader,
+    return FlagWriter(
+        source=ledger_app.options.get("flag_log_source") or source,
         append=ledger_app.options.get("flag_log_append") or append,
         send_dead_letter=send_dead_letter,
         metrics=ledger_app.metrics,
@@ -225,13 +251,64 @@ def install(ledger_app: LedgerApp) -> None:
         origin=flag_log_origin(settings.topic("flag_events")),
     )
 
-    @ledger_app.app.agent(commands, name="flag_writer")
-    async def flag_writer(stream: Any) -> Any:
+
+def install(ledger_app: LedgerApp) -> None:
+    """Add the flag log writer to the app: a task that runs on the singletons' worker.
+
+    The writer reads ``ledger.flag-commands`` itself, from the beginning, instead of taking
+    the commands from a faust stream. faust can drop messages it fetched while a partition
+    was being recovered after a rebalance (its stream buffers are cleared, its read offset
+    has moved on), and a dropped command would never be answered: seen after a SIGKILL, when
+    the restarted worker answered the first command and none after it. Read from offset 0,
+    a command already answered is recognised from the flag log (``decide_command`` returns
+    ``None``) and costs a lookup; one not answered yet is answered, whoever took it before.
+
+    The faust agent on ``ledger.flag-commands`` only drains it: its assignment is the token
+    that makes one worker of the group the singletons' worker
+    (``LedgerApp.runs_singletons``).
+    """
+    app = ledger_app.app
+    settings = ledger_app.settings
+    commands = ledger_app.topic("flag_commands")
+    poll_s = float(ledger_app.options.get("flag_writer_poll") or POLL_S)
+
+    async def answer_commands() -> None:
+        """While this worker runs the singletons: every command, from the first, answered."""
+        reader = FlagLogReader(settings)
+        writer = build_writer(
+            ledger_app, reader
+        )  # a fresh state each time: folded from the log, not kept
+        ledger_app.parts["flag_writer"] = writer
+        tail = AsyncLogReader(settings, [settings.topic("flag_commands")], partitions=[0])
+        await tail.start()
         try:
-            async for event in stream.events():
-                yield await writer.handle(event.message)
+            log.info("flag log writer runs on this worker")
+            while not app.should_stop and ledger_app.runs_singletons():
+                for record in await tail.read(timeout_ms=int(poll_s * 1000)):
+                    await writer.handle(record)
         finally:
+            await tail.stop()
             await reader.stop()
 
-    ledger_app.agents["flag_writer"] = flag_writer
-    ledger_app.parts["flag_writer"] = writer
+    async def flag_writer_service() -> None:
+        # Whatever goes wrong (broker away, a broken chain), start over from the log: the
+        # state is rebuilt, never patched, and the worker's other agents keep running.
+        while not app.should_stop:
+            if not ledger_app.runs_singletons():
+                await asyncio.sleep(poll_s)
+                continue
+            try:
+                await answer_commands()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("flag log writer failed; starting over from the log in 5 s")
+                await asyncio.sleep(RESTART_S)
+
+    @ledger_app.app.agent(commands, name="flag_commands_token")
+    async def flag_commands_token(stream: Any) -> None:
+        async for _ in stream:  # drained: the assignment is what matters, see above
+            pass
+
+    app.task(flag_writer_service)  # registered by call: faust's decorators are untyped
+    ledger_app.agents["flag_commands_token"] = flag_commands_token

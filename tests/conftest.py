@@ -6,6 +6,11 @@ and start that one, through ``restartable_broker``). Set ``MIGRATION_LEDGER_BOOT
 (e.g. to the team's dev broker at 127.0.0.1:9092) to reuse a running broker instead of starting
 one on free ports.
 
+Run in parallel (``pytest -n 2``, pytest-xdist, as ``make test`` does), the run still has one
+broker: the controller process starts it before the workers start, when the selection reaches
+into tests/integration, and hands its address to them (``SHARED_BROKER_ENV``); a test that
+restarts a broker then gets one of its own, since the shared one is not its to stop.
+
 Hypothesis runs under one of two profiles, registered here: ``ci`` (``derandomize=True``: the
 same examples on every run and every clone, no example database), loaded unless
 ``HYPOTHESIS_PROFILE`` names another, so ``make test`` and CI are green on every fresh clone;
@@ -20,6 +25,8 @@ No test is re-run on failure: pytest-rerunfailures is switched off in pyproject.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +43,10 @@ INTEGRATION_DIR = Path(__file__).parent / "integration"
 OFFLINE_BOOTSTRAP = "127.0.0.1:1"
 #: How long the broker may take to answer after a (re)start on a loaded 2-core machine.
 BROKER_START_TIMEOUT = 120.0
+#: Where the controller of a parallel run tells its workers the shared broker's address.
+SHARED_BROKER_ENV = "MIGRATION_LEDGER_TEST_SHARED_BROKER"
+
+_SHARED_BROKER = pytest.StashKey[LocalBroker]()
 
 hypothesis_settings.register_profile("explore", derandomize=False, max_examples=500, deadline=None)
 hypothesis_settings.register_profile(
@@ -49,11 +60,53 @@ hypothesis_settings.register_profile(
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def _selects_integration_tests(config: pytest.Config) -> bool:
+    """Whether the paths asked for (the testpaths when none) reach into tests/integration."""
+    for arg in config.args or [str(config.rootpath / "tests")]:
+        path = Path(arg.split("::")[0]).resolve()
+        if (
+            path == INTEGRATION_DIR
+            or INTEGRATION_DIR in path.parents
+            or path in INTEGRATION_DIR.parents
+        ):
+            return True
+    return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a parallel run's controller, start the run's one broker before the workers start."""
+    is_controller = getattr(config.option, "numprocesses", None) and not hasattr(
+        config, "workerinput"
+    )
+    if not is_controller or os.environ.get("MIGRATION_LEDGER_BOOTSTRAP_SERVERS"):
+        return
+    if not _selects_integration_tests(config):
+        return
+    broker = _new_broker(Path(tempfile.mkdtemp(prefix="ledger-test-broker-")))
+    broker.up(timeout=BROKER_START_TIMEOUT, die_with_parent=True)
+    config.stash[_SHARED_BROKER] = broker
+    os.environ[SHARED_BROKER_ENV] = broker.bootstrap  # the workers inherit it
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    broker = config.stash.get(_SHARED_BROKER, None)
+    if broker is not None:
+        broker.down()
+        shutil.rmtree(broker.state_dir.parent, ignore_errors=True)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/integration needs the broker; mark it so `-m` can select it."""
     for item in items:
         if INTEGRATION_DIR in Path(item.path).parents:
             item.add_marker(pytest.mark.integration)
+
+
+def _external_bootstrap() -> str:
+    """A broker this process did not start: the user's, or a parallel run's shared one."""
+    return os.environ.get("MIGRATION_LEDGER_BOOTSTRAP_SERVERS") or os.environ.get(
+        SHARED_BROKER_ENV, ""
+    )
 
 
 def _new_broker(state_root: Path) -> LocalBroker:
@@ -75,7 +128,7 @@ def session_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBr
     usual cache (``MIGRATION_LEDGER_CACHE_DIR``), and stopped at the end of the session even
     when tests fail. The kernel also stops it if pytest itself is killed.
     """
-    if os.environ.get("MIGRATION_LEDGER_BOOTSTRAP_SERVERS"):
+    if _external_bootstrap():
         yield None
         return
     broker = _new_broker(tmp_path_factory.mktemp("kafka-brokers"))
@@ -90,7 +143,7 @@ def session_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBr
 def kafka_bootstrap(session_broker: LocalBroker | None) -> str:
     """``"127.0.0.1:PORT"`` of a real Kafka 4 broker, for the whole session."""
     if session_broker is None:
-        return os.environ["MIGRATION_LEDGER_BOOTSTRAP_SERVERS"]
+        return _external_bootstrap()
     return session_broker.bootstrap
 
 

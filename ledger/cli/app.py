@@ -13,6 +13,7 @@ import typer
 
 from ledger.cli import (
     check,
+    config,
     demo,
     flags,
     kafka,
@@ -45,6 +46,7 @@ app.command("sink")(sink.sink)
 app.command("simulate")(simulate.simulate)
 app.command("demo")(demo.demo)
 app.command("check")(check.check)
+app.add_typer(config.app, name="config")
 # Serving routers in any language: OFREP over HTTP.
 app.command("serve")(serve.serve)
 
@@ -58,7 +60,7 @@ flags.flags_app.command("rollback", help="Alias of `migration-ledger rollback`."
 )
 
 # Reading the ledger: queries, reports, replay, audit; moving and compacting it.
-for _command in (store.sql, store.export, store.ingest, store.compact):
+for _command in (store.sql, store.export, store.ingest, store.compact, store.archive):
     app.command(_command.__name__)(_command)
 for _reader in (reports.report, reports.replay, reports.audit, reports.reclassify):
     app.command(_reader.__name__)(_reader)

@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ledger.checks import CheckReport, Thresholds
+from ledger.checks import CheckReport, Finding, Status, Thresholds
+from ledger.cli.config import ProfilesOption, profiles_path
 from ledger.cli.options import BootstrapOption, DuckdbOption, TopicPrefixOption, build_settings
 from ledger.cli.probes import run_checks
-from ledger.errors import LedgerError
+from ledger.errors import ConfigurationError, LedgerError
+from ledger.profiles import check_profile, load_profiles
 
 __all__ = ["check", "render_table"]
 
@@ -61,10 +64,30 @@ def check(
     output: Annotated[
         OutputFormat, typer.Option("--format", help="table or json.")
     ] = OutputFormat.table,
+    env: Annotated[
+        str | None,
+        typer.Option(
+            "--env", help="Validate this environment's profile [env MIGRATION_LEDGER_ENV]"
+        ),
+    ] = None,
+    profiles: ProfilesOption = None,
+    profile_only: Annotated[
+        bool, typer.Option("--profile-only", help="With --env: only the profile, no probes.")
+    ] = False,
 ) -> None:
-    """Go-live checks: broker, topics, flag log, worker, sink. Exit 1 if any FAILs."""
+    """Go-live checks: broker, topics, flag log, worker, sink. Exit 1 if any FAILs.
 
-    extra = {} if flag is None else {"flag": flag}
+    With ``--env NAME``: first the profile ``[env.NAME]`` is validated (unknown keys,
+    impossible thresholds, plan stages, topics, secrets); a problem is a FAIL line and the
+    probes do not run. ``--profile-only`` stops after the profile.
+    """
+    extra: dict[str, object] = {} if flag is None else {"flag": flag}
+    if env is not None:
+        findings = profile_findings(env, profiles_path(profiles))
+        if profile_only or any(f.status is Status.FAIL for f in findings):
+            _show(CheckReport(tuple(findings)), output)
+            raise typer.Exit(code=CheckReport(tuple(findings)).exit_code)
+        extra |= {"env": env, "profiles": profiles_path(profiles)}
     try:
         settings = build_settings(bootstrap_servers, topic_prefix, duckdb, **extra)
     except ValueError as exc:  # pydantic's ValidationError is one
@@ -84,11 +107,33 @@ def check(
     except LedgerError as exc:
         typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=1) from None
+    _show(result, output)
+    raise typer.Exit(code=result.exit_code)
+
+
+def _show(result: CheckReport, output: OutputFormat) -> None:
     if output is OutputFormat.json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
         render_table(result)
-    raise typer.Exit(code=result.exit_code)
+
+
+def profile_findings(env: str, path: Path) -> list[Finding]:
+    """One PASS line for a sound profile, else one FAIL line per problem."""
+    try:
+        tables = load_profiles(path)
+    except ConfigurationError as exc:
+        return [Finding("profile", Status.FAIL, str(exc), "fix the profiles file")]
+    if env not in tables:
+        known = ", ".join(sorted(tables)) or "none"
+        return [Finding("profile", Status.FAIL, f"{path}: no [env.{env}] (profiles: {known})", "")]
+    checked = check_profile(env, tables[env])
+    if checked.ok:
+        return [Finding("profile", Status.PASS, f"{path}: [env.{env}] is valid")]
+    return [
+        Finding("profile", Status.FAIL, problem, f"fix [env.{env}] in {path}")
+        for problem in checked.problems
+    ]
 
 
 def render_table(result: CheckReport) -> None:

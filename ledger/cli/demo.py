@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ledger.cli.options import BootstrapOption, TopicPrefixOption, build_settings
+from ledger.cli.options import (
+    FLAG_LOG_NOT_READ,
+    FLAG_LOG_WAIT_S,
+    BootstrapOption,
+    TopicPrefixOption,
+    build_settings,
+)
 from ledger.errors import LedgerError
 from ledger.kafka.admin import ensure_topics
 from ledger.kafka.broker import LocalBroker, probe_metadata
@@ -318,6 +324,8 @@ def _migrate(
     # kafka-python logs every reconnect; the publisher says once what matters.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     client = FlagClient(settings).start()
+    if not client.wait_until_current(timeout=FLAG_LOG_WAIT_S):  # else it decides on defaults
+        console.print(FLAG_LOG_NOT_READ)
     publisher = Publisher(settings, journal_path=settings.duckdb.parent / "journal.jsonl").start()
     workload = Workload(seed=seed, sessions=sessions, rate=rate)
     progress = Progress(

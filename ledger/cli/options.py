@@ -13,7 +13,14 @@ import typer
 
 from ledger.settings import Settings
 
-__all__ = ["BootstrapOption", "DuckdbOption", "TopicPrefixOption", "build_settings", "fail"]
+__all__ = [
+    "ArchiveOption",
+    "BootstrapOption",
+    "DuckdbOption",
+    "TopicPrefixOption",
+    "build_settings",
+    "fail",
+]
 
 BootstrapOption = Annotated[
     str | None,
@@ -32,6 +39,13 @@ TopicPrefixOption = Annotated[
 DuckdbOption = Annotated[
     Path | None,
     typer.Option("--duckdb", help="Location of the DuckDB ledger [env MIGRATION_LEDGER_DUCKDB]"),
+]
+
+ArchiveOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--archive", help="Also read this archive (`migration-ledger archive --out DIR`)."
+    ),
 ]
 
 
@@ -59,3 +73,11 @@ def fail(message: object, code: int = 1) -> typer.Exit:
     """
     typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=code)
+
+
+#: How long a router (simulate, serve, demo) waits to read the flag log before deciding.
+FLAG_LOG_WAIT_S = 15.0
+FLAG_LOG_NOT_READ = (
+    "warning: the flag log was not read within "
+    f"{FLAG_LOG_WAIT_S:g} s; deciding on the defaults (V1) until it is"
+)

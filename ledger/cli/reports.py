@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ledger.cli.merkle import checkpoint_audit
-from ledger.cli.options import DuckdbOption, build_settings, fail
+from ledger.cli.options import ArchiveOption, DuckdbOption, build_settings, fail
 from ledger.comparison import load_rules
 from ledger.errors import LedgerError
 
@@ -39,13 +39,13 @@ class TextFormat(StrEnum):
     json = "json"
 
 
-def _open(duckdb: Path | None) -> tuple[Any, Path]:
+def _open(duckdb: Path | None, archive: Path | None = None) -> tuple[Any, Path]:
     # Deferred: DuckDB loads only when the ledger is read or written.
     from ledger.store import open_reader
 
     settings = build_settings(duckdb=duckdb)
     try:
-        return open_reader(settings.duckdb), settings.duckdb
+        return open_reader(settings.duckdb, archive=archive), settings.duckdb
     except LedgerError as exc:
         raise fail(str(exc), code=2) from None
 
@@ -111,7 +111,13 @@ def render(
 
 
 def report(
-    name: Annotated[str, typer.Argument(help="summary, performance, rollout, go-no-go or daily.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="summary, performance, rollout, go-no-go, daily, verdicts, compatibility, "
+            "cleanup or post-migration."
+        ),
+    ],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table, json, csv or html")] = (
         Format.table
     ),
@@ -142,9 +148,34 @@ def report(
             "go-no-go then re-decides every decision).",
         ),
     ] = False,
+    rules: Annotated[
+        Path | None, typer.Option(help="compatibility: the comparison rules in use.")
+    ] = None,
+    breaking_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0001,
+            max=1.0,
+            help="compatibility: share of answers that makes a change breaking.",
+        ),
+    ] = 0.05,
+    draft_rules: Annotated[
+        Path | None, typer.Option(help="compatibility: write the draft rules (TOML) here.")
+    ] = None,
+    pairs: Annotated[
+        int, typer.Option(min=1, help="compatibility: analyse a seeded sample of this many pairs.")
+    ] = 100_000,
+    min_days: Annotated[
+        float, typer.Option(min=0.0, help="cleanup: days V2 must have been at 100 %.")
+    ] = 7.0,
+    now: Annotated[
+        str | None, typer.Option(help="cleanup: judge as of this time (default: the clock).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="post-migration: seed of the bootstrap.")] = 0,
     duckdb: DuckdbOption = None,
+    archive: ArchiveOption = None,
 ) -> None:
-    """Build a report over the ledger. go-no-go exits 1 on NO-GO."""
+    """Build a report over the ledger. go-no-go and cleanup exit 1 when not passed."""
     # Deferred: DuckDB loads only when the ledger is read or written; the reports load DuckDB: only
     # the reading commands need them.
     import duckdb as duck
@@ -165,8 +196,17 @@ def report(
         thresholds=thresholds,
         charts=fmt is Format.html,
         rollups=not raw,
+        extra=_extra(
+            name,
+            rules=rules,
+            breaking_share=breaking_share,
+            pairs=pairs,
+            min_days=min_days,
+            now=now,
+            seed=seed,
+        ),
     )
-    con, path = _open(duckdb)
+    con, path = _open(duckdb, archive)
     try:
         built = build_report(con, name, options)
     except (LedgerError, ValueError) as exc:
@@ -176,8 +216,37 @@ def report(
     finally:
         con.close()
     render(built, fmt, out, source=str(path), section=section)
+    if draft_rules is not None and name == "compatibility":
+        lines = [row[0] for row in built.section("draft_rules").rows]
+        _emit("\n".join(lines) + "\n", draft_rules)
     if built.passed is False:
         raise typer.Exit(code=1)
+
+
+def _extra(
+    name: str,
+    *,
+    rules: Path | None,
+    breaking_share: float,
+    pairs: int,
+    min_days: float,
+    now: str | None,
+    seed: int,
+) -> dict[str, Any]:
+    """The options only one report reads, checked here (bad input exits 2)."""
+    if name == "compatibility":
+        try:
+            rule_set = load_rules(rules)
+        except (LedgerError, OSError) as exc:
+            raise fail(str(exc), code=2) from None
+        return {"rules": rule_set, "breaking_share": breaking_share, "pair_limit": pairs}
+    if name == "cleanup":
+        # The one clock read of the cleanup report: the report itself takes the time given.
+        when = _when(now, "--now") or datetime.now(UTC)
+        return {"min_days": min_days, "now": when}
+    if name == "post-migration":
+        return {"seed": seed}
+    return {}
 
 
 def replay(
@@ -251,6 +320,7 @@ def audit(
             "re-deciding only new or changed segments).",
         ),
     ] = False,
+    archive: ArchiveOption = None,
 ) -> None:
     """Recompute every recorded decision (SQL) and a sample (Python); verify the flag chain.
 
@@ -267,7 +337,7 @@ def audit(
     from reports.kept_verdicts import incremental_audit
     from reports.queries import scope
 
-    con, path = _open(duckdb)
+    con, path = _open(duckdb, archive)
     try:
         if full:
             result = run_audit(con, sample=sample, seed=seed)

@@ -11,13 +11,19 @@ Exit codes: 1 when the broker cannot be reached, 2 for a refused bind (no token)
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ledger.cli.options import BootstrapOption, TopicPrefixOption, build_settings, fail
+from ledger.cli.options import (
+    FLAG_LOG_NOT_READ,
+    FLAG_LOG_WAIT_S,
+    BootstrapOption,
+    TopicPrefixOption,
+    build_settings,
+    fail,
+)
 from ledger.errors import LedgerError
 from ledger.kafka.admin import ensure_topics
 
@@ -68,9 +74,8 @@ def serve(
         settings.cache_dir / "journal" / f"serve-{settings.topic_prefix or 'default'}.jsonl"
     )
     client = FlagClient(settings).start()
-    deadline = time.monotonic() + 10
-    while client.staleness() > 0.5 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    if not client.wait_until_current(timeout=FLAG_LOG_WAIT_S):
+        typer.echo(FLAG_LOG_NOT_READ, err=True)
     publisher = Publisher(settings, journal_path=journal_path).start()
     service = OfrepService(client, publisher, stale_after=stale_after)
     typer.echo(

@@ -8,13 +8,19 @@ Kafka through the journaled publisher, exactly as a production caller would do i
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ledger.cli.options import BootstrapOption, DuckdbOption, TopicPrefixOption, build_settings
+from ledger.cli.options import (
+    FLAG_LOG_NOT_READ,
+    FLAG_LOG_WAIT_S,
+    BootstrapOption,
+    DuckdbOption,
+    TopicPrefixOption,
+    build_settings,
+)
 from ledger.errors import LedgerError
 from ledger.kafka.admin import ensure_topics
 from ledger.settings import Settings
@@ -146,9 +152,8 @@ def _run(
     )
     client = FlagClient(settings).start()
     with console.status("Reading the flag log"):
-        deadline = time.monotonic() + 10
-        while client.staleness() > 0.5 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        if not client.wait_until_current(timeout=FLAG_LOG_WAIT_S):
+            console.print(FLAG_LOG_NOT_READ)
     sim = Simulator(seed=seed, incidents=incidents, time_scale=time_scale)
     workload = Workload(seed=seed, sessions=sessions, rate=rate, environments=(environment,))
     publisher = Publisher(settings, journal_path=journal_path).start()

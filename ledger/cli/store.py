@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ledger.cli.options import DuckdbOption, build_settings, fail
+from ledger.cli.options import ArchiveOption, DuckdbOption, build_settings, fail
 from ledger.errors import LedgerError
 
 __all__ = ["compact", "export", "ingest", "render_rows", "sql"]
@@ -116,6 +116,7 @@ def sql(
         OutputFormat, typer.Option("--format", "-f", help="table, json (array of objects), csv")
     ] = OutputFormat.table,
     duckdb: DuckdbOption = None,
+    archive: ArchiveOption = None,
 ) -> None:
     """Run an ad-hoc query on the ledger (works while the sink runs).
 
@@ -130,7 +131,7 @@ def sql(
 
     settings = build_settings(duckdb=duckdb)
     try:
-        con = open_reader(settings.duckdb)
+        con = open_reader(settings.duckdb, archive=archive)
     except LedgerError as exc:
         raise fail(str(exc)) from None
     try:
@@ -219,3 +220,42 @@ def compact(
         f"({result.rows} rows); purged {result.purged} replaced segment(s)"
         + (f"; rollups written for {result.rolled_up} segment(s)" if result.rolled_up else "")
     )
+
+
+def archive(
+    before: Annotated[
+        str, typer.Option("--before", help="Archive segments whose rows are all before this.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The archive folder (created, added to).")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would move; write and remove nothing.")
+    ] = False,
+    duckdb: DuckdbOption = None,
+) -> None:
+    """Move old segments to day-partitioned Parquet in --out, verified, then off the ledger.
+
+    --before is a date (UTC midnight) or an RFC 3339 time. The flag log and the newest segment
+    of each partition stay. Needs the single-writer lock: stop the sink first. Read both with
+    `sql`, `report`, `audit` --archive DIR.
+    """
+    # Deferred: DuckDB loads only when the ledger is read or written.
+    from ledger.store import archive_before
+
+    try:
+        when = dt.datetime.fromisoformat(before)
+    except ValueError:
+        raise fail(f"--before: {before!r} is not a date or RFC 3339 time", code=2) from None
+    if when.tzinfo is None:
+        if len(before) > 10:
+            raise fail(f"--before: {before!r} has no UTC offset (add +00:00 or Z)", code=2)
+        when = when.replace(tzinfo=dt.UTC)
+    settings = build_settings(duckdb=duckdb)
+    try:
+        result = archive_before(settings.duckdb, when, out, dry_run=dry_run)
+    except LedgerError as exc:
+        raise fail(str(exc)) from None
+    verb = "would archive" if dry_run else "archived"
+    rows = ", ".join(f"{n} {table}" for table, n in sorted(result.rows.items())) or "no rows"
+    typer.echo(f"{verb} {len(result.archived)} segments ({rows}) to {out}")
+    for name, why in result.kept:
+        typer.echo(f"kept {name}: {why}")

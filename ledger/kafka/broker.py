@@ -601,8 +601,9 @@ class LocalBroker:
             f"{lib}/*",
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            # One argument: an id may begin with "-" (1 in 64 do), which argparse would take
+            # for an option and refuse ("expected one argument").
+            f"--cluster-id={cluster_id}",
             "-c",
             str(properties),
             "--ignore-formatted",

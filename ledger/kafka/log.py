@@ -152,7 +152,12 @@ class LogReader:
         return [Record.of(r) for records in batches.values() for r in records]
 
     def read_to_end(self, *, timeout_s: float | None = None) -> list[Record]:
-        """From the current positions up to the ends seen now; ``BrokerError`` past the time."""
+        """From the current positions at least up to the ends seen now; ``BrokerError`` past the
+        time.
+
+        A record that arrived past those ends in the same fetch is kept too: it has been
+        consumed (the position is past it), so dropping it would lose it for the next call.
+        """
         ends = self.end_offsets()
         budget = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + budget
@@ -165,10 +170,7 @@ class LogReader:
                     f"read only {read} of {sum(ends.values())} records of "
                     f"{', '.join(self.topics)} in {budget:g} s"
                 )
-            for record in self.poll():
-                tp = (record.topic, record.partition)
-                if record.offset < ends[tp]:
-                    records.append(record)
+            records.extend(self.poll())
             position = self.position()
         return records
 
@@ -271,17 +273,18 @@ class AsyncLogReader:
         return True
 
     async def read_to_end(self) -> list[Record]:
-        """From the current positions up to the ends seen now."""
+        """From the current positions at least up to the ends seen now.
+
+        Records fetched past those ends are returned too, never dropped: they are consumed,
+        and the next call starts after them.
+        """
         with broker_errors("read the end of the log"):
             tps = list(self._consumer.assignment())
             ends = await self._consumer.end_offsets(tps)
-        end_of = {(tp.topic, tp.partition): end for tp, end in ends.items()}
         records: list[Record] = []
         while True:
             with broker_errors("read the log's position"):
                 behind = [tp for tp in tps if await self._consumer.position(tp) < ends[tp]]
             if not behind:
                 return records
-            for record in await self.read(timeout_ms=1000, max_records=10_000):
-                if record.offset < end_of[(record.topic, record.partition)]:
-                    records.append(record)
+            records.extend(await self.read(timeout_ms=1000, max_records=10_000))

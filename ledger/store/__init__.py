@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ledger.store.schema import EVENT_TABLE, TABLES, VIEWS, Column, Table, describe_schema
 
 if TYPE_CHECKING:
+    from ledger.store.archive import ArchiveResult, archive_before
     from ledger.store.reader import Snapshot, open_reader, refresh_reader, take_snapshot
     from ledger.store.transfer import ExportResult, IngestResult, export_ledger, ingest_files
     from ledger.store.writer import CompactionResult, LedgerWriter, SourceRecord, WriteResult
@@ -27,6 +28,7 @@ __all__ = [
     "EVENT_TABLE",
     "TABLES",
     "VIEWS",
+    "ArchiveResult",
     "Column",
     "CompactionResult",
     "ExportResult",
@@ -36,6 +38,7 @@ __all__ = [
     "SourceRecord",
     "Table",
     "WriteResult",
+    "archive_before",
     "describe_schema",
     "export_ledger",
     "ingest_files",
@@ -45,6 +48,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "ArchiveResult": "ledger.store.archive",
+    "archive_before": "ledger.store.archive",
     "Snapshot": "ledger.store.reader",
     "open_reader": "ledger.store.reader",
     "refresh_reader": "ledger.store.reader",

@@ -101,11 +101,26 @@ def _sql_list(paths: tuple[str, ...]) -> str:
 
 
 def _table_sql(
-    con: duckdb.DuckDBPyConnection, layout: Layout, table: Table, files: tuple[str, ...]
+    con: duckdb.DuckDBPyConnection,
+    layout: Layout,
+    table: Table,
+    files: tuple[str, ...],
+    archived: tuple[str, ...] = (),
 ) -> str:
     schema_file = str(layout.schema_file(table.name))
     # A column this code knows but the ledger's last writer did not (older code) reads NULL.
     stored = set(con.sql(f"SELECT * FROM read_parquet({_sql_list((schema_file,))})").columns)
+    live = _select(table, stored, f"read_parquet({_sql_list((schema_file, *files))}, "
+                   "union_by_name = true, hive_partitioning = false)")  # fmt: skip
+    if not archived:
+        return live
+    # The archive's files (ledger.store.archive) as they were written; its `day` is dropped.
+    source = f"read_parquet({_sql_list(archived)}, union_by_name = true, hive_partitioning = true)"
+    old = set(con.sql(f"SELECT * FROM {source} LIMIT 0").columns)
+    return f"{live} UNION ALL {_select(table, old, source)}"
+
+
+def _select(table: Table, stored: set[str], source: str) -> str:
 
     def column(name: str, type_: str) -> str:
         if name not in stored:
@@ -115,29 +130,47 @@ def _table_sql(
         return f'"{name}"'
 
     select = ", ".join(column(c.name, c.type) for c in table.columns)
-    sources = (schema_file, *files)
-    return (
-        f"SELECT {select} FROM read_parquet({_sql_list(sources)}, "
-        "union_by_name = true, hive_partitioning = false)"
-    )
+    return f"SELECT {select} FROM {source}"
 
 
-def refresh_reader(con: duckdb.DuckDBPyConnection, path: Path | str) -> Snapshot:
-    """(Re)define every table and view of ``con`` over the ledger's newest commit."""
+def refresh_reader(
+    con: duckdb.DuckDBPyConnection, path: Path | str, archive: Path | None = None
+) -> Snapshot:
+    """(Re)define every table and view of ``con`` over the ledger's newest commit.
+
+    With ``archive`` (a folder ``migration-ledger archive`` wrote), each table also reads
+    the archived rows: the ledger as it was before those segments left it.
+    """
     layout = Layout(Path(path))
     snapshot = take_snapshot(path)
+    if archive is not None and not (archive / "manifest.json").is_file():
+        raise StoreError(f"{archive} is not an archive (no manifest.json)")
     try:
+        archives: dict[str, tuple[str, ...]] = {}
         for name, table in TABLES.items():
+            archived = (
+                tuple(str(f) for f in sorted(archive.glob(f"{name}/day=*/*.parquet")))
+                if archive is not None
+                else ()
+            )
+            archives[name] = archived
             con.execute(
                 f'CREATE OR REPLACE VIEW "{name}" AS '
-                f"{_table_sql(con, layout, table, snapshot.files[name])}"
+                f"{_table_sql(con, layout, table, snapshot.files[name], archived)}"
             )
         for rolled in rollups.ROLLUP_TABLES:
-            # The rows of segments that carry no rollups (reports aggregate them raw).
-            con.execute(
-                f'CREATE OR REPLACE VIEW "{rolled}_unrolled" AS '
-                f"{_table_sql(con, layout, TABLES[rolled], snapshot.unrolled[rolled])}"
+            # The rows of segments that carry no rollups, and archived rows (an archive
+            # keeps no rollups): the reports aggregate them raw.
+            raw = _table_sql(
+                con, layout, TABLES[rolled], snapshot.unrolled[rolled], archives[rolled]
             )
+            con.execute(f'CREATE OR REPLACE VIEW "{rolled}_unrolled" AS {raw}')
+        # Archived decisions alone: the incremental audit keeps no verdicts for them.
+        con.execute(
+            'CREATE OR REPLACE VIEW "decisions_archived" AS '
+            # (no segment files: the zero-row schema file, then the archived rows)
+            + _table_sql(con, layout, TABLES["decisions"], (), archives["decisions"])
+        )
         for name in rollups.ROLLUPS:
             files = snapshot.rollup_files[name]
             empty = rollups.rollup_sql(
@@ -180,7 +213,9 @@ def refresh_reader(con: duckdb.DuckDBPyConnection, path: Path | str) -> Snapshot
     return snapshot
 
 
-def open_reader(path: Path | str, **config: Any) -> duckdb.DuckDBPyConnection:
+def open_reader(
+    path: Path | str, archive: Path | None = None, **config: Any
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with every ledger table and view defined.
 
     Works while the sink writes (it never touches a database file). ``config`` goes to
@@ -191,7 +226,7 @@ def open_reader(path: Path | str, **config: Any) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:", config=config)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        refresh_reader(con, path)
+        refresh_reader(con, path, archive)
     except BaseException:
         con.close()
         raise

@@ -259,6 +259,33 @@ SWITCHOVERS = Table(
     "SwitchoverRecorded: the switchover controller's steps",
 )
 
+GATE_VERDICTS = Table(
+    "gate_verdicts",
+    ("GateVerdict",),
+    (
+        *_BASE,
+        _c("flag", "VARCHAR"),
+        _c("gate", "VARCHAR"),
+        _c("passed", "BOOLEAN"),
+        _c("test", "VARCHAR", "threshold | mixture_sprt"),
+        _c("estimate", "DOUBLE"),
+        _c("interval_low", "DOUBLE"),
+        _c("interval_high", "DOUBLE"),
+        _c("p_value", "DOUBLE"),
+        _c("e_value", "DOUBLE"),
+        _c("threshold", "DOUBLE"),
+        _c("v1_n", "BIGINT"),
+        _c("v1_events", "BIGINT"),
+        _c("v2_n", "BIGINT"),
+        _c("v2_events", "BIGINT"),
+        _c("windows", "TIMESTAMPTZ[]"),
+        _c("stage", "BIGINT"),
+        _c("details", "JSON"),
+        _c("at", "TIMESTAMPTZ"),
+    ),
+    "GateVerdict: one gate's verdict and its statistics, cited by the step it caused",
+)
+
 BREAKER_EVENTS = Table(
     "breaker_events",
     ("BreakerStateChanged",),
@@ -320,6 +347,7 @@ TABLES: dict[str, Table] = {
         HEALTH,
         ROLLBACKS,
         SWITCHOVERS,
+        GATE_VERDICTS,
         BREAKER_EVENTS,
         CHECKPOINTS,
         DEAD_LETTERS,

@@ -58,7 +58,7 @@ class Worker:
             str(self.pairing_timeout),
             *(["--without-web"] if self.web_port is None else ["--web-port", str(self.web_port)]),
             "--loglevel",
-            "warning",
+            os.environ.get("TEST_WORKER_LOGLEVEL", "warning"),
         ]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(

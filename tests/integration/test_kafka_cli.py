@@ -12,7 +12,14 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.cli.app import app
-from ledger.kafka.broker import KAFKA_VERSION, free_ports, kafka_home, probe_metadata
+from ledger.kafka.broker import (
+    KAFKA_VERSION,
+    LocalBroker,
+    free_ports,
+    kafka_home,
+    new_cluster_id,
+    probe_metadata,
+)
 from ledger.settings import Settings
 
 
@@ -68,3 +75,18 @@ def test_up_status_down_twice_in_a_row_leaves_no_broker_behind(cache: Path) -> N
 
         status = runner.invoke(app, ["kafka", "status", *ports])
         assert status.output.startswith("down:")
+
+
+def test_a_cluster_id_beginning_with_a_dash_formats_and_starts(tmp_path: Path) -> None:
+    # 1 in 64 random ids begin with "-"; the storage tool once took it for an option.
+    port, controller_port = free_ports(2)
+    broker = LocalBroker(
+        Settings().cache_dir, port=port, controller_port=controller_port, state_root=tmp_path
+    )
+    broker.state_dir.mkdir(parents=True)
+    (broker.state_dir / "cluster.id").write_text("-" + new_cluster_id()[1:] + "\n")
+    broker.up(timeout=120, die_with_parent=True)
+    try:
+        assert probe_metadata(broker.bootstrap, timeout=30) == 1
+    finally:
+        broker.down()

@@ -44,6 +44,7 @@ TOPIC_OF = {
     "HealthAssessed": "health",
     "RollbackTriggered": "health",
     "SwitchoverRecorded": "health",
+    "GateVerdict": "health",
     "BreakerStateChanged": "health",
     "DeadLettered": "dead_letters",
 }

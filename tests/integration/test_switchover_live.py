@@ -294,6 +294,10 @@ def test_a_restart_mid_soak_resumes_the_soak_and_a_rollback_by_hand_is_respected
 
         # By hand from here: resume (first stage again), pause, promote while paused.
         # (pause only writes a record; it waits for no answer and takes no --timeout)
+        # Traffic stops first: with no new windows the resumed stage cannot pass its gates, so
+        # the controller does not advance between resume and pause however slowly the two
+        # commands start (seen on a loaded machine: the 4 s soak passed in between).
+        traffic.stop()
         for args in (("resume", "--reason", "go on", *ANSWER), ("pause", "--reason", "hold on")):
             done = cli(settings, "switchover", *args)
             assert done.returncode == 0, done.stdout + done.stderr

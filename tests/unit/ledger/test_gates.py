@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from ledger.errors import ConfigurationError
 from ledger.gates import Figures, Thresholds, judge
+from ledger.sample_ratio import SplitCount
+from ledger.sample_ratio import check as check_split
 from reports.gates import load_thresholds
 
 GOOD = Figures(
@@ -174,3 +176,27 @@ def test_a_bad_thresholds_file_is_refused_with_the_reason(
     path.write_text(text)
     with pytest.raises(ConfigurationError, match=problem.replace("(", r"\(").replace(")", r"\)")):
         load_thresholds(path)
+
+
+def test_a_broken_split_fails_the_sample_ratio_gate_and_a_sound_one_passes() -> None:
+    sound = check_split([SplitCount("f", 3, 1000, 905, 95)], unit="decisions")
+    skewed = check_split([SplitCount("f", 3, 1000, 860, 140)], unit="operations")  # p = 2.5e-5
+    checks = {c.gate: c for c in judge(replace(GOOD, sample_ratios=(sound, skewed)), Thresholds())}
+    assert checks["sample_ratio_decisions"].passed
+    assert not checks["sample_ratio_operations"].passed
+    assert "V2 140 of 1000 (expected 100.0)" in checks["sample_ratio_operations"].figure
+    # the threshold is the gate's: 0 turns it off, None leaves it unjudged
+    off = {
+        c.gate: c.passed
+        for c in judge(replace(GOOD, sample_ratios=(skewed,)), Thresholds(sample_ratio_alpha=0.0))
+    }
+    assert off["sample_ratio_operations"]
+    unjudged = judge(replace(GOOD, sample_ratios=(skewed,)), Thresholds(sample_ratio_alpha=None))
+    assert "sample_ratio_operations" not in {c.gate for c in unjudged}
+
+
+def test_a_sample_ratio_with_nothing_counted_is_not_judged() -> None:
+    empty = check_split([], unit="decisions")
+    assert "sample_ratio_decisions" not in {
+        c.gate for c in judge(replace(GOOD, sample_ratios=(empty,)), Thresholds())
+    }

@@ -33,7 +33,7 @@ def test_there_is_one_schema_per_event_type_plus_the_flag_commands() -> None:
 
 def test_each_event_schema_requires_its_type_only_where_its_topic_holds_several() -> None:
     shared = {"FlagChanged", "CommandRejected", "HealthAssessed", "RollbackTriggered"}
-    shared |= {"SwitchoverRecorded", "BreakerStateChanged"}
+    shared |= {"SwitchoverRecorded", "GateVerdict", "BreakerStateChanged"}
     for name, schema in schemas().items():
         if name == "FlagCommand":
             continue

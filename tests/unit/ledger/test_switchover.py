@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger import wire
 from ledger.errors import ConfigurationError, SwitchoverError
-from ledger.events import RollbackTriggered, SwitchoverRecorded, decode_event, encode_event
+from ledger.events import (
+    GateVerdict,
+    RollbackTriggered,
+    SwitchoverRecorded,
+    decode_event,
+    encode_event,
+)
+from ledger.sequential import SequentialPolicy
 from ledger.switchover import (
     DEFAULT_PLAN,
     DEMO_PLAN,
@@ -27,7 +35,9 @@ from ledger.switchover import (
     resume,
     rollback_command_id,
     start,
+    step,
 )
+from tests.unit.health_factories import window_of
 from tests.unit.switchover_sim import FLAG, Run
 
 #: Three stages soaking 6 s each, windows of 2 s: a whole ramp in a few dozen ticks.
@@ -185,6 +195,7 @@ def test_a_v2_trigger_rolls_back_citing_the_window_that_fired(health: str) -> No
     [record] = result.records
     [command] = result.commands
     [snapshot] = result.snapshots
+    assert isinstance(snapshot, RollbackTriggered)
     cause = next(a for a in run.assessments if a.pool == "v2" and a.triggers)
     assert record.action == "rolled_back"
     assert record.cause_id == command.cause_id == snapshot.cause_id == cause.event_id
@@ -450,3 +461,95 @@ def test_switchover_records_round_trip_through_the_event_contract() -> None:
 
     for record in run.records:
         assert decode_event(encode_event(record), SwitchoverRecorded) == record
+
+
+# --- sequential gates and verdicts (issue 15) -----------------------------------------------
+
+
+def _tick_with(run: Run, v1_errors: int, v2_errors: int, n: int = 1000) -> StepResult:
+    start = run.now
+    run.now += run.window
+    run.assessments += [
+        window_of("v1", count=n, errors=v1_errors, operation="*", start=start, size=run.window),
+        window_of("v2", count=n, errors=v2_errors, operation="*", start=start, size=run.window),
+    ]
+    result = step(run.state, run.assessments, run.now)
+    run.publish(result)
+    return result
+
+
+def test_proven_harm_rolls_back_at_once_citing_the_sequential_verdict() -> None:
+    run = _started(PLAN.model_copy(update={"sequential": SequentialPolicy()}))
+    results = [_tick_with(run, 10, 30) for _ in range(3)]
+    rolled = next(r for r in results if r.records)
+    [record] = rolled.records
+    [command] = rolled.commands
+    assert record.action == "rolled_back"
+    verdicts = [s for s in rolled.snapshots if isinstance(s, GateVerdict)]
+    assert [v.gate for v in verdicts] == ["sequential_error_rate"]
+    [verdict] = verdicts
+    assert record.cause_id == command.cause_id == verdict.event_id
+    assert record.gates["verdict_ids"] == [verdict.event_id]
+    assert command.command_id == rollback_command_id(FLAG, verdict.event_id)
+    assert not verdict.passed
+    assert verdict.e_value is not None
+    assert verdict.threshold is not None
+    assert verdict.e_value >= verdict.threshold == 200.0
+    assert verdict.p_value == pytest.approx(1 / verdict.e_value)
+    assert verdict.v2_events is not None
+    assert verdict.v1_events is not None
+    assert verdict.v2_events > verdict.v1_events
+    assert wire.decode(encode_event(verdict), "health") == verdict
+    assert run.state.status == "rolled_back"
+
+
+def test_without_a_sequential_policy_the_same_windows_wait_for_the_soak() -> None:
+    run = _started()
+    results = [_tick_with(run, 10, 30) for _ in range(2)]
+    assert all(not r.records for r in results)
+    assert run.state.status == "ramping"
+
+
+def test_every_soak_gate_is_a_verdict_event_the_advance_cites() -> None:
+    run = _started(PLAN.model_copy(update={"sequential": SequentialPolicy()}))
+    result = _tick_until_advance(run)
+    [record] = result.records
+    verdicts = [s for s in result.snapshots if isinstance(s, GateVerdict)]
+    assert [v.event_id for v in verdicts] == record.gates["verdict_ids"]
+    gates = {v.gate for v in verdicts}
+    assert {"samples", "mismatch_rate", "sequential_error_rate", "sequential_latency"} <= gates
+    assert all(v.passed for v in verdicts)
+    assert all(v.stage == 0 for v in verdicts)
+
+
+def test_a_plan_file_turns_the_sequential_gates_on(tmp_path: Path) -> None:
+    path = tmp_path / "careful.toml"
+    path.write_text(
+        "[[stages]]\npercentage = 5\nsoak_s = 60\n[[stages]]\npercentage = 100\nsoak_s = 0\n"
+        "[sequential]\nalpha = 0.02\n"
+    )
+    plan = load_plan(path)
+    assert plan.sequential == SequentialPolicy(alpha=0.02)
+    assert plan.sequential.threshold == 100.0
+    assert DEFAULT_PLAN.sequential is None
+    # recorded in the started event and read back the same
+    assert SwitchoverPlan.model_validate(plan.model_dump(mode="json")) == plan
+
+
+def test_the_sequential_test_runs_over_the_whole_ramp_not_one_stage() -> None:
+    run = _started(PLAN.model_copy(update={"sequential": SequentialPolicy()}))
+    first = _tick_until_advance(run)
+    second = _tick_until_advance(run)
+
+    def windows(result: StepResult) -> tuple[datetime, ...]:
+        [verdict] = [
+            s
+            for s in result.snapshots
+            if isinstance(s, GateVerdict) and s.gate == "sequential_error_rate"
+        ]
+        return verdict.windows
+
+    assert run.state.ramp_started_at == run.records[0].at
+    # one e-process since the start: the second stage's verdict still holds the first's windows
+    assert set(windows(first)) < set(windows(second))
+    assert min(windows(second)) == min(windows(first))

@@ -226,3 +226,22 @@ def test_openfeature_says_whether_an_evaluation_is_shadowed(client: FlagClient) 
     details = api.get_client().get_boolean_details("migration-shadow", False)
     assert details.value is True
     assert details.variant == "on"
+
+
+def test_a_started_client_that_never_read_the_log_is_stale_and_says_so() -> None:
+    # Nothing listens on port 1: the client never reads the log, so it stays on the defaults,
+    # and a router must not take that for the log's state (found by the last-mile run).
+    offline = FlagClient(
+        Settings(flag=FLAG, bootstrap_servers="127.0.0.1:1"), environ={}, clock=lambda: T0
+    ).start()
+    try:
+        assert not offline.wait_until_current(timeout=0.2)
+        assert not offline.ever_current
+        api.set_provider(MigrationFlagProvider(offline, stale_after=3600.0))
+        assert api.get_client().get_string_details("migration-pool", "v1").reason == "STALE"
+    finally:
+        offline.close()
+
+
+def test_a_client_fed_by_hand_is_as_current_as_what_it_was_given(client: FlagClient) -> None:
+    assert client.ever_current

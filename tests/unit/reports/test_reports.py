@@ -136,7 +136,8 @@ def test_a_window_restricts_every_figure_to_it(con: Any, built: Ledger) -> None:
 
 
 def test_an_unknown_report_is_refused_with_the_known_names(con: Any) -> None:
-    with pytest.raises(ValueError, match="summary, performance, rollout, go-no-go, daily"):
+    names = "summary, performance, rollout, go-no-go, daily, verdicts"
+    with pytest.raises(ValueError, match=names):
         build_report(con, "weekly")
 
 

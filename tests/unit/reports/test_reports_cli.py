@@ -82,7 +82,7 @@ def test_report_window_options_are_checked(ledger_path: Path) -> None:
 def test_an_unknown_report_is_refused_with_the_known_names(ledger_path: Path) -> None:
     code, _, err = run("report", "weekly", "--duckdb", str(ledger_path))
     assert code == 2
-    assert "summary, performance, rollout, go-no-go, daily" in err
+    assert "summary, performance, rollout, go-no-go, daily, verdicts" in err
     assert "Traceback" not in err
 
 
@@ -104,6 +104,9 @@ def test_go_no_go_exits_one_on_no_go_and_zero_when_the_thresholds_allow(
         "[go_no_go]\nmin_comparisons = 10\nmax_mismatch_rate = 0.5\nmax_missing_rate = 0.5\n"
         "max_v2_error_ratio = 10.0\nmax_p99_ratio = 10.0\nmax_dead_letter_rate = 0.5\n"
         "max_rollbacks = 5\n"
+        # 0 turns the sample-ratio check off: the factory's primaries are V1 whatever the
+        # decision said, which the operations check rightly calls a broken router.
+        "sample_ratio_alpha = 0\n"
     )
     code, out, _ = run(
         "report",
@@ -285,3 +288,17 @@ def test_audit_full_and_incremental_agree_on_a_tampered_ledger(
     mine, theirs = json.loads(kept[1]), json.loads(full[1])
     assert mine["disagreeing"] == theirs["disagreeing"] > 0
     assert mine["by_version"] == theirs["by_version"]
+
+
+def test_go_no_go_holds_the_split_to_the_sample_ratio_check(ledger_path: Path) -> None:
+    code, out, _ = run("report", "go-no-go", "-f", "json", "--duckdb", str(ledger_path))
+    assert code == 1
+    lines = {r["check"]: r for r in json.loads(out)["sections"]["checklist"]}
+    # the factory's decisions follow the hash (distinct sessions, p = 0.04); its primaries
+    # are all V1 whatever the decision said: a router that sends requests elsewhere
+    assert lines["sample ratio (decisions)"]["status"] == "PASS"
+    assert lines["sample ratio (operations)"]["status"] == "FAIL"
+    assert "operations: V2 0 of 151" in lines["sample ratio (operations)"]["figure"]
+    versions = json.loads(out)["sections"]["sample_ratio"]
+    at_half = [r for r in versions if r["unit"] == "decisions" and r["expected_v2_share"] == 0.5]
+    assert [(r["v1"], r["v2"]) for r in at_half] == [(20, 17)]

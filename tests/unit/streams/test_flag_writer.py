@@ -135,6 +135,28 @@ def test_state_is_rebuilt_from_the_log_by_a_new_writer() -> None:
     assert answer.v2_pool_enabled  # the second writer knew the first one's change
 
 
+def test_a_reader_that_starts_over_from_offset_0_does_not_fold_a_change_twice() -> None:
+    # What a consumer whose position was reset to the beginning hands back: the whole log again.
+    log = MemoryLog()
+    writer = writer_for(log)
+    rewinding = log.reader()
+
+    async def from_the_beginning() -> list[tuple[int, bytes | None]]:
+        rewinding.position = 0
+        return list(await rewinding.read_to_end())
+
+    writer.source = type("Rewinding", (), {"read_to_end": staticmethod(from_the_beginning)})()
+    answers = run(
+        writer,
+        message(0, command(0, "enable")),
+        message(1, command(1, "set_percentage", percentage_bp=1_000)),
+        message(2, command(2, "set_percentage", percentage_bp=2_000)),
+    )
+    assert [a.version for a in answers] == [1, 2, 3]
+    assert flags.fold(log.events(), FLAG).v2_rollout_bp == 2_000
+    assert writer.tree.size == 3  # each record is one leaf of the Merkle tree, once
+
+
 def test_a_lost_acknowledgement_is_not_appended_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("streams.flag_writer.RETRY_S", 0.0)
     log = MemoryLog()

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from ledger.events import SwitchoverRecorded, decode_event, encode_event
+from ledger.events import GateVerdict, SwitchoverRecorded, decode_event, encode_event
 from ledger.policy import HealthPolicy
 from ledger.switchover import ControllerCommand, Stage, SwitchoverPlan, start
 from streams.switchover import SwitchoverService
@@ -109,8 +109,12 @@ def test_a_service_restarted_on_the_same_log_reaches_the_same_state_and_advances
     assert result is not None
     assert [r.action for r in result.records] == ["advanced"]
     sent = [decode_event(v) for k, v in harness.log if k == "record"]
-    assert isinstance(sent[-1], SwitchoverRecorded)
-    assert sent[-1].action == "advanced"
+    records = [e for e in sent if isinstance(e, SwitchoverRecorded)]
+    assert records[-1].action == "advanced"
+    # the gate verdicts it cites follow the record on the same topic (issue 15)
+    verdicts = [e for e in sent[sent.index(records[-1]) :] if isinstance(e, GateVerdict)]
+    assert [v.event_id for v in verdicts] == records[-1].gates["verdict_ids"]
+    assert all(v.passed for v in verdicts)
 
 
 def test_an_unanswered_command_is_re_sent_at_most_once_per_timeout() -> None:
