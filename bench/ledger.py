@@ -245,7 +245,8 @@ QUERIES: dict[str, str] = {
 }
 
 
-def build(path: Path, events: int, batch: int, partitions: int, fsync: bool) -> None:
+def build(path: Path, events: int, batch: int, partitions: int, fsync: bool) -> list[Figure]:
+    """Write the ledger; the writer's figures that the JSON line carries (rollups' share)."""
     settings = Settings(topic_prefix="bench.")
     generator = Generator(settings, partitions)
     generate_s = write_s = write_cpu_s = 0.0
@@ -272,6 +273,7 @@ def build(path: Path, events: int, batch: int, partitions: int, fsync: bool) -> 
                 flush=True,
             )
         print()
+        rollup_cpu_s = writer.rollup_cpu_s  # the rollups' part of write_cpu_s
         started = time.perf_counter()
         compaction = writer.compact(full=True, target_rows=2_000_000)
         compact_s = time.perf_counter() - started
@@ -301,6 +303,16 @@ def build(path: Path, events: int, batch: int, partitions: int, fsync: bool) -> 
     )
     print(f"ledger size           {size / 1e6:,.0f} MB in {files} Parquet files")
     print(f"writer restart        {reopen_s:.2f} s (offsets from names, event-id index)")
+    share = 100 * rollup_cpu_s / max(write_cpu_s, 1e-9)
+    print(
+        f"rollups in the writer {share:.1f} % of its CPU "
+        f"({rollup_cpu_s / max(records, 1) * 1e6:.2f} µs of CPU a row; goal <= 10 %)"
+    )
+    return [
+        Figure("writer cpu per row", write_cpu_s / max(records, 1) * 1e6, "µs"),
+        Figure("rollups cpu per row", rollup_cpu_s / max(records, 1) * 1e6, "µs"),
+        Figure("rollups_cpu_share_pct", share, "%"),
+    ]
 
 
 def time_queries(path: Path, rounds: int) -> list[Figure]:
@@ -444,6 +456,7 @@ def main() -> None:
     if args.merkle:
         MEASUREMENTS.append(merkle_figures)
 
+    written: list[Figure] = []
     temporary = args.ledger is None
     path = args.ledger or Path(tempfile.mkdtemp(prefix="ledger-bench-")) / "ledger"
     try:
@@ -451,9 +464,9 @@ def main() -> None:
             if path.exists():
                 shutil.rmtree(path)
             print(f"building {args.events:,} events into {path}")
-            build(path, args.events, args.batch, args.partitions, not args.no_fsync)
+            written = build(path, args.events, args.batch, args.partitions, not args.no_fsync)
         print(f"queries (best of {args.rounds}):")
-        figures = time_queries(path, args.rounds)
+        figures = written + time_queries(path, args.rounds)
         for measure in MEASUREMENTS:
             figures += measure(path)
         for figure in figures:

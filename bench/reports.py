@@ -189,13 +189,13 @@ WITH base AS (
 )
 SELECT 'd-' || i AS event_id, 1 AS schema_version, 'RolloutDecided' AS type, '{flag}' AS flag,
        session_id, correlation_id, NULL AS environment, pool, reason, bucket, threshold_bp,
-       flag_version, 1 AS hash_version, "at", CAST(NULL AS VARCHAR) AS flag_event_hash,
+       flag_version, {hash_version} AS hash_version, "at", CAST(NULL AS VARCHAR) AS flag_event_hash,
        'ledger.decisions' AS _topic, 0 AS _partition, i AS _offset, session_id AS _key,
        to_json({{'event_id': 'd-' || i, 'schema_version': 1, 'type': 'RolloutDecided',
                  'flag': '{flag}', 'session_id': session_id, 'correlation_id': correlation_id,
                  'environment': NULL, 'pool': pool, 'reason': reason, 'bucket': bucket,
                  'threshold_bp': threshold_bp, 'flag_version': flag_version,
-                 'hash_version': 1,
+                 'hash_version': {hash_version},
                  'at': strftime("at", '%Y-%m-%dT%H:%M:%S.%f+00:00')}}) AS wire
 FROM routed
 """
@@ -207,6 +207,7 @@ def build(root: Path, events: int, seed: float = 0.42) -> dict[str, int]:
 
     from ledger.events import encode_event
     from ledger.store import LedgerWriter, SourceRecord
+    from ledger.store.rollups import write_rollups
 
     changes = _flag_log()
     with LedgerWriter(root, fsync=False) as writer:
@@ -232,13 +233,19 @@ def build(root: Path, events: int, seed: float = 0.42) -> dict[str, int]:
         "INSERT INTO bench_overrides VALUES (?, ?, ?)",
         [(c.version, k, p) for c in changes for k, p in c.session_overrides.items()],
     )
+    from ledger import rollout
     from reports.audit import _bucket_sql
 
     bucket = _bucket_sql(f"'{FLAG}'", "session_id")
     plans = (
         ("operations", "pool.operations", OPERATIONS, 2 * pairs),
         ("comparisons", "ledger.comparisons", COMPARISONS, pairs),
-        ("decisions", "ledger.decisions", DECISIONS.format(bucket=bucket, flag=FLAG), pairs),
+        (
+            "decisions",
+            "ledger.decisions",
+            DECISIONS.format(bucket=bucket, flag=FLAG, hash_version=rollout.HASH_VERSION),
+            pairs,
+        ),
     )
     rows: dict[str, int] = {"flag_events": len(changes)}
     for table, topic, sql, total in plans:
@@ -252,6 +259,13 @@ def build(root: Path, events: int, seed: float = 0.42) -> dict[str, int]:
             con.execute(
                 f"COPY ({_select(table, body)}) TO '{folder / (table + '.parquet')}' "
                 "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)"
+            )
+            # The rollups the sink writes with each segment (``ledger.store.rollups``).
+            write_rollups(
+                con,
+                folder,
+                {table: f"read_parquet('{folder / (table + '.parquet')}')"},
+                fsync=False,
             )
             (folder / "manifest.json").write_text(
                 json.dumps({"rows": {table: last - first + 1}, "dead_lettered": 0})
@@ -297,13 +311,35 @@ def measure(path: Path, rounds: int = 3, replays: int = 20) -> list[Figure]:
         figures.append(Figure(f"{name} (cpu)", wall_cpu[1] * scale, unit))
 
     both("open_reader", "s", 1, timed(rounds, lambda: open_reader(path).close()))
+    # One hour in the middle of the ledger: whole minutes from rollups, no edges.
+    hour = ReportOptions(
+        flag=FLAG,
+        audit_sample=200,
+        charts=False,
+        since=T0 + timedelta(days=3),
+        until=T0 + timedelta(days=3, hours=1),
+    )
     con = open_reader(path)
     # As the CLI builds them for table, json and csv (no charts) ...
     # cleanup judges as of a time (the CLI's --now): the end of the synthetic window.
     now = {"now": datetime(2025, 4, 1, tzinfo=UTC)}
     options = ReportOptions(flag=FLAG, audit_sample=200, charts=False, extra=now)
+    # The first go-no-go of a ledger re-decides every segment once and keeps the verdicts.
+    both(
+        "report go-no-go, first run (verdicts kept)",
+        "s",
+        1,
+        timed(1, lambda: build_report(con, "go-no-go", options)),
+    )
     for name in REPORTS:
         both(f"report {name}", "s", 1, timed(rounds, lambda n=name: build_report(con, n, options)))
+    for name in ("summary", "go-no-go"):
+        both(
+            f"report {name} --since/--until 1 h",
+            "s",
+            1,
+            timed(rounds, lambda n=name: build_report(con, n, hour)),
+        )
     # ... and for html: the charts too, and the page.
     with_charts = ReportOptions(flag=FLAG, audit_sample=200)
     for name in ("summary", "daily"):
@@ -355,12 +391,37 @@ def figures(path: Path) -> list[Figure]:
     return measure(path, rounds=2, replays=10)
 
 
+#: The JSON line's keys (issue 18) -> the wall-clock figure each is.
+JSON_KEYS = {
+    "summary_s": "report summary (wall)",
+    "performance_s": "report performance (wall)",
+    "rollout_s": "report rollout (wall)",
+    "daily_s": "report daily (wall)",
+    "go_no_go_s": "report go-no-go (wall)",
+    "go_no_go_first_s": "report go-no-go, first run (verdicts kept) (wall)",
+    "summary_html_s": "report summary --format html (wall)",
+    "daily_html_s": "report daily --format html (wall)",
+    "summary_1h_s": "report summary --since/--until 1 h (wall)",
+    "go_no_go_1h_s": "report go-no-go --since/--until 1 h (wall)",
+    "replay_at_ms": "replay --session --at, median (wall)",
+    "replay_latest_ms": "replay --session (latest), median (wall)",
+    "replay_correlation_ms": "replay --correlation-id, median (wall)",
+    "audit_decisions_per_s": "audit (wall)",
+}
+
+
+def summary_json(measured: list[Figure]) -> dict[str, float]:
+    by_name = {figure.name: figure.value for figure in measured}
+    return {key: round(by_name[name], 4) for key, name in JSON_KEYS.items() if name in by_name}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--ledger", type=Path, help="measure this ledger instead of building")
     parser.add_argument("--keep", action="store_true", help="keep the built ledger")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     args = parser.parse_args()
     temporary = None
     path = args.ledger
@@ -374,8 +435,11 @@ def main() -> None:
                 f"built {sum(rows.values()):,} events in {time.perf_counter() - start:.1f} s "
                 f"at {path}: {rows}"
             )
-        for figure in measure(path, args.rounds):
+        measured = measure(path, args.rounds)
+        for figure in measured:
             print(f"  {figure.name:<42} {figure.value:>14,.3f} {figure.unit}")
+        if args.json:
+            print(json.dumps(summary_json(measured)))
     finally:
         if temporary is not None:
             if args.keep:

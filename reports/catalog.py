@@ -6,12 +6,16 @@ elsewhere. Every builder takes the same :class:`ReportOptions`, so the CLI is on
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from ddsketch import LogarithmicMapping
+
 from ledger.gates import judge
+from ledger.health import RELATIVE_ACCURACY
 from reports import queries
 from reports.cleanup import cleanup
 from reports.compatibility import compatibility
@@ -158,7 +162,18 @@ def performance(con: Any, options: ReportOptions) -> Report:
         "pools",
         "Per pool and operation",
         queries.PERFORMANCE,
-        note="latency in ms (exact quantiles); resources as reported by the pools",
+    )
+    quantiles = queries.sketches(con, ("operation", "pool"))
+    filled = []
+    for row in per_pool.rows:
+        sketch = quantiles.get((row[0], row[1]))
+        q = [None if sketch is None else sketch.quantile(f) for f in (0.50, 0.95, 0.99)]
+        filled.append((*row[:5], *(None if v is None else round(v, 2) for v in q), *row[8:]))
+    per_pool = replace(
+        per_pool,
+        rows=tuple(filled),
+        note="latency in ms (DDSketch quantiles, within 1 % of the exact ones); "
+        "resources as reported by the pools",
     )
     by_key = {(r["operation"], r["pool"]): r for r in per_pool.records()}
     rows = []
@@ -205,7 +220,8 @@ def performance(con: Any, options: ReportOptions) -> Report:
 
 
 def _decisions_over_time(con: Any, interval: str) -> Section:
-    _, rows = fetch(con, queries.DECISIONS_OVER_TIME, step_us=step_us(con, interval))
+    step = step_us(con, interval)
+    _, rows = fetch(con, queries.bucketed("DECISIONS_OVER_TIME", step), step_us=step)
     reasons = sorted({reason for _, _, reason, _ in rows})
     table: dict[datetime, dict[str, int]] = {}
     for bucket, pool, reason, n in rows:
@@ -276,6 +292,19 @@ def daily(con: Any, options: ReportOptions) -> Report:
         note="mismatch_rate counts value/shape/error mismatches and V2-only errors",
         flag=options.flag,
     )
+    p99 = {
+        (date(1970, 1, 1) + timedelta(days=int(d)), pool): sketch.quantile(0.99)
+        for (d, pool), sketch in queries.sketches(con, ("minute // 1440", "pool")).items()
+    }
+    at = {name: i for i, name in enumerate(day.columns)}
+    filled = []
+    for row in day.rows:
+        cells = list(row)
+        for pool in ("v1", "v2"):
+            value = p99.get((row[at["day"]], pool))
+            cells[at[f"{pool}_p99_ms"]] = None if value is None else round(value, 2)
+        filled.append(tuple(cells))
+    day = replace(day, rows=tuple(filled))
     if not options.charts:
         return Report("daily", "Daily", (day,))
     interval = _interval(con, options)
@@ -303,7 +332,8 @@ def rollout_chart(con: Any, flag: str, interval: str) -> LineChart:
         for at, _, command, version, actor, reason in steps
         if command == "rollback"
     )
-    _, share = fetch(con, queries.CHART_V2_SHARE, step_us=step_us(con, interval))
+    step = step_us(con, interval)
+    _, share = fetch(con, queries.bucketed("CHART_V2_SHARE", step), step_us=step)
     series = [Series("configured rollout %", tuple(configured))]
     if share:
         series.append(Series("observed V2 share %", tuple((at, float(pct)) for at, pct in share)))
@@ -320,7 +350,17 @@ def rollout_chart(con: Any, flag: str, interval: str) -> LineChart:
 
 def latency_chart(con: Any, per_decade: int) -> HistogramChart:
     """Latency distribution per pool on logarithmic bins shared by both pools."""
-    _, rows = fetch(con, queries.CHART_LATENCY, per_decade=per_decade)
+    # From the DDSketch bins: each bin's value (within 1 % of its latencies) goes to the
+    # chart's logarithmic bin; the zero bucket counts as 1 us.
+    mapping = LogarithmicMapping(RELATIVE_ACCURACY)
+    binned: dict[tuple[str, int], int] = {}
+    for (pool,), sketch in queries.sketches(con, ("pool",)).items():
+        values = [(0.001, sketch.zero_count)] if sketch.zero_count else []
+        values += [(mapping.value(key), n) for key, n in sketch.bins.items()]
+        for value, n in values:
+            bin_ = math.floor(math.log10(max(value, 0.001)) * per_decade)
+            binned[(pool, bin_)] = binned.get((pool, bin_), 0) + n
+    rows = [(pool, bin_, n) for (pool, bin_), n in sorted(binned.items())]
     if not rows:
         return HistogramChart("latency", "Latency distribution per pool", "ms", (), {})
     low = min(bin_ for _, bin_, _ in rows)
@@ -340,7 +380,8 @@ def latency_chart(con: Any, per_decade: int) -> HistogramChart:
 
 def categories_chart(con: Any, interval: str) -> BarChart:
     """Comparison categories per time bucket, stacked (matches at the bottom)."""
-    _, rows = fetch(con, queries.CHART_CATEGORIES, step_us=step_us(con, interval))
+    step = step_us(con, interval)
+    _, rows = fetch(con, queries.bucketed("CHART_CATEGORIES", step), step_us=step)
     by_bucket: dict[datetime, dict[str, int]] = {}
     for bucket, category, n in rows:
         by_bucket.setdefault(bucket, {})[category] = n
@@ -461,5 +502,5 @@ def build_report(con: Any, name: str, options: ReportOptions | None = None) -> R
         builder = REPORTS[name]
     except KeyError:
         raise ValueError(f"unknown report {name!r}; choose one of {', '.join(REPORTS)}") from None
-    queries.scope(con, options.since, options.until)
+    queries.scope(con, options.since, options.until, use_rollups=options.rollups)
     return builder(con, options)

@@ -60,7 +60,14 @@ _SELECT = "SELECT " + ", ".join(f'"{c}"' for c in _COLUMNS) + " FROM decisions"
 # second pass over the row groups to fetch the winner's columns (half the time).
 _BY_CORRELATION = _SELECT + " WHERE correlation_id = $correlation_id {session}"
 _BY_SESSION = _SELECT + " WHERE session_id = $session_id {bounds}"
-_NEWEST = 'SELECT max("at") FROM decisions WHERE session_id = $session_id'
+#: A session's latest decision: each rolled segment keeps its newest decision per session
+#: (``rollup_latest``, sorted by session id: one small row group per segment is read); the
+#: segments without that table are searched the old way (``decisions_unrolled``).
+_LATEST = (
+    "SELECT " + ", ".join(f'"{c}"' for c in _COLUMNS) + " FROM rollup_latest "
+    "WHERE session_id = $session_id"
+)
+_NEWEST = 'SELECT max("at") FROM decisions_unrolled WHERE session_id = $session_id'
 _AT = _COLUMNS.index("at")
 _ID = _COLUMNS.index("event_id")
 _FLAG_LOG = """
@@ -98,12 +105,13 @@ def find_decision(
     elif session_id is not None:
         rows = []
         if at is None:
-            # The session's newest time first (two narrow columns), then its row(s) at that
-            # time, which the "at" statistics find in one row group.
+            rows = con.execute(_LATEST, {"session_id": session_id}).fetchall()
+            # Segments without rollups: the session's newest time first (two narrow
+            # columns), then its row(s) at that time, which the "at" statistics find.
             newest = con.execute(_NEWEST, {"session_id": session_id}).fetchall()[0][0]
             if newest is not None:
                 params = {"session_id": session_id, "at": newest}
-                rows = con.execute(_BY_SESSION.format(bounds='AND "at" = $at'), params).fetchall()
+                rows += con.execute(_BY_SESSION.format(bounds='AND "at" = $at'), params).fetchall()
         for window in WINDOWS:
             if at is None:
                 break

@@ -143,4 +143,7 @@ class ReportOptions:
     histogram_bins: int = 8
     #: Build the charts (only the HTML form shows them; they cost extra scans).
     charts: bool = True
+    #: Read the busy tables through their per-minute rollups (False: raw rows only; the
+    #: same figures, for checking and for ledgers whose rollups are suspect).
+    rollups: bool = True
     extra: dict[str, Any] = field(default_factory=dict)

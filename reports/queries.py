@@ -5,6 +5,12 @@ connection with the ``--since`` / ``--until`` window as plain ``WHERE`` clauses,
 pushes down into the Parquet scans. The flag log is never scoped: the state at the start of a
 window depends on every change before it.
 
+The busy tables (operations, comparisons, decisions) are read through ``agg_<rollup>`` views
+instead (``ledger.store.rollups``): the rollup rows of the window's whole minutes, plus the
+window's ragged edges (and segments without rollups) aggregated from raw rows by the same SQL.
+With ``use_rollups=False`` the ``agg_`` views aggregate the raw rows of the window alone: the
+same numbers (the tests compare the two), at the cost of a scan of every row.
+
 Queries take DuckDB named parameters (``$name``). Timestamps are UTC (``scope`` sets the
 connection's time zone), so day boundaries are UTC days.
 """
@@ -12,14 +18,20 @@ connection's time zone), so day boundaries are UTC days.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from ledger.health import LatencySketch
+from ledger.store import rollups
+from ledger.store.rollups import MINUTE_US, SOURCE_OF, rollup_sql
 
 __all__ = [
     "MISMATCH_CATEGORIES",
     "MISSING_CATEGORIES",
     "SCOPED_TABLES",
+    "bucketed",
     "scope",
+    "sketches",
 ]
 
 #: Categories where V2 answered differently from V1 (errors on both sides that agree are not).
@@ -38,6 +50,13 @@ SCOPED_TABLES: dict[str, str] = {
 }
 
 
+def _minute_bucket(column: str) -> str:
+    """Start of the ``$step_us`` bucket holding rollup minute ``column`` (see :func:`_bucket`).
+
+    Only for steps of whole minutes (:func:`bucketed` picks the raw-row twin otherwise)."""
+    return f"to_timestamp(((({column}) * {MINUTE_US} // $step_us) * $step_us) / 1000000)"
+
+
 def _bucket(column: str) -> str:
     """Start of ``column``'s time bucket of ``$step_us`` microseconds (epoch aligned, UTC).
 
@@ -53,6 +72,8 @@ def _day(column: str) -> str:
 
 
 def _macros(sql: str) -> str:
+    sql = re.sub(r"MBUCKET\(([^()]+)\)", lambda m: _minute_bucket(m.group(1)), sql)
+    sql = re.sub(r"MDAY\(([^()]+)\)", lambda m: f"(({m.group(1)}) // 1440)", sql)
     sql = re.sub(r"BUCKET\(([^()]+)\)", lambda m: _bucket(m.group(1)), sql)
     return re.sub(r"DAY\(([^()]+)\)", lambda m: _day(m.group(1)), sql)
 
@@ -65,8 +86,108 @@ MISMATCH_IN = _in(MISMATCH_CATEGORIES)
 MISSING_IN = _in(MISSING_CATEGORIES)
 
 
-def scope(con: Any, since: datetime | None = None, until: datetime | None = None) -> None:
-    """Define ``scoped_<table>`` views restricted to ``[since, until)`` on ``con``."""
+def _ts(at: datetime) -> str:
+    return f"TIMESTAMPTZ '{at.astimezone(UTC).isoformat()}'"
+
+
+def _floor_minute(at: datetime) -> datetime:
+    at = at.astimezone(UTC)
+    return at - timedelta(seconds=at.second, microseconds=at.microsecond)
+
+
+def _ceil_minute(at: datetime) -> datetime:
+    floor = _floor_minute(at)
+    return floor if floor == at else floor + timedelta(minutes=1)
+
+
+def _between(column: str, low: datetime | None, high: datetime | None) -> str:
+    clauses = []
+    if low is not None:
+        clauses.append(f'"{column}" >= {_ts(low)}')
+    if high is not None:
+        clauses.append(f'"{column}" < {_ts(high)}')
+    return " AND ".join(clauses) or "true"
+
+
+def _minutes(low: int | None, high: int | None) -> str:
+    clauses = [f"minute >= {low}"] * (low is not None) + [f"minute < {high}"] * (high is not None)
+    return " AND ".join(clauses) or "true"
+
+
+def _aggregates(
+    con: Any, since: datetime | None, until: datetime | None, use_rollups: bool
+) -> None:
+    """Define ``agg_<rollup>`` and ``agg_m_<rollup>``: the window's rows aggregated per hour
+    or minute (``agg_m_``: per minute only, for buckets finer than an hour), rollup columns.
+
+    From rollups: the hourly rollup rows of the window's whole hours, the minute rows of its
+    other whole minutes ``[low, high)``, the rows of segments without rollups in those
+    minutes, and the rows of the ragged edges ``[since, low)`` and ``[high, until)``, the last
+    two aggregated by the rollups' own SQL.
+    """
+    low = None if since is None else _ceil_minute(since)
+    high = None if until is None else _floor_minute(until)
+    empty_middle = low is not None and high is not None and low >= high
+    low_m = None if low is None else int(low.timestamp()) // 60
+    high_m = None if high is None else int(high.timestamp()) // 60
+    hour = rollups.HOUR_MINUTES
+    low_h = None if low_m is None else -(-low_m // hour) * hour
+    high_h = None if high_m is None else high_m // hour * hour
+    no_hours = low_h is not None and high_h is not None and low_h >= high_h
+    for name in rollups.AGGREGATES:
+        table = SOURCE_OF[name]
+        column = rollups.time_column(table)
+        if not use_rollups:
+            raw = rollup_sql(name, f"scoped_{table}")
+            for prefix in ("agg_", "agg_m_"):
+                con.execute(f"CREATE OR REPLACE TEMP VIEW {prefix}{name} AS {raw}")
+            continue
+        if empty_middle:
+            edges = [_between(column, since, until)]
+        else:
+            edges = []
+            if since is not None and low != since:
+                edges.append(_between(column, since, low))
+            if until is not None and high != until:
+                edges.append(_between(column, high, until))
+        common = []
+        if not empty_middle:
+            middle = _between(column, low, high)
+            unrolled = f"(SELECT * FROM {table}_unrolled WHERE {middle})"
+            common.append(f"SELECT * FROM ({rollup_sql(name, unrolled)})")
+        if edges:
+            where = " OR ".join(f"({edge})" for edge in edges)
+            ragged = f"(SELECT * FROM {table} WHERE {where})"
+            common.append(f"SELECT * FROM ({rollup_sql(name, ragged)})")
+        minutes_only = list(common)
+        coarse = list(common)
+        if not empty_middle:
+            minutes_only.append(f"SELECT * FROM rollup_{name} WHERE {_minutes(low_m, high_m)}")
+            if no_hours:
+                coarse.append(f"SELECT * FROM rollup_{name} WHERE {_minutes(low_m, high_m)}")
+            else:
+                coarse.append(f"SELECT * FROM rollup_{name}_hour WHERE {_minutes(low_h, high_h)}")
+                if low_m != low_h:
+                    coarse.append(f"SELECT * FROM rollup_{name} WHERE {_minutes(low_m, low_h)}")
+                if high_h != high_m:
+                    coarse.append(f"SELECT * FROM rollup_{name} WHERE {_minutes(high_h, high_m)}")
+        for prefix, parts in (("agg_", coarse), ("agg_m_", minutes_only)):
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {prefix}{name} AS "
+                + "\nUNION ALL BY NAME\n".join(parts)
+            )
+
+
+def scope(
+    con: Any,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    *,
+    use_rollups: bool = True,
+) -> None:
+    """Define ``scoped_<table>`` views restricted to ``[since, until)`` on ``con``, and the
+    ``agg_<rollup>`` views of the same window (from rollups unless ``use_rollups`` is False).
+    """
     con.execute("SET TimeZone = 'UTC'")
     con.execute("DROP TABLE IF EXISTS scoped_spans")  # the window's first/last times
     for table, column in SCOPED_TABLES.items():
@@ -77,50 +198,74 @@ def scope(con: Any, since: datetime | None = None, until: datetime | None = None
             clauses.append(f"\"{column}\" < TIMESTAMPTZ '{until.isoformat()}'")
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         con.execute(f"CREATE OR REPLACE TEMP VIEW scoped_{table} AS SELECT * FROM {table}{where}")
+    _aggregates(con, since, until, use_rollups)
+
+
+def sketches(
+    con: Any, dimensions: tuple[str, ...], where: str = "true"
+) -> dict[tuple[Any, ...], LatencySketch]:
+    """Latency sketches of the window's operations per ``dimensions`` (expressions over
+    ``agg_latency``'s minute, pool, operation, outcome), merged bin by bin."""
+    dims = "".join(f"{d}, " for d in dimensions)
+    rows = con.execute(
+        f"SELECT {dims}key, sum(n) FROM agg_latency WHERE {where} GROUP BY ALL"
+    ).fetchall()
+    out: dict[tuple[Any, ...], LatencySketch] = {}
+    for row in rows:
+        group, key, n = tuple(row[: len(dimensions)]), row[-2], int(row[-1])
+        sketch = out.setdefault(group, LatencySketch())
+        if key is None:
+            sketch.zero_count += n
+        else:
+            sketch.bins[int(key)] = sketch.bins.get(int(key), 0) + n
+    return out
 
 
 # --- summary ----------------------------------------------------------------------------------
 
 OVERVIEW = """
-SELECT 'operations' AS "table", count(*) AS events,
-       min(started_at) AS first_at, max(started_at) AS last_at FROM scoped_operations
-UNION ALL SELECT 'comparisons', count(*), min("at"), max("at") FROM scoped_comparisons
-UNION ALL SELECT 'decisions', count(*), min("at"), max("at") FROM scoped_decisions
+SELECT 'operations' AS "table", coalesce(sum(n), 0) AS events,
+       min(first_at) AS first_at, max(last_at) AS last_at FROM agg_operations
+UNION ALL SELECT 'comparisons', coalesce(sum(n), 0), min(first_at), max(last_at)
+    FROM agg_comparisons
+UNION ALL SELECT 'decisions', coalesce(sum(n), 0), min(first_at), max(last_at)
+    FROM agg_decisions
 UNION ALL SELECT 'flag_events', count(*), min("at"), max("at") FROM flag_events
 UNION ALL SELECT 'health', count(*), min("at"), max("at") FROM scoped_health
 UNION ALL SELECT 'dead_letters', count(*), min("at"), max("at") FROM scoped_dead_letters
 """
 
 POOLS = """
-SELECT pool, role, count(*) AS operations,
-       count(*) FILTER (WHERE outcome = 'error') AS errors,
-       round(count(*) FILTER (WHERE outcome = 'error') / count(*), 4) AS error_rate,
+SELECT pool, role, sum(n) AS operations,
+       coalesce(sum(n) FILTER (WHERE outcome = 'error'), 0) AS errors,
+       round(coalesce(sum(n) FILTER (WHERE outcome = 'error'), 0) / sum(n), 4) AS error_rate,
        count(DISTINCT operation) AS operation_kinds
-FROM scoped_operations
+FROM agg_operations
 GROUP BY pool, role
 ORDER BY pool, role
 """
 
 CATEGORIES = """
-SELECT category, count(*) AS comparisons,
-       round(count(*) / sum(count(*)) OVER (), 4) AS share,
-       count(*) FILTER (WHERE late) AS late
-FROM scoped_comparisons
+SELECT category, sum(n) AS comparisons,
+       round(sum(n) / sum(sum(n)) OVER (), 4) AS share,
+       sum(late) AS late
+FROM agg_comparisons
 GROUP BY category
 ORDER BY comparisons DESC, category
 """
 
-# One example per fingerprint: the earliest comparison, with its first difference spelled out
-# (or the two canonical error types when the category is about errors, which have no paths).
+# One example per fingerprint: the earliest comparison (ties: the smallest event id), with its
+# first difference spelled out (or the two canonical error types when the category is about
+# errors, which have no paths).
 FINGERPRINTS = """
 WITH grouped AS (
-    SELECT fingerprint, category, operation, count(*) AS count,
-           arg_min(correlation_id, "at") AS example_correlation_id,
-           arg_min(differences, "at") AS example_differences,
-           arg_min(difference_count, "at") AS example_difference_count,
-           arg_min(v1_error_type, "at") AS v1_error_type,
-           arg_min(v2_error_type, "at") AS v2_error_type
-    FROM scoped_comparisons
+    SELECT fingerprint, category, operation, sum(n) AS count,
+           arg_min(example_correlation_id, example_order) AS example_correlation_id,
+           CAST(arg_min(example_differences, example_order) AS JSON) AS example_differences,
+           arg_min(example_difference_count, example_order) AS example_difference_count,
+           arg_min(example_v1_error_type, example_order) AS v1_error_type,
+           arg_min(example_v2_error_type, example_order) AS v2_error_type
+    FROM agg_comparisons
     WHERE category <> 'match'
     GROUP BY fingerprint, category, operation
     ORDER BY count DESC, fingerprint
@@ -154,21 +299,22 @@ LIMIT $limit
 
 # --- performance ------------------------------------------------------------------------------
 
-# One quantile aggregate with a list of fractions: one buffer per group instead of three.
+# Quantiles come from the DDSketch bins of agg_latency (1 % relative accuracy, the health
+# windows' sketch): the builder fills p50/p95/p99 in, this SQL leaves them NULL.
 PERFORMANCE = """
 WITH grouped AS (
-    SELECT operation, pool, count(*) AS count,
-           count(*) FILTER (WHERE outcome = 'error') AS errors,
-           quantile_cont(duration_ms, [0.50, 0.95, 0.99]) AS q,
-           avg(duration_ms) AS mean_ms,
-           avg(resources.cpu_ms) AS cpu_ms_mean,
-           max(resources.memory_bytes) AS memory_bytes_max,
-           count(DISTINCT resources.worker_id) AS workers
-    FROM scoped_operations
+    SELECT operation, pool, sum(n) AS count,
+           coalesce(sum(n) FILTER (WHERE outcome = 'error'), 0) AS errors,
+           sum(duration_sum) / nullif(sum(duration_n), 0) AS mean_ms,
+           sum(cpu_sum) / nullif(sum(cpu_n), 0) AS cpu_ms_mean,
+           max(memory_max) AS memory_bytes_max,
+           list_unique(flatten(list(workers))) AS workers
+    FROM agg_operations
     GROUP BY operation, pool
 )
 SELECT operation, pool, count, errors, round(errors / count, 4) AS error_rate,
-       round(q[1], 2) AS p50_ms, round(q[2], 2) AS p95_ms, round(q[3], 2) AS p99_ms,
+       CAST(NULL AS DOUBLE) AS p50_ms, CAST(NULL AS DOUBLE) AS p95_ms,
+       CAST(NULL AS DOUBLE) AS p99_ms,
        round(mean_ms, 2) AS mean_ms, round(cpu_ms_mean, 2) AS cpu_ms_mean,
        memory_bytes_max, workers
 FROM grouped
@@ -178,17 +324,17 @@ ORDER BY operation, pool
 # --- rollout ----------------------------------------------------------------------------------
 
 DECISION_TOTALS = """
-SELECT pool, reason, count(*) AS decisions,
-       round(count(*) / sum(count(*)) OVER (), 4) AS share
-FROM scoped_decisions
+SELECT pool, reason, sum(n) AS decisions,
+       round(sum(n) / sum(sum(n)) OVER (), 4) AS share
+FROM agg_decisions
 GROUP BY pool, reason
 ORDER BY pool, reason
 """
 
 DECISIONS_OVER_TIME = _macros(
     """
-SELECT BUCKET("at") AS bucket, pool, reason, count(*) AS n
-FROM scoped_decisions
+SELECT MBUCKET(minute) AS bucket, pool, reason, sum(n) AS n
+FROM agg_decisions
 GROUP BY ALL
 ORDER BY ALL
 """
@@ -227,18 +373,16 @@ ORDER BY "at", event_id
 # --- go / no-go -------------------------------------------------------------------------------
 
 GATE_COMPARISONS = f"""
-SELECT count(*) AS comparisons,
-       count(*) FILTER (WHERE category IN {MISMATCH_IN}) AS mismatches,
-       count(*) FILTER (WHERE category IN {MISSING_IN}) AS missing
-FROM scoped_comparisons
+SELECT coalesce(sum(n), 0) AS comparisons,
+       coalesce(sum(n) FILTER (WHERE category IN {MISMATCH_IN}), 0) AS mismatches,
+       coalesce(sum(n) FILTER (WHERE category IN {MISSING_IN}), 0) AS missing
+FROM agg_comparisons
 """
 
 GATE_POOLS = """
-SELECT pool, count(*) AS operations,
-       count(*) FILTER (WHERE outcome = 'error') AS errors,
-       -- answers only, as the health windows: a timeout's duration is the timeout setting
-       quantile_cont(duration_ms, 0.99) FILTER (WHERE outcome <> 'error') AS p99_ms
-FROM scoped_operations
+SELECT pool, sum(n) AS operations,
+       coalesce(sum(n) FILTER (WHERE outcome = 'error'), 0) AS errors
+FROM agg_operations
 GROUP BY pool
 """
 
@@ -304,23 +448,23 @@ WHERE type = 'FlagChanged' AND flag = $flag AND command = 'rollback'
 DAILY = _macros(
     f"""
 WITH ops AS (
-    SELECT DAY(started_at) AS day,
-           count(*) FILTER (WHERE pool = 'v1') AS v1_operations,
-           count(*) FILTER (WHERE pool = 'v2') AS v2_operations,
-           count(*) FILTER (WHERE pool = 'v1' AND outcome = 'error') AS v1_errors,
-           count(*) FILTER (WHERE pool = 'v2' AND outcome = 'error') AS v2_errors,
-           quantile_cont(duration_ms, 0.99) FILTER (WHERE pool = 'v1') AS v1_p99_ms,
-           quantile_cont(duration_ms, 0.99) FILTER (WHERE pool = 'v2') AS v2_p99_ms
-    FROM scoped_operations GROUP BY 1
+    SELECT MDAY(minute) AS day,
+           sum(n) FILTER (WHERE pool = 'v1') AS v1_operations,
+           sum(n) FILTER (WHERE pool = 'v2') AS v2_operations,
+           coalesce(sum(n) FILTER (WHERE pool = 'v1' AND outcome = 'error'), 0) AS v1_errors,
+           coalesce(sum(n) FILTER (WHERE pool = 'v2' AND outcome = 'error'), 0) AS v2_errors,
+           -- p99 per pool from the DDSketch bins: the builder fills these in
+           CAST(NULL AS DOUBLE) AS v1_p99_ms, CAST(NULL AS DOUBLE) AS v2_p99_ms
+    FROM agg_operations GROUP BY 1
 ), cmp AS (
-    SELECT DAY("at") AS day, count(*) AS comparisons,
-           count(*) FILTER (WHERE category IN {MISMATCH_IN}) AS mismatches,
-           count(*) FILTER (WHERE category IN {MISSING_IN}) AS missing
-    FROM scoped_comparisons GROUP BY 1
+    SELECT MDAY(minute) AS day, sum(n) AS comparisons,
+           coalesce(sum(n) FILTER (WHERE category IN {MISMATCH_IN}), 0) AS mismatches,
+           coalesce(sum(n) FILTER (WHERE category IN {MISSING_IN}), 0) AS missing
+    FROM agg_comparisons GROUP BY 1
 ), dec AS (
-    SELECT DAY("at") AS day, count(*) AS decisions,
-           count(*) FILTER (WHERE pool = 'v2') AS to_v2
-    FROM scoped_decisions GROUP BY 1
+    SELECT MDAY(minute) AS day, sum(n) AS decisions,
+           coalesce(sum(n) FILTER (WHERE pool = 'v2'), 0) AS to_v2
+    FROM agg_decisions GROUP BY 1
 ), flags AS (
     SELECT DAY("at") AS day,
            count(*) FILTER (WHERE type = 'FlagChanged') AS flag_changes,
@@ -362,9 +506,9 @@ ORDER BY days.day
 
 SPANS = """
 SELECT min(first_at) AS first_at, max(last_at) AS last_at FROM (
-    SELECT min(started_at) AS first_at, max(started_at) AS last_at FROM scoped_operations
-    UNION ALL SELECT min("at"), max("at") FROM scoped_comparisons
-    UNION ALL SELECT min("at"), max("at") FROM scoped_decisions
+    SELECT min(first_at) AS first_at, max(last_at) AS last_at FROM agg_operations
+    UNION ALL SELECT min(first_at), max(last_at) FROM agg_comparisons
+    UNION ALL SELECT min(first_at), max(last_at) FROM agg_decisions
 )
 """
 
@@ -378,28 +522,18 @@ ORDER BY version
 
 CHART_V2_SHARE = _macros(
     """
-SELECT BUCKET("at") AS bucket,
-       100 * count(*) FILTER (WHERE pool = 'v2') / count(*) AS pct
-FROM scoped_decisions
+SELECT MBUCKET(minute) AS bucket,
+       100 * coalesce(sum(n) FILTER (WHERE pool = 'v2'), 0) / sum(n) AS pct
+FROM agg_decisions
 GROUP BY 1 ORDER BY 1
 """
 )
 
-# Logarithmic bins fixed in advance ($per_decade per factor of ten: bin k holds durations in
-# [10^(k/n), 10^((k+1)/n)) ms), so one pass suffices; a zero duration counts as 1 us.
-CHART_LATENCY = """
-SELECT pool,
-       CAST(floor(log10(greatest(duration_ms, 0.001)) * $per_decade) AS BIGINT) AS bin,
-       count(*) AS n
-FROM scoped_operations
-GROUP BY ALL
-ORDER BY pool, bin
-"""
 
 CHART_CATEGORIES = _macros(
     """
-SELECT BUCKET("at") AS bucket, category, count(*) AS n
-FROM scoped_comparisons
+SELECT MBUCKET(minute) AS bucket, category, sum(n) AS n
+FROM agg_comparisons
 GROUP BY ALL
 ORDER BY ALL
 """
@@ -412,3 +546,43 @@ def fetch(con: Any, sql: str, **params: Any) -> tuple[tuple[str, ...], list[tupl
     cursor = con.execute(sql, used) if used else con.execute(sql)
     columns = tuple(str(d[0]) for d in cursor.description)
     return columns, cursor.fetchall()
+
+
+# Buckets finer than the rollups' minute (or not whole minutes): from the window's rows.
+FINE = {
+    "DECISIONS_OVER_TIME": _macros(
+        """
+SELECT BUCKET("at") AS bucket, pool, reason, count(*) AS n
+FROM scoped_decisions
+GROUP BY ALL
+ORDER BY ALL
+"""
+    ),
+    "CHART_V2_SHARE": _macros(
+        """
+SELECT BUCKET("at") AS bucket,
+       100 * count(*) FILTER (WHERE pool = 'v2') / count(*) AS pct
+FROM scoped_decisions
+GROUP BY 1 ORDER BY 1
+"""
+    ),
+    "CHART_CATEGORIES": _macros(
+        """
+SELECT BUCKET("at") AS bucket, category, count(*) AS n
+FROM scoped_comparisons
+GROUP BY ALL
+ORDER BY ALL
+"""
+    ),
+}
+
+
+def bucketed(name: str, step: int) -> str:
+    """The query ``name`` for buckets of ``step`` microseconds: hourly rollups for whole
+    hours, minute rollups for whole minutes, raw rows otherwise."""
+    if step % MINUTE_US:
+        return FINE[name]
+    sql = str(globals()[name])
+    if step % (MINUTE_US * rollups.HOUR_MINUTES):
+        sql = sql.replace("FROM agg_", "FROM agg_m_")
+    return sql

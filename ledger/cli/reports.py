@@ -140,6 +140,14 @@ def report(
     flag: Annotated[
         str | None, typer.Option(help="Flag name \\[env MIGRATION_LEDGER_FLAG]")
     ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Read raw rows, not the per-minute rollups (same figures, full scans; "
+            "go-no-go then re-decides every decision).",
+        ),
+    ] = False,
     rules: Annotated[
         Path | None, typer.Option(help="compatibility: the comparison rules in use.")
     ] = None,
@@ -187,6 +195,7 @@ def report(
         top=top,
         thresholds=thresholds,
         charts=fmt is Format.html,
+        rollups=not raw,
         extra=_extra(
             name,
             rules=rules,
@@ -303,6 +312,14 @@ def audit(
             "(finds in-place Parquet edits the trees cannot see; parses every wire: slow)."
         ),
     ] = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Re-decide every decision now (default: kept per-segment verdicts, "
+            "re-deciding only new or changed segments).",
+        ),
+    ] = False,
     archive: ArchiveOption = None,
 ) -> None:
     """Recompute every recorded decision (SQL) and a sample (Python); verify the flag chain.
@@ -317,10 +334,16 @@ def audit(
 
     from reports.audit import audit as run_audit
     from reports.audit import render_audit
+    from reports.kept_verdicts import incremental_audit
+    from reports.queries import scope
 
     con, path = _open(duckdb, archive)
     try:
-        result = run_audit(con, sample=sample, seed=seed)
+        if full:
+            result = run_audit(con, sample=sample, seed=seed)
+        else:
+            scope(con)
+            result = incremental_audit(con, sample=sample, seed=seed)
     except LedgerError as exc:
         raise fail(str(exc), code=2) from None
     except duck.Error as exc:

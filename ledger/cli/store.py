@@ -218,6 +218,7 @@ def compact(
     typer.echo(
         f"merged {result.merged_segments} segments into {result.new_segments} "
         f"({result.rows} rows); purged {result.purged} replaced segment(s)"
+        + (f"; rollups written for {result.rolled_up} segment(s)" if result.rolled_up else "")
     )
 
 

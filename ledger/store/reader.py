@@ -12,6 +12,7 @@ that long.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 import duckdb
 
 from ledger.errors import StoreError
+from ledger.store import rollups
 from ledger.store.layout import Layout, Segment, committed_offsets, live_segments
 from ledger.store.schema import TABLES, VIEWS, Table
 
@@ -34,6 +36,10 @@ class Snapshot:
     segments: tuple[Segment, ...]
     files: dict[str, tuple[str, ...]]
     rows: dict[Segment, dict[str, int]]
+    #: Rollup name -> its files (segments whose table is rolled, see ``ledger.store.rollups``).
+    rollup_files: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    #: Rolled-up table -> its files in segments WITHOUT rollups (read raw by the reports).
+    unrolled: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     def committed_offsets(self) -> dict[tuple[str, int], int]:
         """The last stored offset per (topic, partition) as of this snapshot."""
@@ -58,7 +64,26 @@ def take_snapshot(path: Path | str) -> Snapshot:
         for name in TABLES
     }
     rows = {s: _manifest_rows(layout, s) for s in live}
-    return Snapshot(tuple(live), files, rows)
+    rolled = {
+        table: [s for s in live if rollups.is_rolled(present[s], table)]
+        for table in rollups.ROLLUP_TABLES
+    }
+    rollup_files = {
+        name: tuple(
+            str(rollups.rollup_file(layout.segment_dir(s), name))
+            for s in rolled[rollups.SOURCE_OF[name]]
+        )
+        for name in rollups.ROLLUPS
+    }
+    unrolled = {
+        table: tuple(
+            str(layout.segment_dir(s) / f"{table}.parquet")
+            for s in live
+            if f"{table}.parquet" in present[s] and s not in rolled[table]
+        )
+        for table in rollups.ROLLUP_TABLES
+    }
+    return Snapshot(tuple(live), files, rows, rollup_files, unrolled)
 
 
 def _manifest_rows(layout: Layout, segment: Segment) -> dict[str, int]:
@@ -121,16 +146,43 @@ def refresh_reader(
     if archive is not None and not (archive / "manifest.json").is_file():
         raise StoreError(f"{archive} is not an archive (no manifest.json)")
     try:
+        archives: dict[str, tuple[str, ...]] = {}
         for name, table in TABLES.items():
             archived = (
                 tuple(str(f) for f in sorted(archive.glob(f"{name}/day=*/*.parquet")))
                 if archive is not None
                 else ()
             )
+            archives[name] = archived
             con.execute(
                 f'CREATE OR REPLACE VIEW "{name}" AS '
                 f"{_table_sql(con, layout, table, snapshot.files[name], archived)}"
             )
+        for rolled in rollups.ROLLUP_TABLES:
+            # The rows of segments that carry no rollups, and archived rows (an archive
+            # keeps no rollups): the reports aggregate them raw.
+            raw = _table_sql(
+                con, layout, TABLES[rolled], snapshot.unrolled[rolled], archives[rolled]
+            )
+            con.execute(f'CREATE OR REPLACE VIEW "{rolled}_unrolled" AS {raw}')
+        # Archived decisions alone: the incremental audit keeps no verdicts for them.
+        con.execute(
+            'CREATE OR REPLACE VIEW "decisions_archived" AS '
+            # (no segment files: the zero-row schema file, then the archived rows)
+            + _table_sql(con, layout, TABLES["decisions"], (), archives["decisions"])
+        )
+        for name in rollups.ROLLUPS:
+            files = snapshot.rollup_files[name]
+            empty = rollups.rollup_sql(
+                name, f'(SELECT * FROM "{rollups.SOURCE_OF[name]}" WHERE false)'
+            )
+            body = (
+                f"SELECT * FROM ({empty}) UNION ALL BY NAME "
+                f"SELECT * FROM read_parquet({_sql_list(files)}, union_by_name = true)"
+                if files
+                else empty
+            )
+            con.execute(f'CREATE OR REPLACE VIEW "rollup_{name}" AS {body}')
         con.execute(
             "CREATE OR REPLACE TABLE segments (topic VARCHAR, partition INTEGER, "
             "first_offset BIGINT, last_offset BIGINT, rows BIGINT, path VARCHAR)"

@@ -23,7 +23,7 @@ import shutil
 import time
 import uuid
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,7 @@ from ledger.checkpoint import Signer
 from ledger.errors import EventDecodeError, StoreError
 from ledger.events import MAX_DEAD_LETTER_REASON, DeadLettered, Event, dead_letter
 from ledger.merkle import CompactTree
+from ledger.store import rollups
 from ledger.store.layout import (
     Layout,
     Segment,
@@ -107,6 +108,8 @@ class CompactionResult:
     new_segments: int = 0
     rows: int = 0
     purged: int = 0
+    #: Segments whose missing rollups were written (``backfill_rollups``).
+    rolled_up: int = 0
 
 
 class _Batch:
@@ -255,6 +258,8 @@ class LedgerWriter:
         self._fsync = fsync
         self._clock = clock
         self._grace_s = grace_s
+        #: CPU seconds spent computing and writing rollups (bench/ledger.py: their share).
+        self.rollup_cpu_s = 0.0
         self._lock_fd: int | None = self.layout.acquire_writer_lock()
         try:
             self._con = duckdb.connect(":memory:")
@@ -583,6 +588,9 @@ class LedgerWriter:
             pq.write_table(rows, path, **PARQUET_OPTIONS)
             if self._fsync:
                 fsync_file(path)
+        rolled = self._write_rollups(
+            tmp, {name: rows for name, rows in slices.items() if name in rollups.ROLLUP_TABLES}
+        )
         manifest = {
             "format": 1,
             "topic": segment.topic,
@@ -590,6 +598,7 @@ class LedgerWriter:
             "first": segment.first,
             "last": segment.last,
             "rows": {name: rows.num_rows for name, rows in slices.items()},
+            "rollups": rolled,
             **extra,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, sort_keys=True) + "\n")
@@ -597,6 +606,54 @@ class LedgerWriter:
             fsync_file(tmp / "manifest.json")
             fsync_dir(tmp)
         return tmp
+
+    def _write_rollups(
+        self, folder: Path, sources: Mapping[str, pa.Table | str], staging: Path | None = None
+    ) -> dict[str, int]:
+        """The rollups of a segment's rows (Arrow tables in memory, or a relation's SQL)."""
+        if not sources:
+            return {}
+        started = time.process_time()
+        registered: list[str] = []
+        relations: dict[str, str] = {}
+        try:
+            for name, rows in sources.items():
+                if isinstance(rows, str):
+                    relations[name] = rows
+                else:
+                    view = f"rollup_source_{name}"
+                    self._con.register(view, rows)
+                    registered.append(view)
+                    relations[name] = view
+            return rollups.write_rollups(
+                self._con, folder, relations, fsync=self._fsync, staging=staging
+            )
+        finally:
+            for view in registered:
+                self._con.unregister(view)
+            self.rollup_cpu_s += time.process_time() - started
+
+    def backfill_rollups(self) -> int:
+        """Write the rollups a live segment lacks (older ledgers, an interrupted backfill).
+
+        Each file is staged in ``tmp/`` and renamed into the committed segment folder; the
+        rows themselves are never touched. Returns the segments completed.
+        """
+        done = 0
+        for segment in list(self._live):
+            folder = self.layout.segment_dir(segment)
+            present = {p.name for p in folder.iterdir()}
+            missing = {
+                table: "read_parquet('" + str(folder / f"{table}.parquet").replace("'", "''") + "')"
+                for table in rollups.ROLLUP_TABLES
+                if f"{table}.parquet" in present and not rollups.is_rolled(present, table)
+            }
+            if missing:
+                self._write_rollups(folder, missing, staging=self.layout.tmp)
+                if self._fsync:
+                    fsync_dir(folder)
+                done += 1
+        return done
 
     def _commit(self, staged: list[tuple[Segment, Path]]) -> None:
         """Rename staged segments into place: each rename is one partition's commit."""
@@ -636,6 +693,7 @@ class LedgerWriter:
             result.rows += self._merge(group)
             result.merged_segments += len(group)
             result.new_segments += 1
+        result.rolled_up = self.backfill_rollups()
         result.purged = self._purge_replaced()
         return result
 
@@ -701,6 +759,17 @@ class LedgerWriter:
                 if self._fsync:
                     fsync_file(path)
                 rows[name] = sum(self._rows[s].get(name, 0) for s in group)
+            # Recomputed from the merged rows (not added up from the parts' rollups): the
+            # merged segment's rollups are then exactly those of its rows, whatever the parts
+            # had (parts without rollups included).
+            rolled = self._write_rollups(
+                tmp,
+                {
+                    name: "read_parquet('" + str(tmp / f"{name}.parquet").replace("'", "''") + "')"
+                    for name in rows
+                    if name in rollups.ROLLUP_TABLES
+                },
+            )
             manifest = {
                 "format": 1,
                 "topic": merged.topic,
@@ -709,6 +778,7 @@ class LedgerWriter:
                 "last": merged.last,
                 "rows": rows,
                 "compacted_from": [s.name for s in group],
+                "rollups": rolled,
                 **self._merged_merkle(group),
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, sort_keys=True) + "\n")

@@ -15,15 +15,6 @@ from reports.model import HistogramChart
 from reports.queries import MISMATCH_CATEGORIES
 
 
-def quantile(values: list[float], q: float) -> float:
-    """DuckDB's quantile_cont: linear interpolation between the closest ranks."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def test_summary_counts_operations_per_pool_and_role(con: Any, built: Ledger) -> None:
     report = build_report(con, "summary")
     got = {(r["pool"], r["role"]): r for r in report.section("pools").records()}
@@ -64,9 +55,10 @@ def test_summary_counts_dead_letters(con: Any, built: Ledger) -> None:
     assert sum(r["count"] for r in rows) == len(built.garbage)
 
 
-def test_performance_gives_exact_latency_quantiles_per_pool_and_operation(
+def test_performance_gives_latency_quantiles_within_one_percent_per_pool_and_operation(
     con: Any, built: Ledger
 ) -> None:
+    # DDSketch (the rollups' latency bins): within 1 % of the value at rank q * (n - 1).
     rows = build_report(con, "performance").section("pools").records()
     assert len(rows) == len({(op.operation, op.pool) for op in built.operations})
     for row in rows:
@@ -77,7 +69,8 @@ def test_performance_gives_exact_latency_quantiles_per_pool_and_operation(
         ]
         assert row["count"] == len(durations)
         for name, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99)):
-            assert row[name] == pytest.approx(quantile(durations, q), abs=0.006)
+            lower = sorted(durations)[int(q * (len(durations) - 1))]
+            assert row[name] == pytest.approx(lower, rel=0.0101, abs=0.006)
         assert row["mean_ms"] == pytest.approx(statistics.fmean(durations), abs=0.006)
 
 

@@ -269,6 +269,27 @@ def test_a_corrupt_segment_is_an_error_message_not_a_traceback(
         assert "Traceback" not in result.output
 
 
+def test_report_raw_gives_the_same_json_as_the_rollups(ledger_path: Path) -> None:
+    rolled = run("report", "summary", "--format", "json", "--duckdb", str(ledger_path))
+    raw = run("report", "summary", "--format", "json", "--raw", "--duckdb", str(ledger_path))
+    assert rolled[0] == raw[0] == 0
+    assert json.loads(rolled[1])["sections"] == json.loads(raw[1])["sections"]
+
+
+def test_audit_full_and_incremental_agree_on_a_tampered_ledger(
+    ledger_path: Path, built: Ledger, tmp_path: Path
+) -> None:
+    copy = Path(shutil.copytree(ledger_path, tmp_path / "ledger"))
+    assert run("audit", "--sample", "0", "--duckdb", str(copy))[0] == 0  # verdicts kept
+    rewrite(copy, "decisions", "SELECT * REPLACE ('v2' AS pool) FROM t")
+    kept = run("audit", "--sample", "0", "--format", "json", "--duckdb", str(copy))
+    full = run("audit", "--full", "--sample", "0", "--format", "json", "--duckdb", str(copy))
+    assert kept[0] == full[0] == 1
+    mine, theirs = json.loads(kept[1]), json.loads(full[1])
+    assert mine["disagreeing"] == theirs["disagreeing"] > 0
+    assert mine["by_version"] == theirs["by_version"]
+
+
 def test_go_no_go_holds_the_split_to_the_sample_ratio_check(ledger_path: Path) -> None:
     code, out, _ = run("report", "go-no-go", "-f", "json", "--duckdb", str(ledger_path))
     assert code == 1
