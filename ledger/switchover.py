@@ -636,6 +636,22 @@ def _roll_back(state: ControllerState, cause: HealthAssessed, now: datetime) -> 
         "window_end": cause.window_end.isoformat(),
         "metrics": {k: v for k, v in cause.metrics.items()},
     }
+    snapshot = rollback_snapshot(
+        state.flag, cause, command_id=command_id, actor=CONTROLLER_ACTOR, at=now
+    )
+    return _rollback_step(state, command_id, cause.event_id, reason, gates, now, [snapshot])
+
+
+def _rollback_step(
+    state: ControllerState,
+    command_id: str,
+    cause_id: str,
+    reason: str,
+    gates: dict[str, JsonValue],
+    now: datetime,
+    evidence: list[RollbackTriggered | GateVerdict],
+) -> StepResult:
+    """The controller's rollback: its record, its command, and the evidence it cites."""
     record = _record(
         state,
         "rolled_back",
@@ -645,7 +661,7 @@ def _roll_back(state: ControllerState, cause: HealthAssessed, now: datetime) -> 
         reason=reason,
         at=now,
         command_id=command_id,
-        cause_id=cause.event_id,
+        cause_id=cause_id,
         gates=gates,
     )
     command = ControllerCommand(
@@ -654,12 +670,9 @@ def _roll_back(state: ControllerState, cause: HealthAssessed, now: datetime) -> 
         flag=state.flag,
         actor=CONTROLLER_ACTOR,
         reason=reason,
-        cause_id=cause.event_id,
+        cause_id=cause_id,
     )
-    snapshot = rollback_snapshot(
-        state.flag, cause, command_id=command_id, actor=CONTROLLER_ACTOR, at=now
-    )
-    return StepResult([record], [command], [snapshot])
+    return StepResult([record], [command], evidence)
 
 
 def _sequential(
@@ -706,27 +719,7 @@ def _roll_back_proven(
         "verdict_ids": [v.event_id for v in evidence],
         "sequential": [v.to_dict() for v in harmed],
     }
-    record = _record(
-        state,
-        "rolled_back",
-        stage=state.stage,
-        percentage_bp=0,
-        actor=CONTROLLER_ACTOR,
-        reason=reason,
-        at=now,
-        command_id=command_id,
-        cause_id=cause_id,
-        gates=gates,
-    )
-    command = ControllerCommand(
-        command="rollback",
-        command_id=command_id,
-        flag=state.flag,
-        actor=CONTROLLER_ACTOR,
-        reason=reason,
-        cause_id=cause_id,
-    )
-    return StepResult([record], [command], list(evidence))
+    return _rollback_step(state, command_id, cause_id, reason, gates, now, list(evidence))
 
 
 def sequential_verdict_event(
