@@ -42,6 +42,7 @@ from pathlib import Path
 from ledger.errors import BrokerError
 from ledger.kafka.secure import (
     PRINCIPALS,
+    SINGLE_NODE_PROPERTIES,
     format_arguments,
     prepare_secure,
     secure_properties,
@@ -139,7 +140,8 @@ logger.request.name = kafka.request.logger
 logger.request.level = WARN
 """
 
-SERVER_PROPERTIES_TEMPLATE = """\
+SERVER_PROPERTIES_TEMPLATE = (
+    """\
 # Written by ledger.kafka.broker: single-node KRaft broker+controller, loopback only.
 process.roles=broker,controller
 node.id=1
@@ -150,14 +152,9 @@ inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs={data_dir}
-num.partitions=1
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=3
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=3
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+"""
+    + SINGLE_NODE_PROPERTIES
+    + """\
 # Tests start consumer groups constantly; the default 3 s delay would dominate their run time.
 group.initial.rebalance.delay.ms=0
 # Kafka's default, as in the compose image; code should still create its topics explicitly
@@ -165,6 +162,7 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 log.retention.hours=168
 """
+)
 
 JVM_FLAGS = (
     "-Xms256m",

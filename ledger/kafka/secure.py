@@ -187,6 +187,19 @@ def env_file_text(
     return "\n".join(lines) + "\n"
 
 
+#: What every single-node broker here sets, plaintext or secure: one replica of everything.
+SINGLE_NODE_PROPERTIES = """\
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=3
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+"""
+
+
 def _jaas(module: str, user: str, password: str, extra: str = "") -> str:
     return f'{module} required username="{user}" password="{password}"{extra};'
 
@@ -243,15 +256,7 @@ authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
 super.users=User:admin;User:{CONTROLLER_USER}
 log.dirs={data_dir}
-num.partitions=1
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=3
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=3
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
+{SINGLE_NODE_PROPERTIES}group.initial.rebalance.delay.ms=0
 # Off here: a principal that may not create a topic must not get one by reading it.
 auto.create.topics.enable=false
 log.retention.hours=168
