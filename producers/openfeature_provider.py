@@ -30,8 +30,9 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 from openfeature.provider import AbstractProvider, Metadata
 
-from ledger.events import DecisionReason, RolloutDecided
+from ledger.events import DecisionReason
 from producers.flag_client import FlagClient
+from producers.ofrep import decision_metadata
 from producers.publisher import EventSink
 from producers.shadow import Route
 
@@ -89,7 +90,7 @@ class MigrationFlagProvider(AbstractProvider):
             value=decision.pool,
             variant=decision.pool,
             reason=self._reason(_REASONS[decision.reason]),
-            flag_metadata=_metadata(decision, shadow=route.shadow),
+            flag_metadata=decision_metadata(decision, shadow=route.shadow),
         )
 
     async def resolve_string_details_async(
@@ -115,7 +116,7 @@ class MigrationFlagProvider(AbstractProvider):
             value=route.shadow,
             variant="on" if route.shadow else "off",
             reason=self._reason(Reason.TARGETING_MATCH if route.shadow else Reason.DISABLED),
-            flag_metadata=_metadata(route.decision, shadow=route.shadow),
+            flag_metadata=decision_metadata(route.decision, shadow=route.shadow),
         )
 
     async def resolve_boolean_details_async(
@@ -188,20 +189,3 @@ def _context(context: EvaluationContext | None) -> tuple[str | None, str | None,
         environment if isinstance(environment, str) else None,
         correlation_id if isinstance(correlation_id, str) else None,
     )
-
-
-def _metadata(decision: RolloutDecided, *, shadow: bool) -> dict[str, bool | int | float | str]:
-    metadata: dict[str, bool | int | float | str] = {
-        "flag": decision.flag,
-        "flag_version": decision.flag_version,
-        "decision_reason": decision.reason.value,
-        "hash_version": decision.hash_version,
-        "correlation_id": decision.correlation_id,
-        "decision_id": decision.event_id,
-        "shadow": shadow,
-    }
-    if decision.bucket is not None:
-        metadata["bucket"] = decision.bucket
-    if decision.threshold_bp is not None:
-        metadata["threshold_bp"] = decision.threshold_bp
-    return metadata
