@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ledger.wire import STORED_TOPICS
+
 __all__ = [
     "PLANNED_PRINCIPALS",
     "Acl",
@@ -138,16 +140,7 @@ def plan_acls(topics: Mapping[str, str], *, app_id: str) -> tuple[Acl, ...]:
             Acl("worker", ResourceType.TOPIC, PatternType.PREFIXED, f"{app_id}-", operation)
         )
     # The sink reads every stored topic, without a group (its offsets live in the store).
-    stored = (
-        "operations",
-        "comparisons",
-        "flag_events",
-        "decisions",
-        "health",
-        "dead_letters",
-        "checkpoints",
-    )
-    acls += _topics("sink", Operation.READ, t(*stored))
+    acls += _topics("sink", Operation.READ, t(*STORED_TOPICS))
     # Operators: send flag commands and read the flag log (for the answers); nothing else.
     acls += _topics("operator", Operation.WRITE, t("flag_commands"))
     acls += _topics("operator", Operation.READ, t("flag_events"))

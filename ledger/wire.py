@@ -151,6 +151,12 @@ CONTRACTS: Final[dict[str, TopicContract]] = {
     )
 }
 
+#: The topics whose events the ledger stores: every contract but the two pseudo-topics
+#: (flag commands are requests, not facts, and have no contract here).
+STORED_TOPICS: Final[tuple[str, ...]] = tuple(
+    name for name in CONTRACTS if name not in (INGEST, ANY)
+)
+
 #: Fields an event may not leave null although its model allows it for old records:
 #: replay, explain and audit recompute a decision from its bucket and threshold.
 REQUIRED: Final[dict[type[Event], tuple[str, ...]]] = {RolloutDecided: ("bucket", "threshold_bp")}

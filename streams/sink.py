@@ -25,19 +25,12 @@ from ledger.kafka.clients import aiokafka_consumer
 from ledger.settings import Settings
 from ledger.store.keys import load_signer
 from ledger.store.writer import LedgerWriter, SourceRecord, WriteResult
+from ledger.wire import STORED_TOPICS
 
 __all__ = ["LEDGER_TOPICS", "LedgerSink", "SinkOptions", "SinkStats", "run_sink"]
 
 #: Logical topics the sink stores (flag commands are requests, not facts: not stored).
-LEDGER_TOPICS = (
-    "operations",
-    "comparisons",
-    "flag_events",
-    "decisions",
-    "health",
-    "dead_letters",
-    "checkpoints",
-)
+LEDGER_TOPICS = STORED_TOPICS
 
 log = logging.getLogger("migration_ledger.sink")
 
