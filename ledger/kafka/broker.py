@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ledger.errors import BrokerError
+from ledger.kafka.frames import read_exactly
 from ledger.kafka.secure import (
     PRINCIPALS,
     SINGLE_NODE_PROPERTIES,
@@ -328,18 +329,8 @@ def free_ports(count: int, host: str = HOST) -> list[int]:
 
 def _exchange(sock: socket.socket, request: bytes) -> bytes:
     sock.sendall(struct.pack(">i", len(request)) + request)
-    (size,) = struct.unpack(">i", _read_exactly(sock, 4))
-    return _read_exactly(sock, size)
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            raise ConnectionError("broker closed the connection")
-        chunks += chunk
-    return bytes(chunks)
+    (size,) = struct.unpack(">i", read_exactly(sock, 4))
+    return read_exactly(sock, size)
 
 
 def _read_uvarint(data: bytes, offset: int) -> tuple[int, int]:

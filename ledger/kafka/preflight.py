@@ -20,6 +20,7 @@ import struct
 from typing import Any
 
 from ledger.errors import BrokerError
+from ledger.kafka.frames import read_exactly
 from ledger.settings import Settings
 
 __all__ = ["preflight"]
@@ -36,24 +37,14 @@ def _request(api_key: int, version: int, body: bytes) -> bytes:
     return struct.pack(">i", len(message)) + message
 
 
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            raise ConnectionError("the broker closed the connection")
-        chunks += chunk
-    return bytes(chunks)
-
-
 def _answer(sock: socket.socket) -> bytes:
-    first = _read_exactly(sock, 4)
+    first = read_exactly(sock, 4)
     if first[:1] == b"\x15" and first[1:2] == b"\x03":  # a TLS alert record, not Kafka
         raise _SpeaksTls()
     (size,) = struct.unpack(">i", first)
     if not 0 < size < 10_000_000:
         raise _SpeaksTls()
-    return _read_exactly(sock, size)
+    return read_exactly(sock, size)
 
 
 class _SpeaksTls(Exception):
